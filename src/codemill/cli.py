@@ -1,0 +1,186 @@
+"""The `codemill` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+codemill turns source-code archives into curated, licence-labelled training data with provenance
+for every file: each file gets its Software Heritage ID (SWHID), language, licence, quality-filter
+verdict and PII redaction, and a manifest accounts for every input file.
+
+commands:
+  curate     read sources, label and filter every file, write data/, dropped/, manifest/, trees/, stats.json
+  manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
+
+Run `codemill COMMAND --help` for the options of a command.
+"""
+
+CURATE_EPILOG = """\
+SOURCE kinds (detected, or forced with --source-kind):
+  directory   a local folder, one repository
+  git         a git repository (working copy or bare), files at HEAD or --ref
+  archive     .tar .tar.gz .tgz .tar.bz2 .tar.xz .tar.zst .zip: one archive = one repository
+  archives    a folder holding only archives: one repository each
+  swh_export  a Software Heritage graph export (Parquet/ORC tables) + --content-store
+  table       .jsonl[.gz|.zst] or .parquet rows of {repo, path, content[, license, stars, forks]}
+  (none)      the embedded default corpus: the installed Python distributions, capped by --max-files
+
+Any Apache Beam pipeline option passes through, e.g.
+  --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=HOST:8786
+  --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
+Without --runner, the local FnApiRunner runs with --workers processes.
+"""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # Beam warns at import about optional GCP clients we do not use.
+    logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("root").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _load_curation_config(path: str | None):
+    from codemill.curation.config import CurationConfig
+
+    if path is None:
+        return CurationConfig()
+    import yaml
+
+    config_path = Path(path)
+    try:
+        data = yaml.safe_load(config_path.read_text()) or {}
+    except OSError as err:
+        raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}")
+    except yaml.YAMLError as err:
+        raise SystemExit(f"codemill: config {config_path} is not valid YAML: {err}")
+    section = data.get("curate", data) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise SystemExit(f"codemill: config {config_path}: expected a mapping (optionally under 'curate:')")
+    try:
+        return CurationConfig.from_dict(section, base_dir=config_path.parent)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"codemill: config {config_path}: {err}")
+
+
+def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from codemill.curation.optout import OptOutList
+    from codemill.curation.sources import SourceError, plan_sources
+    from codemill.pipelines.curate import run_curation
+
+    config = _load_curation_config(args.config)
+    changes: dict = {}
+    if args.optout:
+        changes["optout"] = OptOutList.from_file(Path(args.optout))
+    if args.no_pii:
+        changes["redact_pii"] = False
+    if args.shards:
+        changes["num_shards"] = args.shards
+    config = dataclasses.replace(config, **changes)
+    try:
+        specs = plan_sources(
+            args.sources, args.source_kind, max_files=args.max_files, limits=config.limits,
+            ref=args.ref, content_store=args.content_store,
+        )
+    except SourceError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    if not specs:
+        print("codemill: nothing to read (no sources found)", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not any(a.startswith("--runner") for a in beam_args):
+        beam_args = beam_args + [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
+    what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
+    print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
+    result = run_curation(specs, Path(args.out), config, beam_args)
+    totals = result.stats.get("totals", {})
+    print(
+        f"\ncurated {totals.get('files', 0)} files ({totals.get('bytes', 0) / 1e6:.1f} MB) in {result.seconds:.1f} s: "
+        f"kept {totals.get('kept_files', 0)}, dropped {totals.get('dropped_files', 0)}\n"
+        f"  kept records : {result.out_dir / 'data'}\n"
+        f"  dropped      : {result.out_dir / 'dropped'}\n"
+        f"  manifest     : {result.manifest_dir}  (check it: codemill manifest verify {result.out_dir})\n"
+        f"  trees        : {result.out_dir / 'trees'}\n"
+        f"  stats        : {result.out_dir / 'stats.json'}"
+    )
+    return 0
+
+
+def _manifest_verify(args: argparse.Namespace) -> int:
+    from codemill.curation.manifest import verify
+
+    try:
+        report = verify(Path(args.dir))
+    except FileNotFoundError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    for problem in report.problems[: args.max_problems]:
+        print(f"FAIL {problem}")
+    if len(report.problems) > args.max_problems:
+        print(f"... and {len(report.problems) - args.max_problems} more problems")
+    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    print(f"manifest verify {args.dir}: {status}: {report.files_checked} source files re-hashed, "
+          f"{report.kept_checked} stored texts checked")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codemill", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    curate = commands.add_parser(
+        "curate", help="curate sources into labelled, filtered FileRecords with a provenance manifest",
+        description="Curate sources into labelled, filtered FileRecords with a provenance manifest.",
+        epilog=CURATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    curate.add_argument("sources", nargs="*", metavar="SOURCE", help="paths to read (none: the embedded default corpus)")
+    curate.add_argument("--out", required=True, help="output directory")
+    curate.add_argument("--source-kind", choices=("directory", "git", "archive", "archives", "swh_export", "table"),
+                        help="force the kind of every SOURCE instead of detecting it")
+    curate.add_argument("--max-files", type=int, default=20000,
+                        help="cap on files taken from the embedded default corpus (default: %(default)s)")
+    curate.add_argument("--ref", help="git ref to read (default: HEAD)")
+    curate.add_argument("--content-store", help="fsspec URL of the content store of a swh_export source "
+                                                "(default: <export>/content)")
+    curate.add_argument("--config", help="YAML file with curation settings (filters, limits, ...), optionally under 'curate:'")
+    curate.add_argument("--optout", help="file of repositories, origin URLs or SWHIDs to exclude, one per line")
+    curate.add_argument("--no-pii", action="store_true", help="do not redact PII and secrets")
+    curate.add_argument("--shards", type=int, help="output shards per table (default 4)")
+    curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="local worker processes when no --runner is given (default: %(default)s)")
+
+    manifest = commands.add_parser("manifest", help="provenance manifest tools")
+    manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
+    verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
+    verify.add_argument("dir", help="a curation output directory")
+    verify.add_argument("--max-problems", type=int, default=50, help="problems to print (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    _setup_logging(args.verbose)
+    if args.command == "curate":
+        return _curate(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "manifest" and args.manifest_command == "verify":
+        return _manifest_verify(args)
+    parser.print_help()
+    return 0 if args.command is None else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

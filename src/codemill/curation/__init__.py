@@ -1,0 +1,1 @@
+"""Curation: sources, SWHIDs, language, licences, filters, PII, opt-out, manifest."""

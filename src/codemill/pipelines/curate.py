@@ -1,0 +1,283 @@
+"""The curation stage as Apache Beam PTransforms, and its driver.
+
+    sources ─Read─> files ─BuildRecord─> records ──────────────┐
+                 └─> summaries (origin, trees)                  ├─CoGroupByKey(repo)─Finalize─> records
+    records ─licence files─DetectLicense─> findings ───────────┘
+    records ─> data/ (kept) · dropped/ · manifest/ (every file) · trees/ · stats.json
+
+Every output table is written as a fixed number of shards, rows assigned by a hash of
+(repository, path) and sorted inside a shard, so the output is byte-identical on any runner
+with any number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from codemill.curation.config import CurationConfig
+from codemill.curation.license import ScancodeDetector
+from codemill.curation.process import build_record, finalize_repository, license_finding
+from codemill.curation.sources import read_source
+from codemill.curation.sources.base import RepoSummary, SourceFile, SourceSpec, spec_to_json
+from codemill.curation.stats import StatsAccumulator
+from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, TreeRecord, records_to_table
+from codemill.shards import shard_name, shard_of, write_table_atomic
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TABLES = ("data", "dropped", "manifest", "trees")
+SUCCESS_MARKER = "_SUCCESS.json"
+
+
+class ReadSource(beam.DoFn):
+    """One SourceSpec -> its files (main output) and its RepoSummary (tagged 'summaries')."""
+
+    def process(self, spec: SourceSpec) -> Iterator:
+        count = 0
+        for item in read_source(spec):
+            if isinstance(item, RepoSummary):
+                if item.error:
+                    log.warning("%s: %s", item.source_uri, item.error)
+                yield beam.pvalue.TaggedOutput("summaries", item)
+            else:
+                count += 1
+                yield item
+        beam.metrics.Metrics.counter("curate", "files_read").inc(count)
+
+
+class BuildRecord(beam.DoFn):
+    """SourceFile -> (repo_key, FileRecord), with a progress bar per worker."""
+
+    def __init__(self, config: CurationConfig, total: int | None) -> None:
+        self.config = config
+        self.total = total
+
+    def setup(self) -> None:
+        from tqdm import tqdm
+
+        self.progress = tqdm(total=self.total, unit=" files", desc="curate", mininterval=2.0, leave=False,
+                             disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
+
+    def process(self, item: SourceFile) -> Iterator[tuple[str, FileRecord]]:
+        record = build_record(item, self.config)
+        self.progress.update(1)
+        yield item.repo_key, record
+
+    def teardown(self) -> None:
+        self.progress.close()
+
+
+class DetectLicense(beam.DoFn):
+    """(repo_key, FileRecord) of a licence file -> (repo_key, LicenseFinding). ScanCode loads once per worker."""
+
+    def setup(self) -> None:
+        self.detector = ScancodeDetector()
+
+    def process(self, keyed: tuple[str, FileRecord]) -> Iterator:
+        key, record = keyed
+        finding = license_finding(record, self.detector)
+        if finding is not None:
+            yield key, finding
+
+
+def _finalize(joined: tuple[str, dict], config: CurationConfig) -> Iterator[FileRecord]:
+    _, groups = joined
+    summaries = list(groups["summaries"])
+    findings = sorted(groups["findings"], key=lambda f: f.path)
+    records = (record for record in groups["records"])
+    yield from finalize_repository(records, findings, summaries[0] if summaries else None, config)
+
+
+def _record_sort_key(record: FileRecord) -> tuple:
+    return (record.source_uri, record.repo, record.path, record.swhid or "")
+
+
+@dataclass(frozen=True)
+class ShardWriter:
+    out_dir: str
+    table: str
+    num_shards: int
+
+    def __call__(self, keyed: tuple[int, Iterable]) -> str:
+        index, rows = keyed
+        rows = [row for row in rows if row is not None]
+        path = Path(self.out_dir) / self.table / shard_name(index, self.num_shards)
+        if self.table == "trees":
+            rows.sort(key=lambda t: (t.source_uri, t.repo, t.path))
+            columns = {name: [getattr(t, name) for t in rows] for name in TREE_SCHEMA.names}
+            import pyarrow as pa
+
+            write_table_atomic(path, pa.table(columns, schema=TREE_SCHEMA))
+        else:
+            rows.sort(key=_record_sort_key)
+            schema = MANIFEST_SCHEMA if self.table == "manifest" else FILE_RECORD_SCHEMA
+            write_table_atomic(path, records_to_table(rows, schema))
+        return str(path)
+
+
+class WriteShards(beam.PTransform):
+    """Write a PCollection as exactly `num_shards` sorted Parquet shards (empty ones included)."""
+
+    def __init__(self, out_dir: str, table: str, num_shards: int) -> None:
+        super().__init__()
+        self.writer = ShardWriter(out_dir, table, num_shards)
+
+    def expand(self, pcoll):
+        n = self.writer.num_shards
+        table = self.writer.table
+
+        def key_of(row) -> tuple[int, object]:
+            key = f"{row.source_uri}#{row.repo}#{row.path}"
+            return shard_of(key, n), row
+
+        keyed = pcoll | f"Key{table}" >> beam.Map(key_of)
+        empty = pcoll.pipeline | f"Empty{table}" >> beam.Create([(i, None) for i in range(n)])
+        return (
+            (keyed, empty)
+            | f"Flatten{table}" >> beam.Flatten()
+            | f"Group{table}" >> beam.GroupByKey()
+            | f"Write{table}" >> beam.Map(self.writer)
+        )
+
+
+class StatsCombine(beam.CombineFn):
+    def create_accumulator(self) -> StatsAccumulator:
+        return StatsAccumulator()
+
+    def add_input(self, acc: StatsAccumulator, record: FileRecord) -> StatsAccumulator:
+        return acc.add(record)
+
+    def merge_accumulators(self, accs: Iterable[StatsAccumulator]) -> StatsAccumulator:
+        merged = StatsAccumulator()
+        for acc in accs:
+            merged.merge(acc)
+        return merged
+
+    def extract_output(self, acc: StatsAccumulator) -> dict:
+        return acc.to_json()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Curate(beam.PTransform):
+    """SourceSpecs -> finalized FileRecords (kept and dropped) and TreeRecords.
+
+    Returns a dict {'records': PCollection[FileRecord], 'trees': PCollection[TreeRecord]} so the
+    transform can sit inside a larger pipeline."""
+
+    def __init__(self, config: CurationConfig, total_files: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.total_files = total_files
+
+    def expand(self, specs):
+        read = specs | "Read" >> beam.ParDo(ReadSource()).with_outputs("summaries", main="files")
+        records = (
+            read.files
+            | "Redistribute" >> beam.Reshuffle()
+            | "BuildRecord" >> beam.ParDo(BuildRecord(self.config, self.total_files))
+        )
+        findings = records | "DetectLicense" >> beam.ParDo(DetectLicense())
+        summaries = read.summaries | "KeySummary" >> beam.Map(lambda s: (s.repo_key, s))
+        final = (
+            {"records": records, "findings": findings, "summaries": summaries}
+            | "JoinRepository" >> beam.CoGroupByKey()
+            | "Finalize" >> beam.FlatMap(_finalize, self.config)
+        )
+        trees = read.summaries | "Trees" >> beam.FlatMap(lambda s: s.trees)
+        return {"records": final, "trees": trees}
+
+
+class WriteCuration(beam.PTransform):
+    """Writes the curation outputs (data, dropped, manifest, trees, stats.json) under out_dir."""
+
+    def __init__(self, out_dir: str, num_shards: int) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.num_shards = num_shards
+
+    def expand(self, outputs):
+        records, trees = outputs["records"], outputs["trees"]
+        kept = records | "Kept" >> beam.Filter(lambda r: r.kept)
+        dropped = records | "Dropped" >> beam.Filter(lambda r: not r.kept)
+        out, n = self.out_dir, self.num_shards
+        written = [
+            kept | "WriteData" >> WriteShards(out, "data", n),
+            dropped | "WriteDropped" >> WriteShards(out, "dropped", n),
+            records | "WriteManifest" >> WriteShards(out, "manifest", n),
+            trees | "WriteTrees" >> WriteShards(out, "trees", n),
+        ]
+        stats = records | "Stats" >> beam.CombineGlobally(StatsCombine())
+        stats | "WriteStats" >> beam.Map(lambda s: _write_json(Path(out) / "stats.json", s))
+        return written
+
+
+def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, object | None]:
+    """Pipeline options from the CLI; FnApiRunner when no runner is named (Prism cannot run offline)."""
+    args = list(args or [])
+    options = PipelineOptions(args)
+    runner = None
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        runner = FnApiRunner()
+    return options, runner
+
+
+@dataclass
+class CurationResult:
+    out_dir: Path
+    stats: dict
+    seconds: float
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.out_dir / "manifest"
+
+
+def run_curation(
+    specs: list[SourceSpec],
+    out_dir: Path,
+    config: CurationConfig = CurationConfig(),
+    pipeline_args: list[str] | None = None,
+) -> CurationResult:
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A previous run's output must not mix with this one's; the marker goes last.
+    (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
+    for name in OUTPUT_TABLES:
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    (out_dir / "stats.json").unlink(missing_ok=True)
+    _write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in specs]})
+
+    total = sum(len(s.option("files", ())) for s in specs) or None
+    options, runner = default_pipeline_options(pipeline_args)
+    started = time.monotonic()
+    with beam.Pipeline(runner=runner, options=options) as pipeline:
+        outputs = (
+            pipeline
+            | "Sources" >> beam.Create(specs)
+            | "Curate" >> Curate(config, total)
+        )
+        outputs | "Write" >> WriteCuration(str(out_dir), config.num_shards)
+    seconds = time.monotonic() - started
+    stats_path = out_dir / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    stats["sources"] = len(specs)
+    _write_json(stats_path, stats)
+    _write_json(out_dir / SUCCESS_MARKER, {"stage": "curate", "seconds": round(seconds, 2), "sources": len(specs)})
+    return CurationResult(out_dir, stats, seconds)

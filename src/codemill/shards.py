@@ -1,0 +1,52 @@
+"""Parquet shards shared by every stage: stable shard assignment, atomic writes, reading back.
+
+Rows go to a shard by a hash of a stable key and are sorted inside it before writing, so a stage's
+output is byte-identical whatever the runner, the number of workers or the bundle order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % num_shards
+
+
+def shard_name(index: int, num_shards: int) -> str:
+    return f"part-{index:05d}-of-{num_shards:05d}.parquet"
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Write to a temporary name, then rename: a crash never leaves a half-written shard that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("part-*.parquet"))
+
+
+def read_table(directory: Path, columns: list[str] | None = None) -> pa.Table:
+    paths = shard_paths(directory)
+    if not paths:
+        raise FileNotFoundError(f"no Parquet shards (part-*.parquet) in {directory}")
+    return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+
+
+def iter_rows(directory: Path, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[dict]:
+    for path in shard_paths(directory):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            yield from batch.to_pylist()

@@ -45,7 +45,8 @@ _PASSWORD_RE = re.compile(
 _PEM_PRIVATE_KEY_RE = re.compile(
     r"-----BEGIN[A-Z ]*PRIVATE KEY( BLOCK)?-----.*?-----END[A-Z ]*PRIVATE KEY( BLOCK)?-----", re.DOTALL
 )
-_TOKEN_RE = re.compile(r"[A-Za-z0-9+/_=.\-]{16,}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9+/_=\-]{16,}")
+_DIGIT_RE = re.compile(r"\d")
 _IPV6_HINT_RE = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
 _PLACEHOLDER_VALUES = re.compile(
     r"^(?:<[^>]*>|\$\{?.*|%\(?.*|\{\{.*|x+|\*+|\.+|changeme|password|secret|example.*|your[_-].*|none|null|true|false)$",
@@ -91,7 +92,7 @@ def _candidate_lines(text: str) -> list[tuple[int, int]]:
     """(start, end) of the lines that may hold a key or token."""
     spans: list[tuple[int, int]] = []
     for match in _TOKEN_RE.finditer(text):
-        if not any(ch.isdigit() for ch in match.group()):
+        if not _DIGIT_RE.search(match.group()):
             continue
         start = text.rfind("\n", 0, match.start()) + 1
         if spans and start < spans[-1][1]:

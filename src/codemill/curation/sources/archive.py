@@ -8,6 +8,7 @@ before the damage and adds one record, named after the archive, that says where 
 
 from __future__ import annotations
 
+import gzip
 import tarfile
 import zipfile
 import zlib
@@ -74,16 +75,30 @@ def _read_bounded(stream: BinaryIO, declared_size: int, limit: int) -> bytes:
     return data
 
 
-def _open_tar(path: Path) -> tuple[tarfile.TarFile, BinaryIO]:
+def _open_tar(path: Path) -> tuple[tarfile.TarFile, BinaryIO, BinaryIO | None]:
+    """(tar reader, raw file, decompressed stream to drain at the end so its checksum is verified)."""
     raw = open(path, "rb")
-    if path.name.lower().endswith((".tar.zst", ".tzst")):
+    name = path.name.lower()
+    if name.endswith((".tar.zst", ".tzst")):
         import zstandard
 
         stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return tarfile.open(fileobj=stream, mode="r|"), raw
+        return tarfile.open(fileobj=stream, mode="r|"), raw, stream
+    if name.endswith((".tar.gz", ".tgz")):
+        # gzip.GzipFile checks the CRC at the end of the stream; tarfile's own reader never does.
+        gz = gzip.GzipFile(fileobj=raw)
+        return tarfile.open(fileobj=gz, mode="r|"), raw, gz
     # Streaming mode: members are read in order, memory stays bounded, and a truncated archive
     # yields every member before the damage.
-    return tarfile.open(fileobj=raw, mode="r|*"), raw
+    return tarfile.open(fileobj=raw, mode="r|*"), raw, None
+
+
+def _drain(stream: BinaryIO | None) -> None:
+    """Read a compressed stream to its end: tar stops at its end-of-archive block, before the
+    compressor's checksum, so damage in the data would otherwise go unnoticed."""
+    if stream is not None:
+        while stream.read(1 << 20):
+            pass
 
 
 def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) -> Iterator[SourceFile]:
@@ -92,7 +107,7 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
     limit = spec.limits.max_file_bytes
     current = None
     try:
-        tar, raw = _open_tar(path)
+        tar, raw, decompressed = _open_tar(path)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         summary.complete, summary.error = False, f"cannot open archive {spec.uri}: {err}"
         yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, f"archive_corrupt:{err}")
@@ -134,7 +149,8 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
                     continue
                 yield ingest_bytes(spec, key, repo, rel, _read_bounded(stream, member.size, limit), mode)
             current = None
-    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as err:
+            _drain(decompressed)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile) as err:
         where = f" at member {current!r}" if current else ""
         summary.complete, summary.error = False, f"archive {spec.uri} is corrupt or truncated{where}: {err}"
         yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, f"archive_corrupt{where}:{err}")

@@ -85,13 +85,18 @@ def _licence_repo_path(dist_info_rel: PurePosixPath) -> str:
 
 
 def _distribution_files(dist: md.Distribution) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(source files, licence files) as (repo path, path relative to the install root)."""
+    """(source files, licence files) as (repo path, path relative to the install root).
+
+    Files the RECORD lists but the disk lacks (editable installs list their project files) are
+    left out: the default corpus is what is really installed."""
     sources: list[tuple[str, str]] = []
     licences: list[tuple[str, str]] = []
     files = [PurePosixPath(str(f)) for f in (dist.files or [])]
     for rel in files:
         rel_s = str(rel)
         if rel_s.startswith("..") or "__pycache__" in rel.parts or rel_s.endswith(_SKIP_SUFFIXES):
+            continue
+        if not Path(dist.locate_file(rel_s)).is_file():
             continue
         if rel.parts[0].endswith((".dist-info", ".egg-info")):
             if rel.name not in _METADATA_FILES and (is_license_file_name(rel.name) or "licenses" in rel.parts):

@@ -67,7 +67,10 @@ def _read(export: Path, name: str, required: bool = True) -> pa.Table | None:
 
 
 def _hex(value: Any) -> str:
-    return value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
+    """Ids are hex strings in the published export; accept raw 20-byte ids too."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex() if len(value) == 20 else bytes(value).decode("ascii")
+    return str(value)
 
 
 def _bytes_name(value: Any) -> bytes:

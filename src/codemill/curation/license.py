@@ -77,8 +77,13 @@ _CLASSIFIER_SPDX = {
 }
 
 
+# A source file named after licences (license.py, licensing.go) is code, not a licence text.
+_CODE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".h", ".cc", ".cpp", ".hpp", ".rb", ".php",
+                  ".cs", ".kt", ".scala", ".swift", ".sh", ".pl", ".lua", ".json", ".yml", ".yaml", ".toml", ".xml")
+
+
 def is_license_file_name(name: str) -> bool:
-    return bool(_LICENSE_FILE_RE.search(name))
+    return bool(_LICENSE_FILE_RE.search(name)) and not name.lower().endswith(_CODE_SUFFIXES)
 
 
 def is_license_file(path: str) -> bool:
@@ -94,9 +99,12 @@ def _spdx_licensing():
 
 def normalize_spdx(expression: str) -> str | None:
     """A valid SPDX expression in canonical form, or None if the text is not one."""
+    expression = expression.strip()
+    if not expression:
+        return None  # validate('') answers the string 'None'
     licensing = _spdx_licensing()
     try:
-        info = licensing.validate(expression.strip())
+        info = licensing.validate(expression)
     except Exception:  # license_expression raises several parse error types
         return None
     if info.errors or not info.normalized_expression:

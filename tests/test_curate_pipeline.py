@@ -1,0 +1,169 @@
+"""End to end: the Beam curation pipeline over every source kind, the manifest, and its verification."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from codemill.cli import main
+from codemill.curation.manifest import verify
+from codemill.curation.sources import plan_sources, read_source
+from codemill.curation.sources.base import SourceFile
+from codemill.shards import read_table
+from test_archives import hostile_tar
+
+
+@pytest.fixture
+def sources(tmp_path: Path, repo_dir: Path, git_repo: Path) -> list[str]:
+    archive = hostile_tar(tmp_path / "hostile.tar.gz")
+    table = tmp_path / "rows.jsonl"
+    table.write_text(
+        json.dumps({"repo": "t/one", "path": "m.py", "content": "def m():\n    return 42\n", "license": "Apache-2.0"})
+        + "\n" + json.dumps({"repo": "t/one", "path": "n.py"}) + "\n"
+    )
+    return [str(repo_dir), str(git_repo), str(archive), str(table)]
+
+
+def curate(sources: list[str], out: Path, *extra: str) -> int:
+    return main(["curate", *sources, "--out", str(out), "--workers", "1", *extra])
+
+
+def by_path(table) -> dict[tuple[str, str], dict]:
+    return {(row["repo"], row["path"]): row for row in table.to_pylist()}
+
+
+def test_curate_every_source_kind(tmp_path: Path, sources: list[str]) -> None:
+    out = tmp_path / "out"
+    assert curate(sources, out) == 0
+    manifest = read_table(out / "manifest")
+    input_files = sum(1 for spec in plan_sources(sources) for item in read_source(spec) if isinstance(item, SourceFile))
+    assert manifest.num_rows == input_files  # the manifest accounts for every input file
+    rows = by_path(manifest)
+
+    settings = rows[("demo-repo", "src/pkg/settings.py")]
+    assert settings["kept"] and settings["license_spdx"] == "MIT" and settings["license_type"] == "permissive"
+    assert settings["license_source"] == "scancode:LICENSE"
+    assert settings["qualified_swhid"].startswith(settings["swhid"] + ";origin=file://")
+    assert sorted(settings["pii_types"]) == ["EMAIL", "IP_ADDRESS", "KEY", "PASSWORD"]
+    vendored = rows[("demo-repo", "vendor_lib/third/impl.py")]
+    assert vendored["license_type"] == "non_permissive" and "GPL-3.0" in vendored["license_spdx"]
+    assert rows[("demo-repo", "src/pkg/minified.js")]["drop_reason"] == "filter:long_lines"
+    assert rows[("demo-repo", "src/pkg/blob.bin")]["drop_reason"] == "binary:nul_bytes"
+    assert rows[("demo-repo", "link.py")]["drop_reason"] == "symlink"
+
+    git_file = rows[("gitdemo", "src/pkg/__init__.py")]
+    assert ";visit=swh:1:snp:" in git_file["qualified_swhid"] and ";anchor=swh:1:rev:" in git_file["qualified_swhid"]
+    assert git_file["origin_swhid"].startswith("swh:1:snp:")
+    assert git_file["origin_url"] == "https://example.org/team/gitdemo.git"
+
+    assert rows[("hostile", "../escape.py")]["drop_reason"] == "unsafe_path:parent_reference"
+    assert rows[("hostile", "pkg/good.py")]["kept"]
+    assert rows[("t/one", "m.py")]["license_spdx"] == "Apache-2.0"
+    assert rows[("t/one", "m.py")]["license_source"] == "declared:table"
+
+    data = by_path(read_table(out / "data"))
+    stored = data[("demo-repo", "src/pkg/settings.py")]["content"]
+    assert "jane.doe@corp-mail.net" not in stored and "<EMAIL>" in stored
+    assert all(row["kept"] for row in data.values())
+    assert all(not row["kept"] for row in read_table(out / "dropped").to_pylist())
+
+    trees = read_table(out / "trees").to_pylist()
+    assert any(t["repo"] == "gitdemo" and t["path"] == "" for t in trees)
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["totals"]["files"] == input_files
+    assert stats["filters_fired"]["long_lines"] >= 1
+    assert stats["pii_files_by_type"]["EMAIL"] >= 2  # the directory and the git copy
+
+    report = verify(out, progress=False)
+    assert report.ok, report.problems
+    assert report.files_checked == input_files
+
+
+def test_manifest_verify_names_altered_files(tmp_path: Path, repo_dir: Path) -> None:
+    out = tmp_path / "out"
+    assert curate([str(repo_dir)], out) == 0
+    target = repo_dir / "src" / "pkg" / "__init__.py"
+    original = target.read_text()
+    target.write_text("tampered = True\n")
+    report = verify(out, progress=False)
+    assert not report.ok
+    assert any("demo-repo/src/pkg/__init__.py: content changed" in p for p in report.problems)
+    assert main(["manifest", "verify", str(out)]) == 1
+
+    # altering the stored text is caught too
+    target.write_text(original)
+    assert verify(out, progress=False).ok
+    shard = next(p for p in sorted((out / "data").glob("part-*.parquet")) if pq.read_table(p).num_rows)
+    table = pq.read_table(shard)
+    contents = table.column("content").to_pylist()
+    contents[0] = contents[0] + "\n# injected\n"
+    column = pa.array(contents, table.schema.field("content").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("content"), "content", column), shard)
+    report = verify(out, progress=False)
+    assert any("stored text altered" in p for p in report.problems)
+
+
+def test_same_input_gives_byte_identical_manifest(tmp_path: Path, repo_dir: Path, git_repo: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert curate([str(repo_dir), str(git_repo)], first) == 0
+    assert curate([str(repo_dir), str(git_repo)], second) == 0
+    for table in ("manifest", "data", "dropped", "trees"):
+        a = sorted((first / table).glob("*.parquet"))
+        b = sorted((second / table).glob("*.parquet"))
+        assert [p.name for p in a] == [p.name for p in b]
+        assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b)), table
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_identical_output(tmp_path: Path, repo_dir: Path, git_repo: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert curate([str(repo_dir), str(git_repo)], one) == 0
+    assert main(["curate", str(repo_dir), str(git_repo), "--out", str(two), "--workers", "2"]) == 0
+    for table in ("manifest", "data", "dropped", "trees"):
+        for x, y in zip(sorted((one / table).glob("*.parquet")), sorted((two / table).glob("*.parquet"))):
+            assert x.read_bytes() == y.read_bytes(), (table, x.name)
+
+
+def test_optout_and_cli_errors(tmp_path: Path, repo_dir: Path, capsys) -> None:
+    optout = tmp_path / "optout.txt"
+    optout.write_text("demo-repo\n")
+    out = tmp_path / "out"
+    assert curate([str(repo_dir)], out, "--optout", str(optout)) == 0
+    rows = read_table(out / "manifest").to_pylist()
+    assert rows and all(r["drop_reason"] in ("opted_out:demo-repo", "symlink", "binary:nul_bytes") for r in rows)
+    assert read_table(out / "data").num_rows == 0
+
+    assert curate([str(tmp_path / "missing")], tmp_path / "o2") == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("curate:\n  filters:\n    max_lines_typo: 3\n")
+    with pytest.raises(SystemExit, match="unknown filter setting"):
+        curate([str(repo_dir)], tmp_path / "o3", "--config", str(bad))
+
+
+def test_truncated_archive_in_pipeline_keeps_good_files(tmp_path: Path) -> None:
+    archive = tmp_path / "broken.tar"
+    with tarfile.open(archive, "w") as tar:
+        from test_archives import GOOD, add_bytes
+
+        add_bytes(tar, "ok.py", GOOD)
+        add_bytes(tar, "big.py", b"x = 1\n" * 50_000)
+    archive.write_bytes(archive.read_bytes()[:100_000])
+    out = tmp_path / "out"
+    assert curate([str(archive)], out) == 0
+    rows = by_path(read_table(out / "manifest"))
+    assert rows[("broken", "ok.py")]["kept"]
+    assert rows[("broken", "<archive>")]["drop_reason"].startswith("archive_corrupt at member 'big.py'")
+
+
+def test_help_reads_like_the_readme(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "curate" in text and "manifest" in text and "SWHID" in text

@@ -1,0 +1,155 @@
+"""Curation throughput: codemill's Beam pipeline vs datatrove's LocalPipelineExecutor vs the I/O floor.
+
+All three read the same JSONL corpus (files of the installed Python distributions, as the embedded
+default corpus samples them) on the same number of worker processes:
+
+  floor      read the JSONL and compute the sha1_git of every file (one process; no framework)
+  datatrove  JsonlReader -> [language (enry) + the StarCoder2 filters + PII redaction] -> JsonlWriter,
+             the per-file work wrapped as one datatrove PipelineStep, tasks=workers=N
+  codemill   `codemill curate corpus.jsonl` with the same filters and PII, plus what datatrove does
+             not do: SWHIDs, tree SWHIDs, tree-sitter parse check, ScanCode licences, manifest, stats
+
+Usage: python benchmarks/bench_curation.py [--files 3000] [--workers 2] [--repeats 1]
+Prints a Markdown table to paste into benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / "_work"
+
+
+def build_corpus(files: int) -> tuple[Path, int, int]:
+    from codemill.curation.sources import plan_sources, read_source
+    from codemill.curation.sources.base import SourceFile
+
+    path = WORK / f"corpus-{files}.jsonl"
+    count = size = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for spec in plan_sources([], max_files=files):
+            for item in read_source(spec):
+                if not isinstance(item, SourceFile) or item.data is None:
+                    continue
+                try:
+                    text = item.data.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                out.write(json.dumps({"id": f"{item.repo}/{item.path}", "repo": item.repo, "path": item.path,
+                                      "content": text, "text": text}) + "\n")
+                count += 1
+                size += len(item.data)
+    return path, count, size
+
+
+def run_floor(corpus: Path) -> float:
+    start = time.perf_counter()
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            data = json.loads(line)["content"].encode()
+            hashlib.sha1(b"blob %d\0" % len(data) + data).digest()
+    return time.perf_counter() - start
+
+
+DATATROVE_SCRIPT = r'''
+import sys, time
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+from datatrove.pipeline.base import PipelineStep
+
+class CodeCuration(PipelineStep):
+    """The same per-file work as codemill's filters: language, StarCoder2 filters, PII."""
+    name = "codemill filters"
+    def run(self, data, rank=0, world_size=1):
+        from codemill.curation.filters import FilterConfig, apply_filters
+        from codemill.curation.language import detect_language
+        from codemill.curation.pii import redact
+        config = FilterConfig(enabled=tuple(n for n in FilterConfig().enabled if n != "syntax_errors"))
+        for doc in data:
+            self.stat_update("total")
+            raw = doc.text.encode("utf-8", "surrogateescape")
+            info = detect_language(doc.metadata["path"], raw)
+            if apply_filters(doc.text, info.language, config):
+                self.stat_update("dropped")
+                continue
+            doc.text = redact(doc.text).text
+            yield doc
+
+corpus, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+start = time.perf_counter()
+LocalPipelineExecutor(
+    pipeline=[JsonlReader(corpus, text_key="text", id_key="id"), CodeCuration(), JsonlWriter(out)],
+    tasks=workers, workers=workers, logging_dir=out + "_logs", skip_completed=False,
+).run()
+print(time.perf_counter() - start)
+'''
+
+
+def run_datatrove(corpus: Path, workers: int) -> float:
+    # datatrove splits work by input file: give it one shard per task.
+    shard_dir = WORK / "dt_in"
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    shard_dir.mkdir()
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i in range(workers):
+        (shard_dir / f"part-{i}.jsonl").write_text("".join(lines[i::workers]), encoding="utf-8")
+    out = WORK / "dt_out"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(str(out) + "_logs", ignore_errors=True)
+    result = subprocess.run([sys.executable, "-c", DATATROVE_SCRIPT, str(shard_dir), str(out), str(workers)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def run_codemill(corpus: Path, workers: int, syntax_check: bool) -> float:
+    out = WORK / "cm_out"
+    shutil.rmtree(out, ignore_errors=True)
+    config = WORK / "bench.yaml"
+    enabled = "" if syntax_check else "  filters:\n    enabled: [too_many_lines, long_lines, low_alpha, encoded_data, autogenerated, html_visible_text, data_too_long]\n"
+    config.write_text("curate:\n" + (enabled or "  redact_pii: true\n"))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "codemill.cli", "curate", str(corpus), "--out", str(out),
+                    "--workers", str(workers), "--config", str(config)],
+                   check=True, capture_output=True, env=dict(os.environ, CODEMILL_PROGRESS="0"))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    corpus, count, size = build_corpus(args.files)
+    print(f"corpus: {count} files, {size / 1e6:.1f} MB ({corpus})", file=sys.stderr)
+    timings: dict[str, list[float]] = {"floor (read + sha1_git, 1 process)": [], "datatrove": [],
+                                       "codemill (same filters)": [], "codemill (+ tree-sitter check)": []}
+    for _ in range(args.repeats):
+        timings["floor (read + sha1_git, 1 process)"].append(run_floor(corpus))
+        timings["datatrove"].append(run_datatrove(corpus, args.workers))
+        timings["codemill (same filters)"].append(run_codemill(corpus, args.workers, syntax_check=False))
+        timings["codemill (+ tree-sitter check)"].append(run_codemill(corpus, args.workers, syntax_check=True))
+    datatrove = statistics.median(timings["datatrove"])
+    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{args.workers} workers; {count} files, {size / 1e6:.1f} MB; median of {args.repeats}\n")
+    print("| pipeline | seconds | MB/s | files/s | vs datatrove |")
+    print("|---|---|---|---|---|")
+    for name, values in timings.items():
+        seconds = statistics.median(values)
+        print(f"| {name} | {seconds:.1f} | {size / 1e6 / seconds:.2f} | {count / seconds:.0f} | {datatrove / seconds:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

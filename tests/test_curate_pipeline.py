@@ -117,7 +117,7 @@ def test_same_input_gives_byte_identical_manifest(tmp_path: Path, repo_dir: Path
         a = sorted((first / table).glob("*.parquet"))
         b = sorted((second / table).glob("*.parquet"))
         assert [p.name for p in a] == [p.name for p in b]
-        assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b)), table
+        assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True)), table
 
 
 @pytest.mark.slow
@@ -126,7 +126,9 @@ def test_two_worker_processes_give_identical_output(tmp_path: Path, repo_dir: Pa
     assert curate([str(repo_dir), str(git_repo)], one) == 0
     assert main(["curate", str(repo_dir), str(git_repo), "--out", str(two), "--workers", "2"]) == 0
     for table in ("manifest", "data", "dropped", "trees"):
-        for x, y in zip(sorted((one / table).glob("*.parquet")), sorted((two / table).glob("*.parquet"))):
+        first, second = sorted((one / table).glob("*.parquet")), sorted((two / table).glob("*.parquet"))
+        assert first and [p.name for p in first] == [p.name for p in second]
+        for x, y in zip(first, second, strict=True):
             assert x.read_bytes() == y.read_bytes(), (table, x.name)
 
 

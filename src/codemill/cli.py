@@ -58,16 +58,16 @@ def _load_curation_config(path: str | None):
     try:
         data = yaml.safe_load(config_path.read_text()) or {}
     except OSError as err:
-        raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}")
+        raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise SystemExit(f"codemill: config {config_path} is not valid YAML: {err}")
+        raise SystemExit(f"codemill: config {config_path} is not valid YAML: {err}") from None
     section = data.get("curate", data) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise SystemExit(f"codemill: config {config_path}: expected a mapping (optionally under 'curate:')")
     try:
         return CurationConfig.from_dict(section, base_dir=config_path.parent)
     except (TypeError, ValueError) as err:
-        raise SystemExit(f"codemill: config {config_path}: {err}")
+        raise SystemExit(f"codemill: config {config_path}: {err}") from None
 
 
 def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:

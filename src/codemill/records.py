@@ -129,7 +129,8 @@ TREE_SCHEMA = pa.schema(
 )
 
 
-def records_to_table(records: Iterable[FileRecord], schema: pa.Schema = FILE_RECORD_SCHEMA) -> pa.Table:
+def records_to_table(records: Iterable[Any], schema: pa.Schema = FILE_RECORD_SCHEMA) -> pa.Table:
+    """Any objects with the schema's names as attributes (FileRecord, TreeRecord) -> Arrow table."""
     names = schema.names
     columns: dict[str, list] = {name: [] for name in names}
     for record in records:

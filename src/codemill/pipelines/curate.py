@@ -30,7 +30,7 @@ from codemill.curation.process import build_record, finalize_repository, license
 from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary, SourceFile, SourceSpec, spec_to_json
 from codemill.curation.stats import StatsAccumulator
-from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, TreeRecord, records_to_table
+from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, records_to_table
 from codemill.shards import shard_name, shard_of, write_table_atomic
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,11 @@ class ShardWriter:
         path = Path(self.out_dir) / self.table / shard_name(index, self.num_shards)
         if self.table == "trees":
             rows.sort(key=lambda t: (t.source_uri, t.repo, t.path))
-            columns = {name: [getattr(t, name) for t in rows] for name in TREE_SCHEMA.names}
-            import pyarrow as pa
-
-            write_table_atomic(path, pa.table(columns, schema=TREE_SCHEMA))
+            schema = TREE_SCHEMA
         else:
             rows.sort(key=_record_sort_key)
             schema = MANIFEST_SCHEMA if self.table == "manifest" else FILE_RECORD_SCHEMA
-            write_table_atomic(path, records_to_table(rows, schema))
+        write_table_atomic(path, records_to_table(rows, schema))
         return str(path)
 
 
@@ -264,8 +261,12 @@ def run_curation(
     (out_dir / "stats.json").unlink(missing_ok=True)
     _write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in specs]})
 
-    total = sum(len(s.option("files", ())) for s in specs) or None
     options, runner = default_pipeline_options(pipeline_args)
+    # Each worker process draws its own bar; the corpus total is only right for a single one.
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    single_process = runner is not None and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
+    total = (sum(len(s.option("files", ())) for s in specs) or None) if single_process else None
     started = time.monotonic()
     with beam.Pipeline(runner=runner, options=options) as pipeline:
         outputs = (

@@ -8,18 +8,20 @@ before the damage and adds one record, named after the archive, that says where 
 
 from __future__ import annotations
 
-import gzip
 import tarfile
 import zipfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import zstandard
+
 from codemill.curation.sources.base import (
     RepoSummary,
     SourceFile,
     SourceItem,
     SourceSpec,
+    decompressing_reader,
     ingest_bytes,
     iter_with_trees,
     normalize_member_path,
@@ -78,18 +80,11 @@ def _read_bounded(stream: BinaryIO, declared_size: int, limit: int) -> bytes:
 def _open_tar(path: Path) -> tuple[tarfile.TarFile, BinaryIO, BinaryIO | None]:
     """(tar reader, raw file, decompressed stream to drain at the end so its checksum is verified)."""
     raw = open(path, "rb")
-    name = path.name.lower()
-    if name.endswith((".tar.zst", ".tzst")):
-        import zstandard
-
-        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    stream = decompressing_reader(raw, path.name)
+    if stream is not None:
         return tarfile.open(fileobj=stream, mode="r|"), raw, stream
-    if name.endswith((".tar.gz", ".tgz")):
-        # gzip.GzipFile checks the CRC at the end of the stream; tarfile's own reader never does.
-        gz = gzip.GzipFile(fileobj=raw)
-        return tarfile.open(fileobj=gz, mode="r|"), raw, gz
     # Streaming mode: members are read in order, memory stays bounded, and a truncated archive
-    # yields every member before the damage.
+    # yields every member before the damage. (bz2 and xz check their own CRCs as they go.)
     return tarfile.open(fileobj=raw, mode="r|*"), raw, None
 
 
@@ -101,6 +96,17 @@ def _drain(stream: BinaryIO | None) -> None:
             pass
 
 
+def _broken_off(spec: SourceSpec, key: str, repo: str, summary: RepoSummary, reason: str, error: str,
+                size: int = 0) -> SourceFile:
+    """The archive cannot be read further: mark the repository incomplete and return the record
+    that says why (named after the archive, so the manifest shows where reading stopped)."""
+    summary.complete, summary.error = False, error
+    return unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, reason, size)
+
+
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, zstandard.ZstdError)
+
+
 def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) -> Iterator[SourceFile]:
     path = Path(spec.uri)
     budget = _ArchiveBudget(spec)
@@ -108,9 +114,8 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
     current = None
     try:
         tar, raw, decompressed = _open_tar(path)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        summary.complete, summary.error = False, f"cannot open archive {spec.uri}: {err}"
-        yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, f"archive_corrupt:{err}")
+    except _TAR_ERRORS as err:
+        yield _broken_off(spec, key, repo, summary, f"archive_corrupt:{err}", f"cannot open archive {spec.uri}: {err}")
         return
     try:
         with raw, tar:
@@ -138,8 +143,7 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
                     continue
                 cap = budget.take(member.size)
                 if cap:
-                    summary.complete, summary.error = False, cap
-                    yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, cap, member.size)
+                    yield _broken_off(spec, key, repo, summary, cap, cap, member.size)
                     return
                 mode = MODE_EXECUTABLE if member.mode & 0o111 else MODE_FILE
                 stream = tar.extractfile(member)
@@ -150,16 +154,10 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
                 yield ingest_bytes(spec, key, repo, rel, _read_bounded(stream, member.size, limit), mode)
             current = None
             _drain(decompressed)
-    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, gzip.BadGzipFile) as err:
+    except _TAR_ERRORS as err:  # gzip.BadGzipFile is an OSError
         where = f" at member {current!r}" if current else ""
-        summary.complete, summary.error = False, f"archive {spec.uri} is corrupt or truncated{where}: {err}"
-        yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, f"archive_corrupt{where}:{err}")
-    except Exception as err:  # zstandard raises its own ZstdError
-        if type(err).__module__.startswith("zstandard"):
-            summary.complete, summary.error = False, f"archive {spec.uri} is corrupt: {err}"
-            yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, f"archive_corrupt:{err}")
-        else:
-            raise
+        yield _broken_off(spec, key, repo, summary, f"archive_corrupt{where}:{err}",
+                          f"archive {spec.uri} is corrupt or truncated{where}: {err}")
 
 
 def _zip_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) -> Iterator[SourceFile]:
@@ -168,8 +166,7 @@ def _zip_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
     try:
         archive = zipfile.ZipFile(spec.uri)
     except (zipfile.BadZipFile, OSError) as err:
-        summary.complete, summary.error = False, f"cannot open archive {spec.uri}: {err}"
-        yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, f"archive_corrupt:{err}")
+        yield _broken_off(spec, key, repo, summary, f"archive_corrupt:{err}", f"cannot open archive {spec.uri}: {err}")
         return
     with archive:
         for info in archive.infolist():
@@ -196,8 +193,7 @@ def _zip_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
                 continue
             cap = budget.take(info.file_size)
             if cap:
-                summary.complete, summary.error = False, cap
-                yield unreadable(spec, key, repo, ARCHIVE_ERROR_PATH, cap, info.file_size)
+                yield _broken_off(spec, key, repo, summary, cap, cap, info.file_size)
                 return
             mode = MODE_EXECUTABLE if unix_mode & 0o111 else MODE_FILE
             try:

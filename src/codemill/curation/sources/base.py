@@ -10,9 +10,10 @@ back to the files by `repo_key`.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, BinaryIO, Iterator, Union
 
 from codemill.curation.swhid import MODE_FILE, TreeEntry, blob_id, swhid_of, tree_swhids
 from codemill.records import TreeRecord
@@ -139,6 +140,21 @@ def ingest_bytes(
         source_uri=spec.uri,
         source_kind=spec.kind,
     )
+
+
+def decompressing_reader(raw: BinaryIO, name: str) -> BinaryIO | None:
+    """A decompressing stream over raw for .gz/.tgz and .zst/.tzst names, else None.
+
+    gzip.GzipFile checks the CRC when the stream is read to its end (tarfile's own gzip reader
+    never does); zstandard checks frame checksums as it reads."""
+    lower = name.lower()
+    if lower.endswith((".gz", ".tgz")):
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    if lower.endswith((".zst", ".tzst")):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    return None
 
 
 def unreadable(spec: SourceSpec, key: str, repo: str, path: str, reason: str, size: int = 0) -> SourceFile:

@@ -145,7 +145,7 @@ def plan_installed(max_files: int | None = None) -> list[SourceSpec]:
                 break
 
     specs = []
-    for (dist, sources, licences), count in zip(plans, taken):
+    for (dist, sources, licences), count in zip(plans, taken, strict=True):
         files = sorted(licences + sources[:count])
         if not files:
             continue

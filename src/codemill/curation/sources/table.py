@@ -7,7 +7,6 @@ rows are still read.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 from typing import Any, Iterator
@@ -19,6 +18,7 @@ from codemill.curation.sources.base import (
     SourceItem,
     SourceSpec,
     TreeCollector,
+    decompressing_reader,
     ingest_bytes,
     normalize_member_path,
     repo_key,
@@ -35,14 +35,7 @@ def is_table(path: str) -> bool:
 
 def _jsonl_rows(uri: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     raw = open(uri, "rb")
-    if uri.endswith(".gz"):
-        stream: Any = gzip.open(raw)
-    elif uri.endswith(".zst"):
-        import zstandard
-
-        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    else:
-        stream = raw
+    stream = decompressing_reader(raw, uri) or raw
     with raw:
         for line_number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), 1):
             if not line.strip():

@@ -169,3 +169,22 @@ def test_help_reads_like_the_readme(capsys) -> None:
         main(["--help"])
     text = capsys.readouterr().out
     assert "curate" in text and "manifest" in text and "SWHID" in text
+
+
+def test_no_licenses_switch_leaves_only_declared_licences(tmp_path: Path, sources: list[str]) -> None:
+    out = tmp_path / "out"
+    assert curate(sources, out, "--no-licenses") == 0
+    rows = by_path(read_table(out / "manifest"))
+    assert rows[("demo-repo", "src/pkg/settings.py")]["license_type"] == "no_license"
+    assert rows[("t/one", "m.py")]["license_spdx"] == "Apache-2.0"  # declared in the table
+
+
+def test_a_run_with_missing_shards_is_never_marked_finished(tmp_path: Path, repo_dir: Path) -> None:
+    from codemill.pipelines.curate import IncompleteOutputError, _check_outputs
+
+    out = tmp_path / "out"
+    assert curate([str(repo_dir)], out) == 0
+    _check_outputs(out, 4)
+    next((out / "data").glob("part-*.parquet")).unlink()
+    with pytest.raises(IncompleteOutputError, match="missing: data/part-"):
+        _check_outputs(out, 4)

@@ -83,6 +83,8 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         changes["optout"] = OptOutList.from_file(Path(args.optout))
     if args.no_pii:
         changes["redact_pii"] = False
+    if args.no_licenses:
+        changes["detect_licenses"] = False
     if args.shards:
         changes["num_shards"] = args.shards
     config = dataclasses.replace(config, **changes)
@@ -101,7 +103,13 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args = beam_args + [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
     what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
-    result = run_curation(specs, Path(args.out), config, beam_args)
+    from codemill.pipelines.curate import IncompleteOutputError
+
+    try:
+        result = run_curation(specs, Path(args.out), config, beam_args)
+    except IncompleteOutputError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 1
     totals = result.stats.get("totals", {})
     print(
         f"\ncurated {totals.get('files', 0)} files ({totals.get('bytes', 0) / 1e6:.1f} MB) in {result.seconds:.1f} s: "
@@ -156,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--config", help="YAML file with curation settings (filters, limits, ...), optionally under 'curate:'")
     curate.add_argument("--optout", help="file of repositories, origin URLs or SWHIDs to exclude, one per line")
     curate.add_argument("--no-pii", action="store_true", help="do not redact PII and secrets")
+    curate.add_argument("--no-licenses", action="store_true",
+                        help="skip ScanCode on licence files (only declared licences count)")
     curate.add_argument("--shards", type=int, help="output shards per table (default 4)")
     curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="local worker processes when no --runner is given (default: %(default)s)")

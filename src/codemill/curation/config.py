@@ -15,6 +15,7 @@ class CurationConfig:
     filters: FilterConfig = FilterConfig()
     limits: IngestLimits = IngestLimits()
     redact_pii: bool = True
+    detect_licenses: bool = True  # ScanCode on licence files; off: only declared licences count
     optout: OptOutList = field(default_factory=OptOutList)
     max_parse_check_bytes: int = 1 << 20  # tree-sitter check on files up to this size
     num_shards: int = 4  # output shards per table; fixed so output is identical on any runner

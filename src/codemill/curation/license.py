@@ -186,16 +186,12 @@ class LicenseFinding:
 
 class ScancodeDetector:
     """ScanCode's licensedcode on licence texts. The index (~7 s to load) is loaded on first use,
-    once per process; detections are cached by the text's hash (copies of one licence are common)."""
+    once per process. Measured on the 326 licence files of the default corpus: median 40 ms a
+    text, but bundles of third-party licences take seconds (pyarrow's 112 KB LICENSE.txt: 14.5 s)."""
 
     _lock = threading.Lock()
 
-    def __init__(self) -> None:
-        self._cache: dict[str, str | None] = {}
-
-    def detect_text(self, text: str, cache_key: str | None = None) -> str | None:
-        if cache_key is not None and cache_key in self._cache:
-            return self._cache[cache_key]
+    def detect_text(self, text: str) -> str | None:
         from licensedcode.detection import detect_licenses
 
         with self._lock:  # the index is shared; ScanCode's matcher is not documented thread-safe
@@ -203,8 +199,6 @@ class ScancodeDetector:
         expression = combine_and(d.license_expression_spdx for d in detections if d.license_expression_spdx)
         if expression:
             expression = normalize_spdx(expression) or expression
-        if cache_key is not None:
-            self._cache[cache_key] = expression
         return expression
 
 

@@ -69,13 +69,22 @@ def build_record(item: SourceFile, config: CurationConfig) -> FileRecord:
     return record
 
 
-def license_finding(record: FileRecord, detector: ScancodeDetector) -> LicenseFinding | None:
-    """The licence a licence-named file declares (None for other files)."""
+def license_text_key(record: FileRecord) -> str | None:
+    """The key under which a licence file's text is detected (its stored hash), or None for
+    files that are not licence files. Equal texts share a key, so each is detected once."""
     if record.content is None or not is_license_file(record.path):
         return None
-    directory = record.path.rsplit("/", 1)[0] if "/" in record.path else ""
-    spdx = detector.detect_text(record.content, cache_key=record.stored_sha1_git)
-    return LicenseFinding(directory=directory, path=record.path, spdx=spdx)
+    return record.stored_sha1_git
+
+
+def license_findings(
+    text: str, places: Iterable[tuple[str, str]], detector: ScancodeDetector
+) -> Iterator[tuple[str, LicenseFinding]]:
+    """Detect one licence text and say so for every (repo_key, path) that holds it."""
+    spdx = detector.detect_text(text)
+    for key, path in places:
+        directory = path.rsplit("/", 1)[0] if "/" in path else ""
+        yield key, LicenseFinding(directory=directory, path=path, spdx=spdx)
 
 
 def _trees_on_path(path: str, trees: dict[str, str]) -> tuple[str, ...]:

@@ -121,15 +121,20 @@ def test_same_input_gives_byte_identical_manifest(tmp_path: Path, repo_dir: Path
 
 
 @pytest.mark.slow
-def test_two_worker_processes_give_identical_output(tmp_path: Path, repo_dir: Path, git_repo: Path) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
+def test_parallel_runs_give_identical_output(tmp_path: Path, repo_dir: Path, git_repo: Path) -> None:
+    """A local process pool (--workers 2) and Beam's own multi-process runner write the same bytes
+    as one process."""
+    one, pool, beam_mp = tmp_path / "one", tmp_path / "pool", tmp_path / "beam"
     assert curate([str(repo_dir), str(git_repo)], one) == 0
-    assert main(["curate", str(repo_dir), str(git_repo), "--out", str(two), "--workers", "2"]) == 0
-    for table in ("manifest", "data", "dropped", "trees"):
-        first, second = sorted((one / table).glob("*.parquet")), sorted((two / table).glob("*.parquet"))
-        assert first and [p.name for p in first] == [p.name for p in second]
-        for x, y in zip(first, second, strict=True):
-            assert x.read_bytes() == y.read_bytes(), (table, x.name)
+    assert main(["curate", str(repo_dir), str(git_repo), "--out", str(pool), "--workers", "2"]) == 0
+    assert curate([str(repo_dir), str(git_repo)], beam_mp,
+                  "--direct_num_workers=2", "--direct_running_mode=multi_processing") == 0
+    for other in (pool, beam_mp):
+        for table in ("manifest", "data", "dropped", "trees"):
+            first, second = sorted((one / table).glob("*.parquet")), sorted((other / table).glob("*.parquet"))
+            assert first and [p.name for p in first] == [p.name for p in second]
+            for x, y in zip(first, second, strict=True):
+                assert x.read_bytes() == y.read_bytes(), (other.name, table, x.name)
 
 
 def test_optout_and_cli_errors(tmp_path: Path, repo_dir: Path, capsys) -> None:

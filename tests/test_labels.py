@@ -199,3 +199,41 @@ def test_optout_matching() -> None:
     assert optout.match(repo="r", swhid="swh:1:cnt:" + "a" * 40)
     assert optout.match(repo="r", origin_swhids=("swh:1:cnt:" + "a" * 40,))
     assert not optout.match(repo="other", swhid="swh:1:cnt:" + "b" * 40, origin_url="https://github.com/org/other")
+
+
+# --- fast paths must agree with the plain regexes they stand for ------------------------------
+_HEXISH = st.lists(st.sampled_from(["0x", "\\x", "ab", "0F", "12", " ", ",", "\n", "\n\n", "g", "xy", "  ", "."]),
+                   max_size=80).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_HEXISH)
+def test_hex_runs_found_on_flagged_lines_equal_a_full_scan(text: str) -> None:
+    from codemill.curation import filters
+    from codemill.curation.text import finditer_on_lines
+
+    full = [m.span() for m in filters._HEX_RE.finditer(text)]
+    gated = [m.span() for m in finditer_on_lines(filters._HEX_RE, filters._HEX_HINT_RE, text, spill_to_next_line=True)]
+    assert gated == full
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["1", "23", "255", ".", ":", "::", "a", "f0", " ", "\n", "x", "2001", "db8"]),
+                max_size=60).map("".join))
+def test_ip_scans_on_flagged_lines_equal_a_full_scan(text: str) -> None:
+    from codemill.curation import pii
+    from codemill.curation.text import finditer_on_lines
+
+    for regex, hint in ((pii._IPV4_RE, pii._IPV4_HINT_RE), (pii._IPV6_RE, pii._IPV6_HINT_RE)):
+        full = [m.span() for m in regex.finditer(text) if regex is pii._IPV4_RE or m.group().count(":") >= 2]
+        gated = [m.span() for m in finditer_on_lines(regex, hint, text)
+                 if regex is pii._IPV4_RE or m.group().count(":") >= 2]
+        assert gated == full
+
+
+@given(st.text(max_size=500))
+def test_letter_count_matches_isalpha_on_ascii(text: str) -> None:
+    from codemill.curation.filters import count_letters
+
+    ascii_text = text.encode("ascii", "ignore").decode()
+    assert count_letters(ascii_text) == sum(ch.isalpha() for ch in ascii_text)

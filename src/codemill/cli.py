@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -33,7 +32,8 @@ SOURCE kinds (detected, or forced with --source-kind):
 Any Apache Beam pipeline option passes through, e.g.
   --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=HOST:8786
   --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
-Without --runner, the local FnApiRunner runs with --workers processes.
+Without --runner, the local FnApiRunner runs in-process and fans the per-file work out to --workers
+processes (Beam's own --direct_num_workers/--direct_running_mode also pass through).
 """
 
 
@@ -99,14 +99,12 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not specs:
         print("codemill: nothing to read (no sources found)", file=sys.stderr)
         return 2
-    if args.workers > 1 and not any(a.startswith("--runner") for a in beam_args):
-        beam_args = beam_args + [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
     what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
     from codemill.pipelines.curate import IncompleteOutputError
 
     try:
-        result = run_curation(specs, Path(args.out), config, beam_args)
+        result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers)
     except IncompleteOutputError as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1
@@ -167,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--no-licenses", action="store_true",
                         help="skip ScanCode on licence files (only declared licences count)")
     curate.add_argument("--shards", type=int, help="output shards per table (default 4)")
-    curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="local worker processes when no --runner is given (default: %(default)s)")
+    curate.add_argument("--workers", type=int, default=1,
+                        help="local processes for the per-file work and ScanCode when no --runner is given "
+                             "(default: %(default)s; on 2 cores a pool of 2 measured no faster, see benchmarks/RESULTS.md)")
 
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")

@@ -17,6 +17,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from codemill.curation.text import finditer_on_lines, line_spans
+
 EMAIL = "EMAIL"
 IP_ADDRESS = "IP_ADDRESS"
 KEY = "KEY"
@@ -47,7 +49,9 @@ _PEM_PRIVATE_KEY_RE = re.compile(
 )
 _TOKEN_RE = re.compile(r"[A-Za-z0-9+/_=\-]{16,}")
 _DIGIT_RE = re.compile(r"\d")
-_IPV6_HINT_RE = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
+# Necessary conditions, cheap to scan for: the IP regexes run only on the lines they flag.
+_IPV4_HINT_RE = re.compile(r"\.\d{1,3}\.\d{1,3}\.")
+_IPV6_HINT_RE = re.compile(r"::|:[0-9A-Fa-f]{1,4}:")
 _PLACEHOLDER_VALUES = re.compile(
     r"^(?:<[^>]*>|\$\{?.*|%\(?.*|\{\{.*|x+|\*+|\.+|changeme|password|secret|example.*|your[_-].*|none|null|true|false)$",
     re.IGNORECASE,
@@ -90,15 +94,8 @@ def _is_public_ip(candidate: str) -> bool:
 
 def _candidate_lines(text: str) -> list[tuple[int, int]]:
     """(start, end) of the lines that may hold a key or token."""
-    spans: list[tuple[int, int]] = []
-    for match in _TOKEN_RE.finditer(text):
-        if not _DIGIT_RE.search(match.group()):
-            continue
-        start = text.rfind("\n", 0, match.start()) + 1
-        if spans and start < spans[-1][1]:
-            continue
-        end = text.find("\n", match.end())
-        spans.append((start, len(text) if end < 0 else end))
+    tokens = ((m.start(), m.end()) for m in _TOKEN_RE.finditer(text) if _DIGIT_RE.search(m.group()))
+    spans = line_spans(text, tokens)
     position = text.find("-----BEGIN")
     if position >= 0:
         spans.append((position, len(text)))  # PEM blocks span lines: scan from the header on
@@ -137,16 +134,15 @@ def find_pii(text: str) -> list[tuple[int, int, str]]:
         local = _EMAIL_LOCAL_RE.search(text, max(0, match.start() - 64), match.start())
         if local and not _EXAMPLE_DOMAINS.search(match.group(1)):
             spans.append((local.start(), match.end(), EMAIL))
-    for match in _IPV4_RE.finditer(text):
+    for match in finditer_on_lines(_IPV4_RE, _IPV4_HINT_RE, text):
         if match.start() and (text[match.start() - 1].isalnum() or text[match.start() - 1] in "._"):
             continue
         before = text[max(0, match.start() - 12) : match.start()]
         if _is_public_ip(match.group()) and not _VERSION_BEFORE.search(before):
             spans.append((match.start(), match.end(), IP_ADDRESS))
-    if _IPV6_HINT_RE.search(text):
-        for match in _IPV6_RE.finditer(text):
-            if match.group().count(":") >= 2 and _is_public_ip(match.group()):
-                spans.append((match.start(), match.end(), IP_ADDRESS))
+    for match in finditer_on_lines(_IPV6_RE, _IPV6_HINT_RE, text):
+        if match.group().count(":") >= 2 and _is_public_ip(match.group()):
+            spans.append((match.start(), match.end(), IP_ADDRESS))
     # Keep the earliest, then longest, span where spans overlap.
     spans.sort(key=lambda s: (s[0], -(s[1] - s[0])))
     result: list[tuple[int, int, str]] = []

@@ -69,6 +69,12 @@ def build_record(item: SourceFile, config: CurationConfig) -> FileRecord:
     return record
 
 
+def build_keyed_record(item: SourceFile, config: CurationConfig) -> list[tuple[str, FileRecord]]:
+    """build_record keyed by repository, as the pipeline's per-file step (run in pool workers,
+    so this module must not import Beam)."""
+    return [(item.repo_key, build_record(item, config))]
+
+
 def license_text_key(record: FileRecord) -> str | None:
     """The key under which a licence file's text is detected (its stored hash), or None for
     files that are not licence files. Equal texts share a key, so each is detected once."""
@@ -85,6 +91,23 @@ def license_findings(
     for key, path in places:
         directory = path.rsplit("/", 1)[0] if "/" in path else ""
         yield key, LicenseFinding(directory=directory, path=path, spdx=spdx)
+
+
+_DETECTOR: ScancodeDetector | None = None  # one per process: ScanCode's index is ~1 GB
+
+
+def detect_license_group(grouped: tuple[str, Iterable[tuple[str, str, str]]]) -> list:
+    """(text key, [(repo_key, path, text), ...]) -> [(repo_key, LicenseFinding)] for each place.
+
+    Licence files are grouped by text first, so each distinct text is detected once per run
+    (copies of a licence are common: 244 distinct texts among 326 licence files of the default
+    corpus). ScanCode's index loads once per process, on first use."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        _DETECTOR = ScancodeDetector()
+    _, places = grouped
+    places = sorted(places)
+    return list(license_findings(places[0][2], ((key, path) for key, path, _ in places), _DETECTOR))
 
 
 def _trees_on_path(path: str, trees: dict[str, str]) -> tuple[str, ...]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import enry
 
@@ -31,3 +33,42 @@ def decode(data: bytes, min_coherence: float = 0.5) -> Decoded:
         return Decoded(data.decode(best.encoding), best.encoding, None)
     except (UnicodeDecodeError, LookupError):
         return Decoded(None, None, "undecodable")
+
+
+def line_spans(text: str, ranges: Iterable[tuple[int, int]], spill_to_next_line: bool = False) -> list[tuple[int, int]]:
+    """Merged (start, end) spans of whole lines covering the given (start, end) character ranges,
+    in order. With spill_to_next_line, each span also takes the next non-blank line, for
+    patterns whose matches may continue across a line break.
+
+    Lets a slow regex run only on the lines a cheap necessary-condition scan flagged."""
+    spans: list[tuple[int, int]] = []
+    length = len(text)
+    for first, last in ranges:
+        if spans and last <= spans[-1][1]:
+            continue
+        start = text.rfind("\n", 0, first) + 1
+        end = text.find("\n", max(last - 1, first))
+        end = length if end < 0 else end
+        if spill_to_next_line and end < length:
+            nxt = end
+            while nxt < length and text[nxt].isspace():
+                nxt += 1
+            following = text.find("\n", nxt)
+            end = length if following < 0 else following
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def finditer_on_lines(
+    pattern: re.Pattern, hint: re.Pattern, text: str, spill_to_next_line: bool = False
+) -> Iterator[re.Match]:
+    """pattern.finditer over text, restricted to the lines where `hint` matches.
+
+    Exact when every match of `pattern` contains a match of `hint` and lies within the flagged
+    lines (one line, or with spill_to_next_line a run of flagged lines plus the next one)."""
+    ranges = ((m.start(), m.end()) for m in hint.finditer(text))
+    for start, end in line_spans(text, ranges, spill_to_next_line):
+        yield from pattern.finditer(text, start, end)

@@ -25,11 +25,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from codemill.curation.config import CurationConfig
-from codemill.curation.license import ScancodeDetector
-from codemill.curation.process import build_record, finalize_repository, license_findings, license_text_key
+from codemill.curation.process import build_keyed_record, detect_license_group, finalize_repository, license_text_key
 from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary, SourceFile, SourceSpec, spec_to_json
 from codemill.curation.stats import StatsAccumulator
+from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, records_to_table
 from codemill.shards import shard_name, shard_of, write_table_atomic
 
@@ -58,42 +58,24 @@ class ReadSource(beam.DoFn):
         beam.metrics.Metrics.counter("curate", "files_read").inc(count)
 
 
-class BuildRecord(beam.DoFn):
-    """SourceFile -> (repo_key, FileRecord), with a progress bar per worker."""
+class ProgressBar(beam.DoFn):
+    """Pass-through that draws a tqdm bar of the elements seen by this worker."""
 
-    def __init__(self, config: CurationConfig, total: int | None) -> None:
-        self.config = config
-        self.total = total
+    def __init__(self, total: int | None, desc: str, unit: str) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
 
     def setup(self) -> None:
         from tqdm import tqdm
 
-        self.progress = tqdm(total=self.total, unit=" files", desc="curate", mininterval=2.0, leave=False,
-                             disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
+        self.bar = tqdm(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
+                        disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
 
-    def process(self, item: SourceFile) -> Iterator[tuple[str, FileRecord]]:
-        record = build_record(item, self.config)
-        self.progress.update(1)
-        yield item.repo_key, record
+    def process(self, element):
+        self.bar.update(1)
+        yield element
 
     def teardown(self) -> None:
-        self.progress.close()
-
-
-class DetectLicense(beam.DoFn):
-    """(text key, [(repo_key, path, text), ...]) -> (repo_key, LicenseFinding) for each place.
-
-    Licence files are grouped by text first, so each distinct text is detected once per run
-    (copies of a licence are common: 244 distinct texts among 326 licence files of the default
-    corpus). ScanCode's index loads once per worker, on first use."""
-
-    def setup(self) -> None:
-        self.detector = ScancodeDetector()
-
-    def process(self, grouped: tuple[str, Iterable[tuple[str, str, str]]]) -> Iterator:
-        _, places = grouped
-        places = sorted(places)
-        yield from license_findings(places[0][2], ((key, path) for key, path, _ in places), self.detector)
+        self.bar.close()
 
 
 def _license_text(keyed: tuple[str, FileRecord]) -> Iterator[tuple[str, tuple[str, str, str]]]:
@@ -111,52 +93,65 @@ def _finalize(joined: tuple[str, dict], config: CurationConfig) -> Iterator[File
     yield from finalize_repository(records, findings, summaries[0] if summaries else None, config)
 
 
-def _record_sort_key(record: FileRecord) -> tuple:
-    return (record.source_uri, record.repo, record.path, record.swhid or "")
+def _row_sort_key(row) -> tuple:
+    return (row.source_uri, row.repo, row.path, getattr(row, "swhid", None) or "")
+
+
+# (table, schema, which rows): the record tables written from one grouping of the records.
+RECORD_TABLES = (("data", FILE_RECORD_SCHEMA, "kept"), ("dropped", FILE_RECORD_SCHEMA, "dropped"),
+                 ("manifest", MANIFEST_SCHEMA, "all"))
+TREE_TABLES = (("trees", TREE_SCHEMA, "all"),)
+
+
+def _selected(rows: list, which: str) -> list:
+    if which == "kept":
+        return [r for r in rows if r.kept]
+    if which == "dropped":
+        return [r for r in rows if not r.kept]
+    return rows
 
 
 @dataclass(frozen=True)
 class ShardWriter:
+    """Writes one shard of each table from the rows grouped under that shard's index."""
+
     out_dir: str
-    table: str
+    tables: tuple
     num_shards: int
 
-    def __call__(self, keyed: tuple[int, Iterable]) -> str:
+    def __call__(self, keyed: tuple[int, Iterable]) -> list[str]:
         index, rows = keyed
-        rows = [row for row in rows if row is not None]
-        path = Path(self.out_dir) / self.table / shard_name(index, self.num_shards)
-        if self.table == "trees":
-            rows.sort(key=lambda t: (t.source_uri, t.repo, t.path))
-            schema = TREE_SCHEMA
-        else:
-            rows.sort(key=_record_sort_key)
-            schema = MANIFEST_SCHEMA if self.table == "manifest" else FILE_RECORD_SCHEMA
-        write_table_atomic(path, records_to_table(rows, schema))
-        return str(path)
+        rows = sorted((row for row in rows if row is not None), key=_row_sort_key)
+        written = []
+        for table, schema, which in self.tables:
+            path = Path(self.out_dir) / table / shard_name(index, self.num_shards)
+            write_table_atomic(path, records_to_table(_selected(rows, which), schema))
+            written.append(str(path))
+        return written
 
 
 class WriteShards(beam.PTransform):
-    """Write a PCollection as exactly `num_shards` sorted Parquet shards (empty ones included)."""
+    """Write a PCollection as exactly `num_shards` sorted Parquet shards per table (empty ones
+    included), grouping the rows once for all the tables written from them."""
 
-    def __init__(self, out_dir: str, table: str, num_shards: int) -> None:
+    def __init__(self, out_dir: str, tables: tuple, num_shards: int) -> None:
         super().__init__()
-        self.writer = ShardWriter(out_dir, table, num_shards)
+        self.writer = ShardWriter(out_dir, tables, num_shards)
 
     def expand(self, pcoll):
         n = self.writer.num_shards
-        table = self.writer.table
+        name = self.writer.tables[0][0]
 
         def key_of(row) -> tuple[int, object]:
-            key = f"{row.source_uri}#{row.repo}#{row.path}"
-            return shard_of(key, n), row
+            return shard_of(f"{row.source_uri}#{row.repo}#{row.path}", n), row
 
-        keyed = pcoll | f"Key{table}" >> beam.Map(key_of)
-        empty = pcoll.pipeline | f"Empty{table}" >> beam.Create([(i, None) for i in range(n)])
+        keyed = pcoll | f"Key{name}" >> beam.Map(key_of)
+        empty = pcoll.pipeline | f"Empty{name}" >> beam.Create([(i, None) for i in range(n)])
         return (
             (keyed, empty)
-            | f"Flatten{table}" >> beam.Flatten()
-            | f"Group{table}" >> beam.GroupByKey()
-            | f"Write{table}" >> beam.Map(self.writer)
+            | f"Flatten{name}" >> beam.Flatten()
+            | f"Group{name}" >> beam.GroupByKey()
+            | f"Write{name}" >> beam.Map(self.writer)
         )
 
 
@@ -189,26 +184,34 @@ class Curate(beam.PTransform):
     Returns a dict {'records': PCollection[FileRecord], 'trees': PCollection[TreeRecord]} so the
     transform can sit inside a larger pipeline."""
 
-    def __init__(self, config: CurationConfig, total_files: int | None = None) -> None:
+    def __init__(self, config: CurationConfig, total_files: int | None = None, processes: int = 1,
+                 redistribute: bool = True) -> None:
         super().__init__()
         self.config = config
         self.total_files = total_files
+        self.processes = processes
+        # A Reshuffle spreads the files of one large source over a cluster's workers; in one
+        # process (with or without the local pool) it only costs a pass of all content through a
+        # shuffle, so the local default skips it.
+        self.redistribute = redistribute
 
     def expand(self, specs):
         items = specs | "Read" >> beam.ParDo(ReadSource())
         files = items | "Files" >> beam.Filter(lambda item: isinstance(item, SourceFile))
         repo_summaries = items | "Summaries" >> beam.Filter(lambda item: isinstance(item, RepoSummary))
+        if self.redistribute:
+            files = files | "Redistribute" >> beam.Reshuffle()
         records = (
             files
-            | "Redistribute" >> beam.Reshuffle()
-            | "BuildRecord" >> beam.ParDo(BuildRecord(self.config, self.total_files))
+            | "BuildRecord" >> beam.ParDo(PooledDoFn(build_keyed_record, (self.config,), self.processes))
+            | "Progress" >> beam.ParDo(ProgressBar(self.total_files, "curate", " files"))
         )
         if self.config.detect_licenses:
             findings = (
                 records
                 | "LicenseTexts" >> beam.FlatMap(_license_text)
                 | "GroupLicenseTexts" >> beam.GroupByKey()
-                | "DetectLicense" >> beam.ParDo(DetectLicense())
+                | "DetectLicense" >> beam.ParDo(PooledDoFn(detect_license_group, (), self.processes, batch_size=1))
             )
         else:
             findings = specs.pipeline | "NoLicenseDetection" >> beam.Create([])
@@ -232,14 +235,10 @@ class WriteCuration(beam.PTransform):
 
     def expand(self, outputs):
         records, trees = outputs["records"], outputs["trees"]
-        kept = records | "Kept" >> beam.Filter(lambda r: r.kept)
-        dropped = records | "Dropped" >> beam.Filter(lambda r: not r.kept)
         out, n = self.out_dir, self.num_shards
         written = [
-            kept | "WriteData" >> WriteShards(out, "data", n),
-            dropped | "WriteDropped" >> WriteShards(out, "dropped", n),
-            records | "WriteManifest" >> WriteShards(out, "manifest", n),
-            trees | "WriteTrees" >> WriteShards(out, "trees", n),
+            records | "WriteRecords" >> WriteShards(out, RECORD_TABLES, n),
+            trees | "WriteTrees" >> WriteShards(out, TREE_TABLES, n),
         ]
         stats = records | "Stats" >> beam.CombineGlobally(StatsCombine())
         stats | "WriteStats" >> beam.Map(lambda s: _write_json(Path(out) / "stats.json", s))
@@ -305,7 +304,10 @@ def run_curation(
     out_dir: Path,
     config: CurationConfig = CurationConfig(),
     pipeline_args: list[str] | None = None,
+    processes: int = 1,
 ) -> CurationResult:
+    """Run the curation pipeline. `processes` > 1 fans the per-file work out to a local process
+    pool; it applies only to the default in-process runner (see pipelines/pooled.py)."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     # A previous run's output must not mix with this one's; the marker goes last.
@@ -321,12 +323,14 @@ def run_curation(
 
     single_process = runner is not None and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
     total = (sum(len(s.option("files", ())) for s in specs) or None) if single_process else None
+    if runner is None:
+        processes = 1  # a cluster runner: each SDK worker already owns a core
     started = time.monotonic()
     with beam.Pipeline(runner=runner, options=options) as pipeline:
         outputs = (
             pipeline
             | "Sources" >> beam.Create(specs)
-            | "Curate" >> Curate(config, total)
+            | "Curate" >> Curate(config, total, processes, redistribute=not single_process)
         )
         outputs | "Write" >> WriteCuration(str(out_dir), config.num_shards)
     seconds = time.monotonic() - started

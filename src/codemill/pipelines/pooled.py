@@ -1,0 +1,83 @@
+"""A DoFn that runs its per-element work in a local process pool.
+
+Why: Beam's local FnApiRunner scales poorly across processes (measured here: a CPU-bound Map of
+2,000 x 5 ms ran 10.9 s on 1 worker and 7.9-8.7 s with `--direct_num_workers=2
+--direct_running_mode=multi_processing`, since every stage's data crosses the runner process).
+For the local default we therefore run the pipeline in-process and fan the CPU-heavy per-element
+cores (record building, ScanCode) out to `processes` pool workers. On a cluster runner each SDK
+worker already owns a core, so `processes` stays 1 there and the work runs inline.
+
+Outputs are emitted as the pool finishes them, so order differs from input order; every stage
+downstream is keyed or sorted, so the written output does not depend on it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+
+def _run_batch(args: tuple[Callable[..., Iterable], tuple, list]) -> list:
+    function, extra, batch = args
+    out: list = []
+    for element in batch:
+        out.extend(function(element, *extra))
+    return out
+
+
+class PooledDoFn(beam.DoFn):
+    """Apply `function(element, *extra) -> iterable of outputs` to each element, in `processes`
+    pool workers when processes > 1 (batches of `batch_size`, a bounded number in flight)."""
+
+    def __init__(self, function: Callable[..., Iterable], extra: tuple = (), processes: int = 1,
+                 batch_size: int = 64) -> None:
+        self.function = function
+        self.extra = extra
+        self.processes = processes
+        self.batch_size = batch_size
+
+    def setup(self) -> None:
+        self.pool = None
+        if self.processes > 1:
+            # spawn, not fork: the in-process runner holds gRPC threads that must not be forked.
+            self.pool = multiprocessing.get_context("spawn").Pool(self.processes)
+
+    def start_bundle(self) -> None:
+        self.batch: list = []
+        self.pending: deque = deque()
+
+    def _submit(self) -> None:
+        if self.batch:
+            self.pending.append(self.pool.apply_async(_run_batch, ((self.function, self.extra, self.batch),)))
+            self.batch = []
+
+    def _ready(self, block: bool) -> Iterator[Any]:
+        while self.pending and (block or self.pending[0].ready() or len(self.pending) > 2 * self.processes):
+            yield from self.pending.popleft().get()
+
+    def process(self, element: Any) -> Iterator[Any]:
+        if self.pool is None:
+            yield from self.function(element, *self.extra)
+            return
+        self.batch.append(element)
+        if len(self.batch) >= self.batch_size:
+            self._submit()
+        yield from self._ready(block=False)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self.pool is None:
+            return
+        self._submit()
+        for output in self._ready(block=True):
+            yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def teardown(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            self.pool.terminate()
+            self.pool = None

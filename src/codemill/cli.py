@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -165,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--no-licenses", action="store_true",
                         help="skip ScanCode on licence files (only declared licences count)")
     curate.add_argument("--shards", type=int, help="output shards per table (default 4)")
-    curate.add_argument("--workers", type=int, default=1,
+    curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="local processes for the per-file work and ScanCode when no --runner is given "
-                             "(default: %(default)s; on 2 cores a pool of 2 measured no faster, see benchmarks/RESULTS.md)")
+                             "(default: the number of cores, %(default)s)")
 
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")

@@ -212,6 +212,7 @@ class Curate(beam.PTransform):
                 | "LicenseTexts" >> beam.FlatMap(_license_text)
                 | "GroupLicenseTexts" >> beam.GroupByKey()
                 | "DetectLicense" >> beam.ParDo(PooledDoFn(detect_license_group, (), self.processes, batch_size=1))
+                | "LicenseProgress" >> beam.ParDo(ProgressBar(None, "licences (ScanCode)", " files"))
             )
         else:
             findings = specs.pipeline | "NoLicenseDetection" >> beam.Create([])

@@ -10,7 +10,7 @@ default corpus samples them) on the same number of worker processes:
              not do (SWHIDs, tree SWHIDs, manifest, stats); then with the tree-sitter parse check;
              then the full default (ScanCode on licence files too)
 
-Usage: python benchmarks/bench_curation.py [--files 3000] [--workers 2] [--repeats 1]
+Usage: python benchmarks/bench_curation.py [--files 3000] [--workers 2] [--repeats 1] [--skip-full]
 Prints a Markdown table to paste into benchmarks/RESULTS.md.
 """
 
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--skip-full", action="store_true", help="leave out the ScanCode row (minutes on large corpora)")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     corpus, count, size = build_corpus(args.files)
@@ -147,6 +148,8 @@ def main() -> None:
         "codemill full (+ tree-sitter + ScanCode licences)": lambda: run_codemill(
             corpus, args.workers, syntax_check=True, licenses=True),
     }
+    if args.skip_full:
+        runs = {name: run for name, run in runs.items() if not name.startswith("codemill full")}
     timings: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, run in runs.items():

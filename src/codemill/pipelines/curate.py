@@ -13,6 +13,7 @@ with any number of workers.
 from __future__ import annotations
 
 import json
+import pickle
 import logging
 import os
 import shutil
@@ -340,3 +341,21 @@ def run_curation(
     _write_json(out_dir / "stats.json", stats)
     _write_json(out_dir / SUCCESS_MARKER, {"stage": "curate", "seconds": round(seconds, 2), "sources": len(specs)})
     return CurationResult(out_dir, stats, seconds)
+
+
+class _PickleCoder(beam.coders.Coder):
+    """Plain pickle (protocol 5) for our record dataclasses. Beam's fallback coder for unknown
+    types costs more per element; measured in benchmarks/RESULTS.md."""
+
+    def encode(self, value) -> bytes:
+        return pickle.dumps(value, protocol=5)
+
+    def decode(self, encoded: bytes):
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+for _type in (FileRecord, SourceFile, RepoSummary):
+    beam.coders.registry.register_coder(_type, _PickleCoder)

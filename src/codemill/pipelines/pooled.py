@@ -7,6 +7,9 @@ For the local default we therefore run the pipeline in-process and fan the CPU-h
 cores (record building, ScanCode) out to `processes` pool workers. On a cluster runner each SDK
 worker already owns a core, so `processes` stays 1 there and the work runs inline.
 
+Pool workers are started with "spawn", so the calling program must be importable (a script or
+the `codemill` command; not code piped into `python -`, where spawn cannot re-import __main__).
+
 Outputs are emitted as the pool finishes them, so order differs from input order; every stage
 downstream is keyed or sorted, so the written output does not depend on it.
 """

@@ -62,13 +62,14 @@ class ReadSource(beam.DoFn):
 class ProgressBar(beam.DoFn):
     """Pass-through that draws a tqdm bar of the elements seen by this worker."""
 
-    def __init__(self, total: int | None, desc: str, unit: str) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
+    def __init__(self, total: int | None, desc: str, unit: str, position: int = 0) -> None:
+        self.total, self.desc, self.unit, self.position = total, desc, unit, position
 
     def setup(self) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
+                        position=self.position,
                         disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
 
     def process(self, element):
@@ -213,7 +214,7 @@ class Curate(beam.PTransform):
                 | "LicenseTexts" >> beam.FlatMap(_license_text)
                 | "GroupLicenseTexts" >> beam.GroupByKey()
                 | "DetectLicense" >> beam.ParDo(PooledDoFn(detect_license_group, (), self.processes, batch_size=1))
-                | "LicenseProgress" >> beam.ParDo(ProgressBar(None, "licences (ScanCode)", " files"))
+                | "LicenseProgress" >> beam.ParDo(ProgressBar(None, "licences (ScanCode)", " files", position=1))
             )
         else:
             findings = specs.pipeline | "NoLicenseDetection" >> beam.Create([])

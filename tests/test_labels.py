@@ -122,6 +122,12 @@ def test_pii_redaction() -> None:
     assert result.counts == {"EMAIL": 1, "IP_ADDRESS": 1, "PASSWORD": 1, "KEY": 1}
 
 
+def test_url_passwords() -> None:
+    result = redact('DB = "postgres://admin:hunter22@db.internal:5432/app"\nurl = "https://example.org/a:b@c"\n')
+    assert "hunter22" not in result.text and "postgres://admin:<PASSWORD>@db.internal" in result.text
+    assert redact('u = "https://user:${PASSWORD}@host/"\n').counts == {}
+
+
 def test_pii_leaves_code_alone() -> None:
     code = 'version = "1.2.3.4"\nloop = "127.0.0.1"\nns = std::vector<int>()\nx = a::b::c\npw = "changeme"\n' + GOOD_PY
     assert redact(code).counts == {}

@@ -185,11 +185,11 @@ def test_no_licenses_switch_leaves_only_declared_licences(tmp_path: Path, source
 
 
 def test_a_run_with_missing_shards_is_never_marked_finished(tmp_path: Path, repo_dir: Path) -> None:
-    from codemill.pipelines.curate import IncompleteOutputError, _check_outputs
+    from codemill.pipelines.curate import IncompleteOutputError, check_outputs
 
     out = tmp_path / "out"
     assert curate([str(repo_dir)], out) == 0
-    _check_outputs(out, 4)
+    check_outputs(out, 4)
     next((out / "data").glob("part-*.parquet")).unlink()
     with pytest.raises(IncompleteOutputError, match="missing: data/part-"):
-        _check_outputs(out, 4)
+        check_outputs(out, 4)

@@ -15,6 +15,8 @@ verdict and PII redaction, and a manifest accounts for every input file.
 
 commands:
   curate     read sources, label and filter every file, write data/, dropped/, manifest/, trees/, stats.json
+             (--dedup near|exact also deduplicates inside the same pipeline)
+  dedup      exact and near (MinHash-LSH) dedup of a curation output: `codemill dedup IN OUT`
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
 
 Run `codemill COMMAND --help` for the options of a command.
@@ -48,11 +50,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("root").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _load_curation_config(path: str | None):
-    from codemill.curation.config import CurationConfig
-
+def _load_config_section(path: str | None, section_name: str, config_class):
+    """The `section_name:` mapping of a YAML config file (or the whole file) as `config_class`."""
     if path is None:
-        return CurationConfig()
+        return config_class()
     import yaml
 
     config_path = Path(path)
@@ -62,11 +63,13 @@ def _load_curation_config(path: str | None):
         raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise SystemExit(f"codemill: config {config_path} is not valid YAML: {err}") from None
-    section = data.get("curate", data) if isinstance(data, dict) else None
+    section = data.get(section_name, data) if isinstance(data, dict) else None
     if not isinstance(section, dict):
-        raise SystemExit(f"codemill: config {config_path}: expected a mapping (optionally under 'curate:')")
+        raise SystemExit(f"codemill: config {config_path}: expected a mapping (optionally under '{section_name}:')")
     try:
-        return CurationConfig.from_dict(section, base_dir=config_path.parent)
+        if section_name == "curate":
+            return config_class.from_dict(section, base_dir=config_path.parent)
+        return config_class.from_dict(section)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"codemill: config {config_path}: {err}") from None
 
@@ -78,7 +81,9 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from codemill.curation.sources import SourceError, plan_sources
     from codemill.pipelines.curate import run_curation
 
-    config = _load_curation_config(args.config)
+    from codemill.curation.config import CurationConfig
+
+    config = _load_config_section(args.config, "curate", CurationConfig)
     changes: dict = {}
     if args.optout:
         changes["optout"] = OptOutList.from_file(Path(args.optout))
@@ -88,6 +93,12 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         changes["detect_licenses"] = False
     if args.shards:
         changes["num_shards"] = args.shards
+    if args.dedup == "none":
+        changes["dedup"] = None
+    elif args.dedup:
+        from codemill.dedup.config import DedupConfig
+
+        changes["dedup"] = dataclasses.replace(config.dedup or DedupConfig(), mode=args.dedup)
     config = dataclasses.replace(config, **changes)
     try:
         specs = plan_sources(
@@ -103,13 +114,16 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
     from codemill.pipelines.curate import IncompleteOutputError
+    from codemill.pipelines.dedup import NotConvergedError
 
     try:
         result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers)
-    except IncompleteOutputError as err:
+    except (IncompleteOutputError, NotConvergedError) as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1
     totals = result.stats.get("totals", {})
+    if config.dedup is not None:
+        _print_dedup_summary(result.out_dir)
     print(
         f"\ncurated {totals.get('files', 0)} files ({totals.get('bytes', 0) / 1e6:.1f} MB) in {result.seconds:.1f} s: "
         f"kept {totals.get('kept_files', 0)}, dropped {totals.get('dropped_files', 0)}\n"
@@ -119,6 +133,57 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         f"  trees        : {result.out_dir / 'trees'}\n"
         f"  stats        : {result.out_dir / 'stats.json'}"
     )
+    return 0
+
+
+def _print_dedup_summary(out_dir: Path) -> None:
+    import json
+
+    report = json.loads((out_dir / "dedup.json").read_text())
+    totals, config = report["totals"], report["config"]
+    line = f"dedup ({config['mode']}"
+    if config["mode"] == "near":
+        cc = report["connected_components"]
+        line += (f", {config['num_perm']} permutations, LSH {config['bands']} bands x {config['rows']} rows, "
+                 f"Jaccard >= {config['threshold']}; components settled after {cc['converged_after_rounds']} "
+                 f"of {cc['rounds_unrolled']} rounds")
+    print(f"{line}): {totals.get('files', 0)} files, {totals.get('clusters', 0)} clusters, removed "
+          f"{totals.get('removed_exact', 0)} exact and {totals.get('removed_near', 0)} near duplicates "
+          f"({totals.get('removed_bytes', 0) / 1e6:.1f} MB); {totals.get('too_short_for_near_dedup', 0)} texts "
+          "too short for one shingle (exact dedup only)")
+
+
+def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from codemill.dedup.config import DedupConfig
+    from codemill.pipelines.curate import IncompleteOutputError
+    from codemill.pipelines.dedup import NotConvergedError, run_dedup
+
+    config = _load_config_section(args.config, "dedup", DedupConfig)
+    changes = {name: getattr(args, name) for name in
+               ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
+               if getattr(args, name) is not None}
+    if args.no_verify:
+        changes["verify"] = False
+    try:
+        config = dataclasses.replace(config, **changes)
+    except ValueError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    if config.mode == "near":
+        bands, rows = config.bands_rows
+        print(f"codemill dedup: near dedup with {config.ngram}-gram shingles, {config.num_perm} permutations, "
+              f"Jaccard >= {config.threshold}: LSH {bands} bands x {rows} rows", file=sys.stderr)
+    try:
+        result = run_dedup(Path(args.input), Path(args.output), config, beam_args, processes=args.workers)
+    except (FileNotFoundError, ValueError, IncompleteOutputError, NotConvergedError) as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 1 if isinstance(err, (IncompleteOutputError, NotConvergedError)) else 2
+    _print_dedup_summary(result.out_dir)
+    totals = result.stats.get("totals", {})
+    print(f"kept {totals.get('kept_files', 0)} of {totals.get('files', 0)} files in {result.seconds:.1f} s -> "
+          f"{result.out_dir} (data/, dropped/, manifest/, stats.json, dedup.json)")
     return 0
 
 
@@ -166,9 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--no-licenses", action="store_true",
                         help="skip ScanCode on licence files (only declared licences count)")
     curate.add_argument("--shards", type=int, help="output shards per table (default 4)")
+    curate.add_argument("--dedup", choices=("none", "exact", "near"),
+                        help="deduplicate inside the curation pipeline (default: the config's setting, else none)")
     curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="local processes for the per-file work and ScanCode when no --runner is given "
                              "(default: the number of cores, %(default)s)")
+
+    dedup = commands.add_parser(
+        "dedup", help="exact and near (MinHash-LSH) dedup of a curation output",
+        description="Exact and near (MinHash-LSH) dedup of a curation output, with The Stack v2's survivor "
+                    "ranking (permissive > no licence > non-permissive, then stars, forks, newer revision, newer "
+                    "visit, smallest SWHID). Writes OUT in the curation layout plus dedup.json.",
+        epilog="Any Apache Beam pipeline option passes through, as for `codemill curate`.",
+    )
+    dedup.add_argument("input", metavar="IN", help="a finished curation output directory")
+    dedup.add_argument("output", metavar="OUT", help="output directory")
+    dedup.add_argument("--config", help="YAML file with dedup settings, optionally under 'dedup:'")
+    dedup.add_argument("--mode", choices=("exact", "near"), help="default: near (which includes exact)")
+    dedup.add_argument("--threshold", type=float, help="Jaccard threshold of near duplicates (default 0.7)")
+    dedup.add_argument("--num-perm", type=int, help="MinHash permutations (default 256)")
+    dedup.add_argument("--ngram", type=int, help="tokens per shingle (default 5)")
+    dedup.add_argument("--bands", type=int, help="LSH bands (with --rows; default: chosen for the threshold)")
+    dedup.add_argument("--rows", type=int, help="LSH rows per band")
+    dedup.add_argument("--seed", type=int, help="permutation seed (default 42)")
+    dedup.add_argument("--no-verify", action="store_true",
+                       help="do not check candidate pairs by the Jaccard of their shingle sets")
+    dedup.add_argument("--cc-rounds", type=int, help="connected-component rounds (default: from the corpus size)")
+    dedup.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="local processes for signatures when no --runner is given (default: %(default)s)")
 
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
@@ -184,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.command == "curate":
         return _curate(args, rest)
+    if args.command == "dedup":
+        return _dedup(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "manifest" and args.manifest_command == "verify":

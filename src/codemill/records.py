@@ -129,6 +129,11 @@ TREE_SCHEMA = pa.schema(
 )
 
 
+def record_key(record: Any) -> str:
+    """A record's unique key: where it was read from, its repository and path."""
+    return f"{record.source_uri}#{record.repo}#{record.path}"
+
+
 def records_to_table(records: Iterable[Any], schema: pa.Schema = FILE_RECORD_SCHEMA) -> pa.Table:
     """Any objects with the schema's names as attributes (FileRecord, TreeRecord) -> Arrow table."""
     names = schema.names

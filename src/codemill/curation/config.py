@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from codemill.curation.filters import FilterConfig
 from codemill.curation.optout import OptOutList
 from codemill.curation.sources.base import IngestLimits
+from codemill.dedup.config import DedupConfig
+from codemill.settings import reject_unknown
 
 
 @dataclass(frozen=True)
@@ -20,18 +22,18 @@ class CurationConfig:
     max_parse_check_bytes: int = 1 << 20  # tree-sitter check on files up to this size
     num_shards: int = 4  # output shards per table; fixed so output is identical on any runner
     min_text_coherence: float = 0.5  # charset detection: below this the file is undecodable
+    dedup: DedupConfig | None = None  # exact/near dedup inside the curation pipeline; None: off
 
     @classmethod
     def from_dict(cls, values: dict, base_dir: Path | None = None) -> "CurationConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown curation setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        reject_unknown(cls, values, "curation")
         kwargs = dict(values)
         if "filters" in kwargs:
             kwargs["filters"] = FilterConfig.from_dict(kwargs["filters"] or {})
         if "limits" in kwargs:
             kwargs["limits"] = IngestLimits(**(kwargs["limits"] or {}))
+        if kwargs.get("dedup") is not None:
+            kwargs["dedup"] = DedupConfig.from_dict(kwargs["dedup"])
         if "optout" in kwargs:
             path = Path(kwargs["optout"])
             kwargs["optout"] = OptOutList.from_file(path if path.is_absolute() or base_dir is None else base_dir / path)

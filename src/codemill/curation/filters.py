@@ -8,10 +8,11 @@ statistics count each one); the record is dropped for the first in `FILTER_ORDER
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from html.parser import HTMLParser
 
 from codemill.curation.text import finditer_on_lines
+from codemill.settings import reject_unknown
 
 FILTER_ORDER = (
     "too_many_lines",
@@ -69,10 +70,7 @@ class FilterConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FilterConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown filter setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        reject_unknown(cls, values, "filter")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 

@@ -13,7 +13,6 @@ with any number of workers.
 from __future__ import annotations
 
 import json
-import pickle
 import logging
 import os
 import shutil
@@ -23,15 +22,15 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from codemill.curation.config import CurationConfig
 from codemill.curation.process import build_keyed_record, detect_license_group, finalize_repository, license_text_key
 from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary, SourceFile, SourceSpec, spec_to_json
 from codemill.curation.stats import StatsAccumulator
+from codemill.pipelines.common import StatsCombine, default_pipeline_options, is_single_process, register, write_json
 from codemill.pipelines.pooled import PooledDoFn
-from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, records_to_table
+from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, record_key, records_to_table
 from codemill.shards import shard_name, shard_of, write_table_atomic
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ class WriteShards(beam.PTransform):
         name = self.writer.tables[0][0]
 
         def key_of(row) -> tuple[int, object]:
-            return shard_of(f"{row.source_uri}#{row.repo}#{row.path}", n), row
+            return shard_of(record_key(row), n), row
 
         keyed = pcoll | f"Key{name}" >> beam.Map(key_of)
         empty = pcoll.pipeline | f"Empty{name}" >> beam.Create([(i, None) for i in range(n)])
@@ -155,29 +154,6 @@ class WriteShards(beam.PTransform):
             | f"Group{name}" >> beam.GroupByKey()
             | f"Write{name}" >> beam.Map(self.writer)
         )
-
-
-class StatsCombine(beam.CombineFn):
-    def create_accumulator(self) -> StatsAccumulator:
-        return StatsAccumulator()
-
-    def add_input(self, acc: StatsAccumulator, record: FileRecord) -> StatsAccumulator:
-        return acc.add(record)
-
-    def merge_accumulators(self, accs: Iterable[StatsAccumulator]) -> StatsAccumulator:
-        merged = StatsAccumulator()
-        for acc in accs:
-            merged.merge(acc)
-        return merged
-
-    def extract_output(self, acc: StatsAccumulator) -> dict:
-        return acc.to_json()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Curate(beam.PTransform):
@@ -243,28 +219,16 @@ class WriteCuration(beam.PTransform):
             records | "WriteRecords" >> WriteShards(out, RECORD_TABLES, n),
             trees | "WriteTrees" >> WriteShards(out, TREE_TABLES, n),
         ]
-        stats = records | "Stats" >> beam.CombineGlobally(StatsCombine())
-        stats | "WriteStats" >> beam.Map(lambda s: _write_json(Path(out) / "stats.json", s))
+        stats = records | "Stats" >> beam.CombineGlobally(StatsCombine(StatsAccumulator))
+        stats | "WriteStats" >> beam.Map(lambda s: write_json(Path(out) / "stats.json", s))
         return written
-
-
-def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, object | None]:
-    """Pipeline options from the CLI; FnApiRunner when no runner is named (Prism cannot run offline)."""
-    args = list(args or [])
-    options = PipelineOptions(args)
-    runner = None
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        runner = FnApiRunner()
-    return options, runner
 
 
 class IncompleteOutputError(RuntimeError):
     """The runner reported success but the stage's output is not all there."""
 
 
-def _check_outputs(out_dir: Path, num_shards: int) -> dict:
+def check_outputs(out_dir: Path, num_shards: int) -> dict:
     """Refuse to mark the stage finished unless every shard was written and the manifest holds
     one row per counted input file. (Seen: Beam's DaskRunner returns successfully without
     running steps whose outputs nothing consumes, such as our shard writers.)"""
@@ -317,46 +281,45 @@ def run_curation(
     (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
     for name in OUTPUT_TABLES:
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    (out_dir / "stats.json").unlink(missing_ok=True)
-    _write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in specs]})
+    for name in ("stats.json", "dedup.json"):
+        (out_dir / name).unlink(missing_ok=True)
+    write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in specs]})
 
     options, runner = default_pipeline_options(pipeline_args)
     # Each worker process draws its own bar; the corpus total is only right for a single one.
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    single_process = runner is not None and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
-    total = (sum(len(s.option("files", ())) for s in specs) or None) if single_process else None
+    single_process = is_single_process(options, runner)
+    planned_files = sum(len(s.option("files", ())) for s in specs) or None
+    total = planned_files if single_process else None
     if runner is None:
         processes = 1  # a cluster runner: each SDK worker already owns a core
     started = time.monotonic()
-    with beam.Pipeline(runner=runner, options=options) as pipeline:
-        outputs = (
-            pipeline
-            | "Sources" >> beam.Create(specs)
-            | "Curate" >> Curate(config, total, processes, redistribute=not single_process)
-        )
-        outputs | "Write" >> WriteCuration(str(out_dir), config.num_shards)
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    outputs = (
+        pipeline
+        | "Sources" >> beam.Create(specs)
+        | "Curate" >> Curate(config, total, processes, redistribute=not single_process)
+    )
+    dedup_rounds = 0
+    if config.dedup is not None:
+        from codemill.pipelines.dedup import DedupStage
+
+        # Without a file list (git, archives, exports) the size is unknown: plan for a large corpus.
+        dedup_rounds = config.dedup.rounds_for(planned_files or 10**9)
+        records = outputs["records"] | "Dedup" >> DedupStage(config.dedup, dedup_rounds, str(out_dir), processes)
+        outputs = {"records": records, "trees": outputs["trees"]}
+    outputs | "Write" >> WriteCuration(str(out_dir), config.num_shards)
+    result = pipeline.run()
+    result.wait_until_finish()
     seconds = time.monotonic() - started
-    stats = _check_outputs(out_dir, config.num_shards)
+    stats = check_outputs(out_dir, config.num_shards)
     stats["sources"] = len(specs)
-    _write_json(out_dir / "stats.json", stats)
-    _write_json(out_dir / SUCCESS_MARKER, {"stage": "curate", "seconds": round(seconds, 2), "sources": len(specs)})
+    if config.dedup is not None:
+        from codemill.pipelines.dedup import finish_dedup_report
+
+        stats["dedup"] = finish_dedup_report(out_dir, result, config.dedup, dedup_rounds)["totals"]
+    write_json(out_dir / "stats.json", stats)
+    write_json(out_dir / SUCCESS_MARKER, {"stage": "curate", "seconds": round(seconds, 2), "sources": len(specs)})
     return CurationResult(out_dir, stats, seconds)
 
 
-class _PickleCoder(beam.coders.Coder):
-    """Plain pickle (protocol 5) for our record dataclasses. Beam's fallback coder for unknown
-    types costs more per element; measured in benchmarks/RESULTS.md."""
-
-    def encode(self, value) -> bytes:
-        return pickle.dumps(value, protocol=5)
-
-    def decode(self, encoded: bytes):
-        return pickle.loads(encoded)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-
-for _type in (FileRecord, SourceFile, RepoSummary):
-    beam.coders.registry.register_coder(_type, _PickleCoder)
+register(FileRecord, SourceFile, RepoSummary)

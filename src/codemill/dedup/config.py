@@ -1,0 +1,74 @@
+"""Configuration of the dedup stage (also the `dedup:` section of a run config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codemill.dedup.lsh import optimal_bands_rows
+from codemill.dedup.minhash import MinHashParams
+from codemill.settings import reject_unknown
+
+MODES = ("exact", "near")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """StarCoder2 / The Stack v2 parameters by default.
+
+    mode 'exact' keeps one record per content hash; 'near' also clusters distinct contents whose
+    shingle sets have Jaccard >= threshold (identical contents have Jaccard 1, so it includes
+    exact dedup)."""
+
+    mode: str = "near"
+    ngram: int = 5
+    num_perm: int = 256
+    threshold: float = 0.7
+    bands: int | None = None  # None: chosen with rows by minimising false positives + negatives
+    rows: int | None = None
+    false_positive_weight: float = 0.5  # weights of the two areas when bands x rows are chosen
+    false_negative_weight: float = 0.5
+    seed: int = 42
+    verify: bool = True  # check candidate pairs by the Jaccard of their shingle sets
+    cc_rounds: int | None = None  # connected-component rounds; None: from the corpus size
+    bucket_sort_limit: int = 10_000  # larger LSH buckets link members only to the bucket minimum
+    batch_size: int = 64  # documents per signature batch
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"dedup mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"dedup threshold must be strictly between 0 and 1, got {self.threshold}")
+        for name in ("ngram", "num_perm", "batch_size", "bucket_sort_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"dedup {name} must be >= 1, got {getattr(self, name)}")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("dedup bands and rows are set together (or both left out to choose them)")
+        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
+            raise ValueError(f"dedup bands x rows = {self.bands} x {self.rows} must be positive and fit in "
+                             f"num_perm = {self.num_perm}")
+        if self.cc_rounds is not None and self.cc_rounds < 1:
+            raise ValueError(f"dedup cc_rounds must be >= 1, got {self.cc_rounds}")
+
+    @property
+    def minhash(self) -> MinHashParams:
+        return MinHashParams(num_perm=self.num_perm, ngram=self.ngram, seed=self.seed)
+
+    @property
+    def bands_rows(self) -> tuple[int, int]:
+        if self.bands is not None:
+            return self.bands, self.rows
+        return optimal_bands_rows(self.threshold, self.num_perm, self.false_positive_weight,
+                                  self.false_negative_weight)
+
+    def rounds_for(self, num_files: int) -> int:
+        """Connected-component rounds to unroll. Alternating large-star/small-star converges in
+        O(log n) rounds in practice (Kiveris et al. 2014); the run checks convergence afterwards
+        and fails loudly, naming this setting, if the last round still changed the graph."""
+        if self.cc_rounds is not None:
+            return self.cc_rounds
+        return max(6, 2 * max(1, num_files).bit_length() // 3 + 4)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DedupConfig":
+        reject_unknown(cls, values, "dedup")
+        return cls(**values)

@@ -1,0 +1,83 @@
+"""Dedup statistics: clusters, cluster sizes, and what was removed per language and licence type.
+
+The Beam layer turns what it sees into small events and folds them with `DedupStats`, a mergeable
+accumulator; the driver adds the connected-component figures (rounds, edges per round) it reads
+from the run's metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+from codemill.dedup.ranking import Decision, DedupEntry
+
+# Events: ("file",) | ("sketched",) | ("too_short",) | ("candidate", verified) | ("cluster", size)
+#         | ("removed", kind, language, license_type, size_bytes)
+
+
+def size_bin(size: int) -> str:
+    """Cluster-size histogram bins: 2, 3-4, 5-8, 9-16, ..."""
+    if size <= 2:
+        return str(size)
+    upper = 1 << (size - 1).bit_length()
+    return f"{upper // 2 + 1}-{upper}"
+
+
+def decision_events(entry: DedupEntry, decision: Decision) -> Iterable[tuple]:
+    yield ("file",)
+    if decision.drop_reason is not None:
+        kind = decision.drop_reason.split("_", 1)[0]
+        yield ("removed", kind, entry.language or "unknown", entry.license_type, entry.size_bytes)
+
+
+class DedupStats:
+    def __init__(self) -> None:
+        self.totals: Counter = Counter()
+        self.cluster_sizes: Counter = Counter()
+        self.removed: dict[str, Counter] = {name: Counter() for name in (
+            "files_by_language", "bytes_by_language", "files_by_license_type", "bytes_by_license_type")}
+
+    def add(self, event: tuple) -> "DedupStats":
+        kind = event[0]
+        if kind == "file":
+            self.totals["files"] += 1
+        elif kind == "sketched":
+            self.totals["near_dedup_contents"] += 1
+        elif kind == "too_short":
+            self.totals["too_short_for_near_dedup"] += 1
+        elif kind == "candidate":
+            self.totals["candidate_pairs"] += 1
+            self.totals["verified_pairs" if event[1] else "rejected_pairs"] += 1
+        elif kind == "cluster":
+            self.totals["clusters"] += 1
+            self.cluster_sizes[size_bin(event[1])] += 1
+        elif kind == "removed":
+            _, how, language, license_type, size = event
+            self.totals[f"removed_{how}"] += 1
+            self.totals["removed_files"] += 1
+            self.totals["removed_bytes"] += size
+            self.removed["files_by_language"][language] += 1
+            self.removed["bytes_by_language"][language] += size
+            self.removed["files_by_license_type"][license_type] += 1
+            self.removed["bytes_by_license_type"][license_type] += size
+        else:
+            raise ValueError(f"unknown dedup stats event {event!r}")
+        return self
+
+    def merge(self, other: "DedupStats") -> "DedupStats":
+        self.totals.update(other.totals)
+        self.cluster_sizes.update(other.cluster_sizes)
+        for name, counter in other.removed.items():
+            self.removed[name].update(counter)
+        return self
+
+    def to_json(self) -> dict:
+        def by_bin(item):
+            return int(item[0].split("-")[0])
+
+        return {
+            "totals": dict(sorted(self.totals.items())),
+            "cluster_size_histogram": dict(sorted(self.cluster_sizes.items(), key=by_bin)),
+            "removed": {name: dict(sorted(c.items())) for name, c in self.removed.items()},
+        }

@@ -1,0 +1,79 @@
+"""Pieces every stage's Beam layer shares: coders, a stats CombineFn, pipeline options, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class PickleCoder(beam.coders.Coder):
+    """Plain pickle (protocol 5) for our record dataclasses. Beam's fallback coder for unknown
+    types costs more per element; measured in benchmarks/RESULTS.md."""
+
+    def encode(self, value) -> bytes:
+        return pickle.dumps(value, protocol=5)
+
+    def decode(self, encoded: bytes):
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+def register(*types: type) -> None:
+    for record_type in types:
+        beam.coders.registry.register_coder(record_type, PickleCoder)
+
+
+class StatsCombine(beam.CombineFn):
+    """Folds elements into any accumulator with add(element), merge(other) and to_json()."""
+
+    def __init__(self, factory) -> None:
+        self.factory = factory
+
+    def create_accumulator(self):
+        return self.factory()
+
+    def add_input(self, acc, element):
+        return acc.add(element)
+
+    def merge_accumulators(self, accs):
+        merged = self.factory()
+        for acc in accs:
+            merged.merge(acc)
+        return merged
+
+    def extract_output(self, acc) -> dict:
+        return acc.to_json()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write (temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, object | None]:
+    """Pipeline options from the CLI; FnApiRunner when no runner is named (Prism cannot run offline)."""
+    args = list(args or [])
+    options = PipelineOptions(args)
+    runner = None
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        runner = FnApiRunner()
+    return options, runner
+
+
+def is_single_process(options: PipelineOptions, runner) -> bool:
+    """The default in-process runner with one worker: the local pool may fan work out."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    return runner is not None and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1

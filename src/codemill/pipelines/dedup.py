@@ -1,0 +1,399 @@
+"""The dedup stage as Apache Beam PTransforms, and its driver.
+
+    records ─(kept, with a SWHID)─> entries (no content) ─────────────────────┐
+          └─> distinct contents ─Sketch─> signatures ─bands─> LSH buckets      │
+               ─> candidate pairs ─Verify (Jaccard of shingle sets)─> edges    │
+               ─> ConnectedComponents (large-star/small-star rounds) ─> labels ┤
+    entries + labels ─> clusters ─survivor─> decisions ─join─> records (dup_cluster, drop_reason)
+
+Exact dedup is the same path without the near part: a cluster is one content hash. Every step is
+keyed, so the outcome does not depend on the runner, the workers or the bundle order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.metrics.metric import MetricsFilter
+
+from codemill.dedup.components import bucket_pairs, large_star, small_star
+from codemill.dedup.config import DedupConfig
+from codemill.dedup.lsh import band_keys
+from codemill.dedup.minhash import has_shingles, jaccard, shingle_sets, signatures
+from codemill.dedup.ranking import Decision, DedupEntry, decide_cluster
+from codemill.dedup.stats import DedupStats, decision_events
+from codemill.pipelines.common import StatsCombine, default_pipeline_options, is_single_process, register, write_json
+from codemill.pipelines.pooled import PooledDoFn
+from codemill.records import FileRecord, record_key
+
+log = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "codemill.dedup"
+
+
+def participates(record: FileRecord) -> bool:
+    """Only kept records with content take part; dropped ones pass through unchanged."""
+    return record.kept and record.swhid is not None and record.content is not None
+
+
+def _sketch_batch(batch: list[tuple[str, str]], config: DedupConfig) -> list[tuple[str, object]]:
+    """(swhid, content) batch -> (swhid, signature), or (swhid, None) for a text shorter than one shingle."""
+    sigs = signatures([content for _, content in batch], config.minhash)
+    present = has_shingles(sigs)
+    return [(swhid, sigs[i] if present[i] else None) for i, (swhid, _) in enumerate(batch)]
+
+
+def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
+    swhid, signature = sketch
+    for key in band_keys(signature, bands, rows):
+        yield key, swhid
+
+
+def _verify(joined: tuple[str, dict], config: DedupConfig) -> Iterator[tuple]:
+    """Group of content v with its partners (u, content u): yields ('edge', (u, v)) for every pair
+    whose shingle-set Jaccard reaches the threshold and ('event', ...) for the stats."""
+    v, groups = joined
+    contents = list(groups["content"])
+    partners = sorted(groups["partners"])
+    if not contents or not partners:
+        return
+    texts = [contents[0]] + [text for _, text in partners]
+    sets = shingle_sets(texts, config.ngram)
+    for (u, _), u_set in zip(partners, sets[1:]):
+        ok = jaccard(sets[0], u_set) >= config.threshold
+        beam.metrics.Metrics.counter(METRICS_NAMESPACE, "verified_pairs" if ok else "rejected_pairs").inc()
+        yield ("event", ("candidate", ok))
+        if ok:
+            yield ("edge", (u, v))
+
+
+def _partners_of(joined: tuple[str, dict]) -> Iterator[tuple[str, tuple[str, str]]]:
+    u, groups = joined
+    contents = list(groups["content"])
+    if not contents:
+        return
+    for v in groups["pairs"]:
+        yield v, (u, contents[0])
+
+
+class VerifiedPairs(beam.PTransform):
+    """Candidate pairs (u < v) -> pairs whose shingle sets reach the threshold, plus stats events.
+    Two joins ship each pair's first text to the second one's group; every text is shingled once
+    per group, never collected in one place."""
+
+    def __init__(self, contents, config: DedupConfig) -> None:
+        super().__init__()
+        self.contents = contents
+        self.config = config
+
+    def expand(self, pairs):
+        with_u = (
+            {"content": self.contents, "pairs": pairs}
+            | "JoinFirst" >> beam.CoGroupByKey()
+            | "ShipFirst" >> beam.FlatMap(_partners_of)
+        )
+        checked = (
+            {"content": self.contents, "partners": with_u}
+            | "JoinSecond" >> beam.CoGroupByKey()
+            | "Jaccard" >> beam.FlatMap(_verify, self.config)
+        )
+        edges = checked | "Edges" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "edge" else [])
+        events = checked | "Events" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "event" else [])
+        return edges, events
+
+
+def _undirected(edge: tuple) -> Iterator[tuple]:
+    u, v = edge
+    yield u, v
+    yield v, u
+
+
+def _large_star_step(grouped: tuple, round_index: int) -> Iterator[tuple]:
+    node, neighbours = grouped
+    edges, changed = large_star(node, neighbours)
+    counter = beam.metrics.Metrics.counter
+    counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_edges").inc(sum(1 for v in neighbours if v > node))
+    counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_changes").inc(changed)
+    yield from edges
+
+
+def _small_star_step(grouped: tuple, round_index: int) -> Iterator[tuple]:
+    node, smaller = grouped
+    edges, changed = small_star(node, smaller)
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_changes").inc(changed)
+    yield from edges
+
+
+class ConnectedComponents(beam.PTransform):
+    """Edges (u < v) -> (node, label) for every node on an edge; the label is the smallest node
+    of its component. `rounds` alternating large-star/small-star rounds are unrolled into the
+    pipeline (Beam has no loops); each round's edges and changes are counted in the run's metrics
+    and `convergence()` checks afterwards that the last round changed nothing."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+
+    def expand(self, edges):
+        for r in range(self.rounds):
+            edges = (
+                edges
+                | f"LargeStarKey{r}" >> beam.FlatMap(_undirected)
+                | f"LargeStarGroup{r}" >> beam.GroupByKey()
+                | f"LargeStar{r}" >> beam.FlatMap(_large_star_step, r)
+                | f"SmallStarKey{r}" >> beam.Map(lambda e: (e[1], e[0]))
+                | f"SmallStarGroup{r}" >> beam.GroupByKey()
+                | f"SmallStar{r}" >> beam.FlatMap(_small_star_step, r)
+                | f"Distinct{r}" >> beam.Distinct()
+            )
+        return (
+            edges
+            | "Labels" >> beam.FlatMap(lambda e: [(e[1], e[0]), (e[0], e[0])])
+            | "Label" >> beam.CombinePerKey(min)
+        )
+
+
+def _assign(joined: tuple[str, dict]) -> Iterator[tuple[str, DedupEntry]]:
+    swhid, groups = joined
+    labels = list(groups["labels"])
+    label = labels[0] if labels else swhid
+    for entry in groups["entries"]:
+        yield label, entry
+
+
+def _decide(grouped: tuple[str, Iterable[DedupEntry]]) -> Iterator[tuple]:
+    """One cluster -> ('decision', (key, Decision)) per member and ('event', ...) for the stats."""
+    cluster, entries = grouped
+    size = 0
+    for entry, decision in decide_cluster(cluster, entries):
+        size += 1
+        yield "decision", (entry.key, decision)
+        for event in decision_events(entry, decision):
+            yield "event", event
+    if size > 1:
+        yield "event", ("cluster", size)
+
+
+def _apply(joined: tuple[str, dict]) -> Iterator[FileRecord]:
+    _, groups = joined
+    decisions = list(groups["decisions"])
+    for record in groups["records"]:
+        if decisions:
+            decision: Decision = decisions[0]
+            record = replace(record, dup_cluster=decision.cluster)
+            if decision.drop_reason is not None:
+                record = record.drop(decision.drop_reason)
+        yield record
+
+
+class Dedup(beam.PTransform):
+    """FileRecords -> {'records': the same records with dup_cluster set and duplicates dropped,
+    'stats': a one-element PCollection of the dedup statistics}."""
+
+    def __init__(self, config: DedupConfig, rounds: int, processes: int = 1) -> None:
+        super().__init__()
+        self.config = config
+        self.rounds = rounds
+        self.processes = processes
+
+    def expand(self, records):
+        config = self.config
+        active = records | "Participates" >> beam.Filter(participates)
+        passive = records | "PassesThrough" >> beam.Filter(lambda r: not participates(r))
+        entries = active | "Entries" >> beam.Map(lambda r: (r.swhid, DedupEntry.of(r)))
+        events = []
+        if config.mode == "near":
+            labels, near_events = self._near_labels(active)
+            events.append(near_events)
+        else:
+            labels = records.pipeline | "NoLabels" >> beam.Create([])
+        decided = (
+            {"entries": entries, "labels": labels}
+            | "JoinLabels" >> beam.CoGroupByKey()
+            | "Assign" >> beam.FlatMap(_assign)
+            | "GroupClusters" >> beam.GroupByKey()
+            | "Decide" >> beam.FlatMap(_decide)
+        )
+        decisions = decided | "Decisions" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "decision" else [])
+        events.append(decided | "DecisionEvents" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "event" else []))
+        updated = (
+            {"records": active | "KeyRecords" >> beam.Map(lambda r: (record_key(r), r)), "decisions": decisions}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "Apply" >> beam.FlatMap(_apply)
+        )
+        stats = (
+            tuple(events) | "AllEvents" >> beam.Flatten()
+            | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
+        )
+        return {"records": (updated, passive) | "Merge" >> beam.Flatten(), "stats": stats}
+
+    def _near_labels(self, active):
+        config = self.config
+        bands, rows = config.bands_rows
+        # Identical texts need one signature: keep any one text per content hash (combiner lifting
+        # drops the copies before the shuffle).
+        contents = (
+            active
+            | "Contents" >> beam.Map(lambda r: (r.swhid, r.content))
+            | "DistinctContents" >> beam.CombinePerKey(lambda texts: next(iter(texts)))
+        )
+        sketches = (
+            contents
+            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
+            | "Sketch" >> beam.ParDo(PooledDoFn(_sketch_batch, (config,), self.processes, batch_size=1))
+        )
+        signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)
+        sketch_events = sketches | "SketchEvents" >> beam.Map(
+            lambda s: ("too_short",) if s[1] is None else ("sketched",))
+        pairs = (
+            signed
+            | "BandKeys" >> beam.FlatMap(_bands, bands, rows)
+            | "Buckets" >> beam.GroupByKey()
+            | "BucketPairs" >> beam.FlatMap(lambda b: bucket_pairs(b[1], config.bucket_sort_limit))
+            | "DistinctPairs" >> beam.Distinct()
+        )
+        if config.verify:
+            edges, pair_events = pairs | "Verify" >> VerifiedPairs(contents, config)
+        else:
+            edges = pairs
+            pair_events = pairs | "Unverified" >> beam.Map(lambda _: ("candidate", True))
+        labels = edges | "Components" >> ConnectedComponents(self.rounds)
+        events = (sketch_events, pair_events) | "NearEvents" >> beam.Flatten()
+        return labels, events
+
+
+register(DedupEntry, Decision)
+
+
+class NotConvergedError(RuntimeError):
+    """The connected components did not settle within the unrolled rounds."""
+
+
+def convergence(result, rounds: int) -> dict:
+    """Rounds and edges per round from a finished run's metrics; raises NotConvergedError when the
+    last round still changed edges (the labels would be incomplete)."""
+    edges, changes = [0] * rounds, [0] * rounds
+    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        name = counter.key.metric.name
+        if name.startswith("cc_round_"):
+            index = int(name.split("_")[2])
+            target = edges if name.endswith("_edges") else changes
+            target[index] += counter.committed or 0
+    settled = next((r for r, c in enumerate(changes) if c == 0), None)
+    report = {"rounds_unrolled": rounds, "converged_after_rounds": None if settled is None else settled + 1,
+              "edges_per_round": edges, "changes_per_round": changes}
+    if rounds and changes[-1] != 0:
+        raise NotConvergedError(
+            f"connected components still changed {changes[-1]} edges in round {rounds} of {rounds}; "
+            f"rerun with a larger dedup cc_rounds (e.g. {2 * rounds}). Edges per round: {edges}")
+    return report
+
+
+DEDUP_REPORT = "dedup.json"
+
+
+class DedupStage(beam.PTransform):
+    """Dedup inside a larger pipeline: returns the records; the statistics go to
+    out_dir/dedup.json (completed by `finish_dedup_report` once the run is over)."""
+
+    def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1) -> None:
+        super().__init__()
+        self.dedup = Dedup(config, rounds, processes)
+        self.out_dir = out_dir
+
+    def expand(self, records):
+        outputs = records | "Dedup" >> self.dedup
+        report = Path(self.out_dir) / DEDUP_REPORT
+        outputs["stats"] | "WriteDedupStats" >> beam.Map(lambda stats: write_json(report, stats))
+        return outputs["records"]
+
+
+def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int) -> dict:
+    """Adds the parameters and the connected-component rounds to dedup.json; returns the report."""
+    path = Path(out_dir) / DEDUP_REPORT
+    report = json.loads(path.read_text())
+    bands, rows = config.bands_rows
+    report["config"] = {**asdict(config), "bands": bands, "rows": rows}
+    if config.mode == "near":
+        report["connected_components"] = convergence(result, rounds)
+        cc = report["connected_components"]
+        log.info("connected components: %s rounds unrolled, settled after %s; edges per round %s",
+                 rounds, cc["converged_after_rounds"], cc["edges_per_round"])
+    write_json(path, report)
+    return report
+
+
+@dataclass
+class DedupResult:
+    out_dir: Path
+    stats: dict
+    report: dict
+    seconds: float
+
+
+def _read_records(pipeline, in_dir: Path, table: str):
+    pattern = str(in_dir / table / "part-*.parquet")
+    return (
+        pipeline
+        | f"Read{table}" >> beam.io.ReadFromParquet(pattern)
+        | f"Records{table}" >> beam.Map(FileRecord.from_dict)
+    )
+
+
+def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
+              pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
+    """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
+    dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped."""
+    from codemill.curation.stats import StatsAccumulator
+    from codemill.pipelines.curate import OUTPUT_TABLES, RECORD_TABLES, SUCCESS_MARKER, WriteShards, check_outputs
+    from codemill.shards import shard_paths
+
+    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
+    if not (in_dir / SUCCESS_MARKER).exists():
+        raise FileNotFoundError(f"{in_dir} is not a finished curation output (no {SUCCESS_MARKER}); "
+                                "run `codemill curate` into it first")
+    if in_dir == out_dir:
+        raise ValueError("codemill dedup: IN and OUT must be different directories")
+    num_shards = len(shard_paths(in_dir / "manifest"))
+    num_files = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
+    for name in OUTPUT_TABLES:
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    for name in ("stats.json", DEDUP_REPORT):
+        (out_dir / name).unlink(missing_ok=True)
+    # The sources and trees do not change: `codemill manifest verify OUT` re-reads the same sources.
+    shutil.copytree(in_dir / "trees", out_dir / "trees")
+    shutil.copy2(in_dir / "sources.json", out_dir / "sources.json")
+
+    options, runner = default_pipeline_options(pipeline_args)
+    if not is_single_process(options, runner):
+        processes = 1
+    rounds = config.rounds_for(num_files)
+    started = time.monotonic()
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    records = (
+        (_read_records(pipeline, in_dir, "data"), _read_records(pipeline, in_dir, "dropped"))
+        | "AllRecords" >> beam.Flatten()
+        | "Dedup" >> DedupStage(config, rounds, str(out_dir), processes)
+    )
+    records | "WriteRecords" >> WriteShards(str(out_dir), RECORD_TABLES, num_shards)
+    stats = records | "Stats" >> beam.CombineGlobally(StatsCombine(StatsAccumulator))
+    stats | "WriteStats" >> beam.Map(lambda s: write_json(out_dir / "stats.json", s))
+    result = pipeline.run()
+    result.wait_until_finish()
+    seconds = time.monotonic() - started
+    stats = check_outputs(out_dir, num_shards)
+    report = finish_dedup_report(out_dir, result, config, rounds)
+    stats["dedup"] = report["totals"]
+    write_json(out_dir / "stats.json", stats)
+    write_json(out_dir / SUCCESS_MARKER, {"stage": "dedup", "seconds": round(seconds, 2), "input": str(in_dir)})
+    return DedupResult(out_dir, stats, report, seconds)

@@ -185,7 +185,7 @@ def test_no_licenses_switch_leaves_only_declared_licences(tmp_path: Path, source
 
 
 def test_a_run_with_missing_shards_is_never_marked_finished(tmp_path: Path, repo_dir: Path) -> None:
-    from codemill.pipelines.curate import IncompleteOutputError, check_outputs
+    from codemill.pipelines.outputs import IncompleteOutputError, check_outputs
 
     out = tmp_path / "out"
     assert curate([str(repo_dir)], out) == 0

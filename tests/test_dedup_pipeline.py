@@ -15,7 +15,7 @@ from codemill.curation.swhid import blob_id
 from codemill.dedup.components import components_reference
 from codemill.dedup.config import DedupConfig
 from codemill.pipelines.common import default_pipeline_options
-from codemill.pipelines.curate import RECORD_TABLES, WriteShards
+from codemill.pipelines.outputs import RECORD_TABLES, WriteShards
 from codemill.pipelines.dedup import ConnectedComponents, Dedup, convergence
 from codemill.records import FileRecord
 from codemill.shards import read_table

@@ -113,7 +113,7 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
-    from codemill.pipelines.curate import IncompleteOutputError
+    from codemill.pipelines.outputs import IncompleteOutputError
     from codemill.pipelines.dedup import NotConvergedError
 
     try:
@@ -157,7 +157,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     import dataclasses
 
     from codemill.dedup.config import DedupConfig
-    from codemill.pipelines.curate import IncompleteOutputError
+    from codemill.pipelines.outputs import IncompleteOutputError
     from codemill.pipelines.dedup import NotConvergedError, run_dedup
 
     config = _load_config_section(args.config, "dedup", DedupConfig)

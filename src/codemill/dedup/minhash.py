@@ -204,3 +204,11 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     inter = np.intersect1d(a, b, assume_unique=True).shape[0]
     return inter / (len(a) + len(b) - inter)
+
+
+def sketch_batch(batch: list[tuple[str, str]], params: MinHashParams) -> list[tuple[str, np.ndarray | None]]:
+    """(key, text) pairs -> (key, signature), or (key, None) for a text shorter than one shingle.
+    Lives here, not in the Beam layer, so local pool workers import only numpy and numba."""
+    sigs = signatures([text for _, text in batch], params)
+    present = has_shingles(sigs)
+    return [(key, sigs[i] if present[i] else None) for i, (key, _) in enumerate(batch)]

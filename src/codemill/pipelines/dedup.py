@@ -27,10 +27,16 @@ from apache_beam.metrics.metric import MetricsFilter
 from codemill.dedup.components import bucket_pairs, large_star, small_star
 from codemill.dedup.config import DedupConfig
 from codemill.dedup.lsh import band_keys
-from codemill.dedup.minhash import has_shingles, jaccard, shingle_sets, signatures
+from codemill.dedup.minhash import jaccard, shingle_sets, sketch_batch
 from codemill.dedup.ranking import Decision, DedupEntry, decide_cluster
 from codemill.dedup.stats import DedupStats, decision_events
-from codemill.pipelines.common import StatsCombine, default_pipeline_options, is_single_process, register, write_json
+from codemill.pipelines.common import (
+    StatsCombine,
+    default_pipeline_options,
+    is_single_process,
+    register,
+    write_json,
+)
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import FileRecord, record_key
 
@@ -42,13 +48,6 @@ METRICS_NAMESPACE = "codemill.dedup"
 def participates(record: FileRecord) -> bool:
     """Only kept records with content take part; dropped ones pass through unchanged."""
     return record.kept and record.swhid is not None and record.content is not None
-
-
-def _sketch_batch(batch: list[tuple[str, str]], config: DedupConfig) -> list[tuple[str, object]]:
-    """(swhid, content) batch -> (swhid, signature), or (swhid, None) for a text shorter than one shingle."""
-    sigs = signatures([content for _, content in batch], config.minhash)
-    present = has_shingles(sigs)
-    return [(swhid, sigs[i] if present[i] else None) for i, (swhid, _) in enumerate(batch)]
 
 
 def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
@@ -117,46 +116,56 @@ def _undirected(edge: tuple) -> Iterator[tuple]:
 
 
 def _large_star_step(grouped: tuple, round_index: int) -> Iterator[tuple]:
+    """Emits each new edge (m, v) keyed by its larger end v, ready for the small-star grouping."""
     node, neighbours = grouped
     edges, changed = large_star(node, neighbours)
     counter = beam.metrics.Metrics.counter
     counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_edges").inc(sum(1 for v in neighbours if v > node))
     counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_changes").inc(changed)
-    yield from edges
+    for smaller, larger in edges:
+        yield larger, smaller
 
 
 def _small_star_step(grouped: tuple, round_index: int) -> Iterator[tuple]:
+    """Emits each new edge as a key, so one GroupByKey makes the round's edges distinct."""
     node, smaller = grouped
     edges, changed = small_star(node, smaller)
     beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_changes").inc(changed)
-    yield from edges
+    for edge in edges:
+        yield edge, None
+
+
+def _distinct_undirected(grouped: tuple) -> Iterator[tuple]:
+    yield from _undirected(grouped[0])
 
 
 class ConnectedComponents(beam.PTransform):
     """Edges (u < v) -> (node, label) for every node on an edge; the label is the smallest node
     of its component. `rounds` alternating large-star/small-star rounds are unrolled into the
-    pipeline (Beam has no loops); each round's edges and changes are counted in the run's metrics
-    and `convergence()` checks afterwards that the last round changed nothing."""
+    pipeline (Beam has no loops), three shuffles each: by node (large-star), by larger end
+    (small-star), by edge (distinct). Each round's edges and changes are counted in the run's
+    metrics and `convergence()` checks afterwards that the last round changed nothing."""
 
     def __init__(self, rounds: int) -> None:
         super().__init__()
         self.rounds = rounds
 
     def expand(self, edges):
+        adjacency = edges | "Undirected" >> beam.FlatMap(_undirected)
         for r in range(self.rounds):
-            edges = (
-                edges
-                | f"LargeStarKey{r}" >> beam.FlatMap(_undirected)
-                | f"LargeStarGroup{r}" >> beam.GroupByKey()
+            distinct = (
+                adjacency
+                | f"ByNode{r}" >> beam.GroupByKey()
                 | f"LargeStar{r}" >> beam.FlatMap(_large_star_step, r)
-                | f"SmallStarKey{r}" >> beam.Map(lambda e: (e[1], e[0]))
-                | f"SmallStarGroup{r}" >> beam.GroupByKey()
+                | f"ByLargerEnd{r}" >> beam.GroupByKey()
                 | f"SmallStar{r}" >> beam.FlatMap(_small_star_step, r)
-                | f"Distinct{r}" >> beam.Distinct()
+                | f"ByEdge{r}" >> beam.GroupByKey()
             )
+            if r + 1 < self.rounds:
+                adjacency = distinct | f"Undirected{r}" >> beam.FlatMap(_distinct_undirected)
         return (
-            edges
-            | "Labels" >> beam.FlatMap(lambda e: [(e[1], e[0]), (e[0], e[0])])
+            distinct
+            | "Labels" >> beam.FlatMap(lambda grouped: [(grouped[0][1], grouped[0][0]), (grouped[0][0], grouped[0][0])])
             | "Label" >> beam.CombinePerKey(min)
         )
 
@@ -248,7 +257,7 @@ class Dedup(beam.PTransform):
         sketches = (
             contents
             | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
-            | "Sketch" >> beam.ParDo(PooledDoFn(_sketch_batch, (config,), self.processes, batch_size=1))
+            | "Sketch" >> beam.ParDo(PooledDoFn(sketch_batch, (config.minhash,), self.processes, batch_size=1))
         )
         signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)
         sketch_events = sketches | "SketchEvents" >> beam.Map(
@@ -353,7 +362,13 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
     dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped."""
     from codemill.curation.stats import StatsAccumulator
-    from codemill.pipelines.curate import OUTPUT_TABLES, RECORD_TABLES, SUCCESS_MARKER, WriteShards, check_outputs
+    from codemill.pipelines.outputs import (
+        RECORD_TABLES,
+        SUCCESS_MARKER,
+        WriteShards,
+        check_outputs,
+        clear_outputs,
+    )
     from codemill.shards import shard_paths
 
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
@@ -365,11 +380,7 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     num_shards = len(shard_paths(in_dir / "manifest"))
     num_files = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
-    for name in OUTPUT_TABLES:
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in ("stats.json", DEDUP_REPORT):
-        (out_dir / name).unlink(missing_ok=True)
+    clear_outputs(out_dir)
     # The sources and trees do not change: `codemill manifest verify OUT` re-reads the same sources.
     shutil.copytree(in_dir / "trees", out_dir / "trees")
     shutil.copy2(in_dir / "sources.json", out_dir / "sources.json")

@@ -1,0 +1,153 @@
+"""Stage outputs shared by every stage: sorted Parquet shards per table, the stats file, the
+finished marker, and the check that refuses to mark an incomplete output finished.
+
+Every output table is written as a fixed number of shards, rows assigned by a hash of the record
+key and sorted inside a shard, so the output is byte-identical on any runner with any number of
+workers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import apache_beam as beam
+
+from codemill.curation.stats import StatsAccumulator
+from codemill.pipelines.common import StatsCombine, write_json
+from codemill.records import (
+    FILE_RECORD_SCHEMA,
+    MANIFEST_SCHEMA,
+    TREE_SCHEMA,
+    record_key,
+    records_to_table,
+)
+from codemill.shards import shard_name, shard_of, write_table_atomic
+
+OUTPUT_TABLES = ("data", "dropped", "manifest", "trees")
+SUCCESS_MARKER = "_SUCCESS.json"
+
+
+def _row_sort_key(row) -> tuple:
+    return (row.source_uri, row.repo, row.path, getattr(row, "swhid", None) or "")
+
+
+# (table, schema, which rows): the record tables written from one grouping of the records.
+RECORD_TABLES = (("data", FILE_RECORD_SCHEMA, "kept"), ("dropped", FILE_RECORD_SCHEMA, "dropped"),
+                 ("manifest", MANIFEST_SCHEMA, "all"))
+TREE_TABLES = (("trees", TREE_SCHEMA, "all"),)
+
+
+def _selected(rows: list, which: str) -> list:
+    if which == "kept":
+        return [r for r in rows if r.kept]
+    if which == "dropped":
+        return [r for r in rows if not r.kept]
+    return rows
+
+
+@dataclass(frozen=True)
+class ShardWriter:
+    """Writes one shard of each table from the rows grouped under that shard's index."""
+
+    out_dir: str
+    tables: tuple
+    num_shards: int
+
+    def __call__(self, keyed: tuple[int, Iterable]) -> list[str]:
+        index, rows = keyed
+        rows = sorted((row for row in rows if row is not None), key=_row_sort_key)
+        written = []
+        for table, schema, which in self.tables:
+            path = Path(self.out_dir) / table / shard_name(index, self.num_shards)
+            write_table_atomic(path, records_to_table(_selected(rows, which), schema))
+            written.append(str(path))
+        return written
+
+
+class WriteShards(beam.PTransform):
+    """Write a PCollection as exactly `num_shards` sorted Parquet shards per table (empty ones
+    included), grouping the rows once for all the tables written from them."""
+
+    def __init__(self, out_dir: str, tables: tuple, num_shards: int) -> None:
+        super().__init__()
+        self.writer = ShardWriter(out_dir, tables, num_shards)
+
+    def expand(self, pcoll):
+        n = self.writer.num_shards
+        name = self.writer.tables[0][0]
+
+        def key_of(row) -> tuple[int, object]:
+            return shard_of(record_key(row), n), row
+
+        keyed = pcoll | f"Key{name}" >> beam.Map(key_of)
+        empty = pcoll.pipeline | f"Empty{name}" >> beam.Create([(i, None) for i in range(n)])
+        return (
+            (keyed, empty)
+            | f"Flatten{name}" >> beam.Flatten()
+            | f"Group{name}" >> beam.GroupByKey()
+            | f"Write{name}" >> beam.Map(self.writer)
+        )
+
+
+class WriteCuration(beam.PTransform):
+    """Writes the curation outputs (data, dropped, manifest, trees, stats.json) under out_dir."""
+
+    def __init__(self, out_dir: str, num_shards: int) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.num_shards = num_shards
+
+    def expand(self, outputs):
+        records, trees = outputs["records"], outputs["trees"]
+        out, n = self.out_dir, self.num_shards
+        written = [
+            records | "WriteRecords" >> WriteShards(out, RECORD_TABLES, n),
+            trees | "WriteTrees" >> WriteShards(out, TREE_TABLES, n),
+        ]
+        stats = records | "Stats" >> beam.CombineGlobally(StatsCombine(StatsAccumulator))
+        stats | "WriteStats" >> beam.Map(lambda s: write_json(Path(out) / "stats.json", s))
+        return written
+
+
+class IncompleteOutputError(RuntimeError):
+    """The runner reported success but the stage's output is not all there."""
+
+
+def check_outputs(out_dir: Path, num_shards: int) -> dict:
+    """Refuse to mark the stage finished unless every shard was written and the manifest holds
+    one row per counted input file. (Seen: Beam's DaskRunner returns successfully without
+    running steps whose outputs nothing consumes, such as our shard writers.)"""
+    import pyarrow.parquet as pq
+
+    missing = [
+        f"{table}/{shard_name(i, num_shards)}"
+        for table in OUTPUT_TABLES
+        for i in range(num_shards)
+        if not (out_dir / table / shard_name(i, num_shards)).exists()
+    ]
+    stats_path = out_dir / "stats.json"
+    if missing or not stats_path.exists():
+        what = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise IncompleteOutputError(
+            f"the pipeline finished but its output under {out_dir} is incomplete (missing: {what or 'stats.json'}); "
+            "the runner skipped the write steps. Use the default local runner or a portable runner (Flink, Spark, Dataflow)."
+        )
+    stats = json.loads(stats_path.read_text())
+    rows = sum(pq.ParquetFile(out_dir / "manifest" / shard_name(i, num_shards)).metadata.num_rows for i in range(num_shards))
+    expected = stats.get("totals", {}).get("files", 0)
+    if rows != expected:
+        raise IncompleteOutputError(f"manifest under {out_dir} holds {rows} rows but {expected} files were curated")
+    return stats
+
+
+def clear_outputs(out_dir: Path) -> None:
+    """A previous run's output must not mix with this one's; the finished marker goes first."""
+    (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
+    for name in OUTPUT_TABLES:
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    for name in ("stats.json", "dedup.json"):
+        (out_dir / name).unlink(missing_ok=True)

@@ -20,13 +20,15 @@ $(BIN)/codemill: pyproject.toml constraints.txt
 setup: $(BIN)/codemill
 
 run: setup
-	$(BIN)/codemill curate --out $(OUT)
+	$(BIN)/codemill curate --out $(OUT) --dedup near
 
 test: setup
 	$(BIN)/pytest -q -n 2 tests
 
 bench: setup
+	$(BIN)/pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_curation.py
+	$(BIN)/python benchmarks/bench_dedup.py
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -68,6 +68,12 @@ class DedupConfig:
             return self.cc_rounds
         return max(6, 2 * max(1, num_files).bit_length() // 3 + 4)
 
+    def lsh_partitions_for(self, num_files: int, entries_per_partition: int = 50_000) -> int:
+        """How many groups the band keys are packed into on the local runner: about
+        `entries_per_partition` (document, band) entries each."""
+        bands, _ = self.bands_rows
+        return max(1, num_files * bands // entries_per_partition)
+
     @classmethod
     def from_dict(cls, values: dict) -> "DedupConfig":
         reject_unknown(cls, values, "dedup")

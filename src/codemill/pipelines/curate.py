@@ -206,7 +206,9 @@ def run_curation(
 
         # Without a file list (git, archives, exports) the size is unknown: plan for a large corpus.
         dedup_rounds = config.dedup.rounds_for(planned_files or 10**9)
-        records = outputs["records"] | "Dedup" >> DedupStage(config.dedup, dedup_rounds, str(out_dir), processes)
+        partitions = config.dedup.lsh_partitions_for(planned_files) if single_process and planned_files else None
+        records = outputs["records"] | "Dedup" >> DedupStage(config.dedup, dedup_rounds, str(out_dir), processes,
+                                                              partitions)
         outputs = {"records": records, "trees": outputs["trees"]}
     outputs | "Write" >> WriteCuration(str(out_dir), config.num_shards)
     result = pipeline.run()

@@ -22,6 +22,9 @@ from typing import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.metrics.metric import MetricsFilter
 
 from codemill.dedup.components import bucket_pairs, large_star, small_star
@@ -56,16 +59,83 @@ def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[
         yield key, swhid
 
 
-def _verify(joined: tuple[str, dict], config: DedupConfig) -> Iterator[tuple]:
-    """Group of content v with its partners (u, content u): yields ('edge', (u, v)) for every pair
-    whose shingle-set Jaccard reaches the threshold and ('event', ...) for the stats."""
-    v, groups = joined
-    contents = list(groups["content"])
-    partners = sorted(groups["partners"])
-    if not contents or not partners:
+def _any_one(values: Iterable):
+    """Combiner for values known to be equal (the signatures of one SWHID's copies)."""
+    return next(iter(values))
+
+
+class PackedBands(beam.DoFn):
+    """Band keys packed per partition of the key space: one element per partition and bundle
+    instead of one per (document, band). The in-process runner pays ~10 us per element and stage,
+    and 25 band keys per document are most of a dedup run's elements; packing cut that (see
+    ARCHITECTURE.md). A partition group then holds ~`entries per partition` band entries."""
+
+    def __init__(self, bands: int, rows: int, partitions: int) -> None:
+        self.bands, self.rows, self.partitions = bands, rows, partitions
+
+    def start_bundle(self) -> None:
+        self.packed: dict[int, list] = {}
+
+    def process(self, sketch):
+        swhid, signature = sketch
+        for key in band_keys(signature, self.bands, self.rows):
+            partition = int.from_bytes(key[-8:], "big") % self.partitions
+            self.packed.setdefault(partition, []).append((key, swhid))
+
+    def finish_bundle(self):
+        for partition, entries in self.packed.items():
+            yield WindowedValue((partition, entries), MIN_TIMESTAMP, [GlobalWindow()])
+        self.packed = {}
+
+
+def _packed_bucket_pairs(grouped: tuple[int, Iterable[list]], sort_limit: int) -> Iterator[tuple]:
+    buckets: dict[bytes, list] = {}
+    for entries in grouped[1]:
+        for key, swhid in entries:
+            buckets.setdefault(key, []).append(swhid)
+    for members in buckets.values():
+        if len(members) > 1:
+            yield from bucket_pairs(members, sort_limit)
+
+
+def _roles(pair: tuple[str, str]) -> Iterator[tuple[str, tuple[str, str]]]:
+    u, v = pair
+    yield u, ("ship_to", v)
+    yield v, ("needs_own", u)
+
+
+def _ship_texts(joined: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
+    """Group of one content with its roles in the candidate pairs: ships its text to each partner
+    that checks it, and to itself once if it checks partners. Contents in no pair go no further,
+    so the second join carries only texts that take part in a pair."""
+    node, groups = joined
+    text = next(iter(groups["content"]), None)
+    if text is None:
         return
-    texts = [contents[0]] + [text for _, text in partners]
-    sets = shingle_sets(texts, config.ngram)
+    needs_own = False
+    for role, other in groups["roles"]:
+        if role == "ship_to":
+            yield other, (node, text)
+        else:
+            needs_own = True
+    if needs_own:
+        yield node, (None, text)
+
+
+def _verify(grouped: tuple[str, Iterable[tuple]], config: DedupConfig) -> Iterator[tuple]:
+    """Content v with its own text (partner None) and its partners' texts: yields ('edge', (u, v))
+    for every pair whose shingle-set Jaccard reaches the threshold and ('event', ...) for the stats."""
+    v, shipped = grouped
+    own, partners = None, []
+    for partner, text in shipped:
+        if partner is None:
+            own = text
+        else:
+            partners.append((partner, text))
+    if own is None or not partners:
+        return
+    partners.sort()
+    sets = shingle_sets([own] + [text for _, text in partners], config.ngram)
     for (u, _), u_set in zip(partners, sets[1:]):
         ok = jaccard(sets[0], u_set) >= config.threshold
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "verified_pairs" if ok else "rejected_pairs").inc()
@@ -74,19 +144,11 @@ def _verify(joined: tuple[str, dict], config: DedupConfig) -> Iterator[tuple]:
             yield ("edge", (u, v))
 
 
-def _partners_of(joined: tuple[str, dict]) -> Iterator[tuple[str, tuple[str, str]]]:
-    u, groups = joined
-    contents = list(groups["content"])
-    if not contents:
-        return
-    for v in groups["pairs"]:
-        yield v, (u, contents[0])
-
-
 class VerifiedPairs(beam.PTransform):
     """Candidate pairs (u < v) -> pairs whose shingle sets reach the threshold, plus stats events.
-    Two joins ship each pair's first text to the second one's group; every text is shingled once
-    per group, never collected in one place."""
+    One join brings each text to its roles in the pairs; a second grouping brings each pair's
+    first text to the second one's group, where every text is shingled once per group. `contents`
+    may hold several copies of a text (the first is used)."""
 
     def __init__(self, contents, config: DedupConfig) -> None:
         super().__init__()
@@ -94,14 +156,11 @@ class VerifiedPairs(beam.PTransform):
         self.config = config
 
     def expand(self, pairs):
-        with_u = (
-            {"content": self.contents, "pairs": pairs}
-            | "JoinFirst" >> beam.CoGroupByKey()
-            | "ShipFirst" >> beam.FlatMap(_partners_of)
-        )
         checked = (
-            {"content": self.contents, "partners": with_u}
-            | "JoinSecond" >> beam.CoGroupByKey()
+            {"content": self.contents, "roles": pairs | "Roles" >> beam.FlatMap(_roles)}
+            | "JoinTexts" >> beam.CoGroupByKey()
+            | "ShipTexts" >> beam.FlatMap(_ship_texts)
+            | "GroupPairs" >> beam.GroupByKey()
             | "Jaccard" >> beam.FlatMap(_verify, self.config)
         )
         edges = checked | "Edges" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "edge" else [])
@@ -207,11 +266,14 @@ class Dedup(beam.PTransform):
     """FileRecords -> {'records': the same records with dup_cluster set and duplicates dropped,
     'stats': a one-element PCollection of the dedup statistics}."""
 
-    def __init__(self, config: DedupConfig, rounds: int, processes: int = 1) -> None:
+    def __init__(self, config: DedupConfig, rounds: int, processes: int = 1, lsh_partitions: int | None = None) -> None:
+        """`lsh_partitions`: None groups by band key (memory per group = one bucket, streamed; for
+        cluster runners); a number packs band keys into that many groups (the local runner)."""
         super().__init__()
         self.config = config
         self.rounds = rounds
         self.processes = processes
+        self.lsh_partitions = lsh_partitions
 
     def expand(self, records):
         config = self.config
@@ -247,28 +309,33 @@ class Dedup(beam.PTransform):
     def _near_labels(self, active):
         config = self.config
         bands, rows = config.bands_rows
-        # Identical texts need one signature: keep any one text per content hash (combiner lifting
-        # drops the copies before the shuffle).
-        contents = (
-            active
-            | "Contents" >> beam.Map(lambda r: (r.swhid, r.content))
-            | "DistinctContents" >> beam.CombinePerKey(lambda texts: next(iter(texts)))
-        )
+        # Records are sketched where they are (copies of a text are sketched again: cheaper than
+        # a shuffle of every text to drop them first) and the signatures made distinct per SWHID.
+        contents = active | "Contents" >> beam.Map(lambda r: (r.swhid, r.content))
         sketches = (
             contents
             | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
             | "Sketch" >> beam.ParDo(PooledDoFn(sketch_batch, (config.minhash,), self.processes, batch_size=1))
+            | "DistinctSketches" >> beam.CombinePerKey(_any_one)
         )
         signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)
         sketch_events = sketches | "SketchEvents" >> beam.Map(
             lambda s: ("too_short",) if s[1] is None else ("sketched",))
-        pairs = (
-            signed
-            | "BandKeys" >> beam.FlatMap(_bands, bands, rows)
-            | "Buckets" >> beam.GroupByKey()
-            | "BucketPairs" >> beam.FlatMap(lambda b: bucket_pairs(b[1], config.bucket_sort_limit))
-            | "DistinctPairs" >> beam.Distinct()
-        )
+        if self.lsh_partitions is None:
+            pairs = (
+                signed
+                | "BandKeys" >> beam.FlatMap(_bands, bands, rows)
+                | "Buckets" >> beam.GroupByKey()
+                | "BucketPairs" >> beam.FlatMap(lambda b: bucket_pairs(b[1], config.bucket_sort_limit))
+            )
+        else:
+            pairs = (
+                signed
+                | "PackedBandKeys" >> beam.ParDo(PackedBands(bands, rows, self.lsh_partitions))
+                | "Partitions" >> beam.GroupByKey()
+                | "PartitionPairs" >> beam.FlatMap(_packed_bucket_pairs, config.bucket_sort_limit)
+            )
+        pairs = pairs | "DistinctPairs" >> beam.Distinct()
         if config.verify:
             edges, pair_events = pairs | "Verify" >> VerifiedPairs(contents, config)
         else:
@@ -313,9 +380,10 @@ class DedupStage(beam.PTransform):
     """Dedup inside a larger pipeline: returns the records; the statistics go to
     out_dir/dedup.json (completed by `finish_dedup_report` once the run is over)."""
 
-    def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1) -> None:
+    def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1,
+                 lsh_partitions: int | None = None) -> None:
         super().__init__()
-        self.dedup = Dedup(config, rounds, processes)
+        self.dedup = Dedup(config, rounds, processes, lsh_partitions)
         self.out_dir = out_dir
 
     def expand(self, records):
@@ -386,7 +454,8 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     shutil.copy2(in_dir / "sources.json", out_dir / "sources.json")
 
     options, runner = default_pipeline_options(pipeline_args)
-    if not is_single_process(options, runner):
+    local = is_single_process(options, runner)
+    if not local:
         processes = 1
     rounds = config.rounds_for(num_files)
     started = time.monotonic()
@@ -394,7 +463,8 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     records = (
         (_read_records(pipeline, in_dir, "data"), _read_records(pipeline, in_dir, "dropped"))
         | "AllRecords" >> beam.Flatten()
-        | "Dedup" >> DedupStage(config, rounds, str(out_dir), processes)
+        | "Dedup" >> DedupStage(config, rounds, str(out_dir), processes,
+                                lsh_partitions=config.lsh_partitions_for(num_files) if local else None)
     )
     records | "WriteRecords" >> WriteShards(str(out_dir), RECORD_TABLES, num_shards)
     stats = records | "Stats" >> beam.CombineGlobally(StatsCombine(StatsAccumulator))

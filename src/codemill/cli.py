@@ -45,9 +45,9 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Beam warns at import about optional GCP clients we do not use.
+    # Beam warns at import about optional GCP clients we do not use (through the root logger).
     logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.ERROR)
-    logging.getLogger("root").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
 
 
 def _load_config_section(path: str | None, section_name: str, config_class):

@@ -77,3 +77,24 @@ def is_single_process(options: PipelineOptions, runner) -> bool:
     from apache_beam.options.pipeline_options import DirectOptions
 
     return runner is not None and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
+
+
+class ProgressBar(beam.DoFn):
+    """Pass-through that draws a tqdm bar of the elements seen by this worker."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, position: int = 0) -> None:
+        self.total, self.desc, self.unit, self.position = total, desc, unit, position
+
+    def setup(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
+                        position=self.position,
+                        disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
+
+    def process(self, element):
+        self.bar.update(1)
+        yield element
+
+    def teardown(self) -> None:
+        self.bar.close()

@@ -13,7 +13,6 @@ with any number of workers.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from codemill.curation.sources.base import (
     spec_to_json,
 )
 from codemill.pipelines.common import (
+    ProgressBar,
     default_pipeline_options,
     is_single_process,
     register,
@@ -75,27 +75,6 @@ class ReadSource(beam.DoFn):
                 count += 1
                 yield item
         beam.metrics.Metrics.counter("curate", "files_read").inc(count)
-
-
-class ProgressBar(beam.DoFn):
-    """Pass-through that draws a tqdm bar of the elements seen by this worker."""
-
-    def __init__(self, total: int | None, desc: str, unit: str, position: int = 0) -> None:
-        self.total, self.desc, self.unit, self.position = total, desc, unit, position
-
-    def setup(self) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
-                        position=self.position,
-                        disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
-
-    def process(self, element):
-        self.bar.update(1)
-        yield element
-
-    def teardown(self) -> None:
-        self.bar.close()
 
 
 def _license_text(keyed: tuple[str, FileRecord]) -> Iterator[tuple[str, tuple[str, str, str]]]:

@@ -1,9 +1,9 @@
 """The dedup stage as Apache Beam PTransforms, and its driver.
 
-    records ─(kept, with a SWHID)─> entries (no content) ─────────────────────┐
-          └─> distinct contents ─Sketch─> signatures ─bands─> LSH buckets      │
-               ─> candidate pairs ─Verify (Jaccard of shingle sets)─> edges    │
-               ─> ConnectedComponents (large-star/small-star rounds) ─> labels ┤
+    records ─(kept, with a SWHID)─> entries (no content) ──────────────────────────┐
+          └─> (SWHID, text) ─Sketch─> one signature per SWHID ─bands─> LSH buckets  │
+               ─> candidate pairs ─Verify (Jaccard of shingle sets)─> edges         │
+               ─> ConnectedComponents (large-star/small-star rounds) ─> labels ─────┤
     entries + labels ─> clusters ─survivor─> decisions ─join─> records (dup_cluster, drop_reason)
 
 Exact dedup is the same path without the near part: a cluster is one content hash. Every step is
@@ -22,10 +22,10 @@ from typing import Iterable, Iterator
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
-from apache_beam.metrics.metric import MetricsFilter
 
 from codemill.dedup.components import bucket_pairs, large_star, small_star
 from codemill.dedup.config import DedupConfig
@@ -34,6 +34,7 @@ from codemill.dedup.minhash import jaccard, shingle_sets, sketch_batch
 from codemill.dedup.ranking import Decision, DedupEntry, decide_cluster
 from codemill.dedup.stats import DedupStats, decision_events
 from codemill.pipelines.common import (
+    ProgressBar,
     StatsCombine,
     default_pipeline_options,
     is_single_process,
@@ -51,6 +52,12 @@ METRICS_NAMESPACE = "codemill.dedup"
 def participates(record: FileRecord) -> bool:
     """Only kept records with content take part; dropped ones pass through unchanged."""
     return record.kept and record.swhid is not None and record.content is not None
+
+
+def _tagged(element: tuple, tag: str) -> Iterator:
+    """Splits a ('tag', value) stream (one output per step, as the DaskRunner needs; see curate.py)."""
+    if element[0] == tag:
+        yield element[1]
 
 
 def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
@@ -163,8 +170,8 @@ class VerifiedPairs(beam.PTransform):
             | "GroupPairs" >> beam.GroupByKey()
             | "Jaccard" >> beam.FlatMap(_verify, self.config)
         )
-        edges = checked | "Edges" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "edge" else [])
-        events = checked | "Events" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "event" else [])
+        edges = checked | "Edges" >> beam.FlatMap(_tagged, "edge")
+        events = checked | "Events" >> beam.FlatMap(_tagged, "event")
         return edges, events
 
 
@@ -293,8 +300,8 @@ class Dedup(beam.PTransform):
             | "GroupClusters" >> beam.GroupByKey()
             | "Decide" >> beam.FlatMap(_decide)
         )
-        decisions = decided | "Decisions" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "decision" else [])
-        events.append(decided | "DecisionEvents" >> beam.FlatMap(lambda t: [t[1]] if t[0] == "event" else []))
+        decisions = decided | "Decisions" >> beam.FlatMap(_tagged, "decision")
+        events.append(decided | "DecisionEvents" >> beam.FlatMap(_tagged, "event"))
         updated = (
             {"records": active | "KeyRecords" >> beam.Map(lambda r: (record_key(r), r)), "decisions": decisions}
             | "JoinDecisions" >> beam.CoGroupByKey()
@@ -316,6 +323,7 @@ class Dedup(beam.PTransform):
             contents
             | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
             | "Sketch" >> beam.ParDo(PooledDoFn(sketch_batch, (config.minhash,), self.processes, batch_size=1))
+            | "SketchProgress" >> beam.ParDo(ProgressBar(None, "dedup: signatures", " files", position=2))
             | "DistinctSketches" >> beam.CombinePerKey(_any_one)
         )
         signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)

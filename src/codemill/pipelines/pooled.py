@@ -17,6 +17,7 @@ downstream is keyed or sorted, so the written output does not depend on it.
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
@@ -25,13 +26,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-
-def _run_batch(args: tuple[Callable[..., Iterable], tuple, list]) -> list:
-    function, extra, batch = args
-    out: list = []
-    for element in batch:
-        out.extend(function(element, *extra))
-    return out
+from codemill.pipelines.pool_worker import run_batch
 
 
 class PooledDoFn(beam.DoFn):
@@ -49,7 +44,9 @@ class PooledDoFn(beam.DoFn):
         self.pool = None
         if self.processes > 1:
             # spawn, not fork: the in-process runner holds gRPC threads that must not be forked.
-            self.pool = multiprocessing.get_context("spawn").Pool(self.processes)
+            # An executor, not multiprocessing.Pool: when a worker dies (killed for memory, say)
+            # its futures fail with BrokenProcessPool instead of waiting forever.
+            self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
 
     def start_bundle(self) -> None:
         self.batch: list = []
@@ -57,12 +54,12 @@ class PooledDoFn(beam.DoFn):
 
     def _submit(self) -> None:
         if self.batch:
-            self.pending.append(self.pool.apply_async(_run_batch, ((self.function, self.extra, self.batch),)))
+            self.pending.append(self.pool.submit(run_batch, (self.function, self.extra, self.batch)))
             self.batch = []
 
     def _ready(self, block: bool) -> Iterator[Any]:
-        while self.pending and (block or self.pending[0].ready() or len(self.pending) > 2 * self.processes):
-            yield from self.pending.popleft().get()
+        while self.pending and (block or self.pending[0].done() or len(self.pending) > 2 * self.processes):
+            yield from self.pending.popleft().result()
 
     def process(self, element: Any) -> Iterator[Any]:
         if self.pool is None:
@@ -82,5 +79,5 @@ class PooledDoFn(beam.DoFn):
 
     def teardown(self) -> None:
         if getattr(self, "pool", None) is not None:
-            self.pool.terminate()
+            self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None

@@ -1,0 +1,1 @@
+"""Decontamination, tokenizer, repository-context FIM documents, Megatron token shards and trace."""

@@ -1,0 +1,147 @@
+"""Megatron indexed datasets (.bin/.idx) and their trace sidecar.
+
+Shards are written with megatron-core's own `IndexedDatasetBuilder` (one item and one document per
+codemill document), so Megatron-LM and megatron-core read them as their own; names are temporary
+until both files are complete. Beside each shard, `<prefix>.trace.parquet` holds one row per
+document and one per file span, with absolute token offsets, so any token can be traced to the
+SWHID, path, repository and licence of the file it came from without loading the shard.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from codemill.shards import write_table_atomic
+from codemill.tokenize.documents import Document
+
+UINT16_LIMIT = 65500  # Megatron's preprocess_data picks uint16 below this vocabulary size
+
+TRACE_SCHEMA = pa.schema([
+    ("kind", pa.string()),  # "document" or "file"
+    ("document", pa.int64()),  # index within the shard
+    ("token_start", pa.int64()),  # absolute, within the shard's token stream
+    ("content_token_start", pa.int64()),
+    ("token_end", pa.int64()),
+    ("repo", pa.string()),
+    ("repo_document", pa.int64()),  # index of the document within its repository
+    ("swhid", pa.string()),
+    ("qualified_swhid", pa.string()),
+    ("path", pa.string()),
+    ("license_spdx", pa.string()),
+    ("license_type", pa.string()),
+    ("char_start", pa.int64()),
+    ("char_end", pa.int64()),
+    ("fim", pa.string()),
+])
+
+
+class ShardError(ValueError):
+    """A shard that cannot be written or read as asked (names the shard and the reason)."""
+
+
+def token_dtype(vocab_size: int, requested: str = "auto") -> type:
+    """uint16 below 65,500 tokens (as Megatron's preprocessing), int32 otherwise; a requested dtype
+    the vocabulary does not fit is an error."""
+    if requested == "auto":
+        return np.uint16 if vocab_size < UINT16_LIMIT else np.int32
+    dtype = {"uint16": np.uint16, "int32": np.int32}.get(requested)
+    if dtype is None:
+        raise ShardError(f"token dtype must be auto, uint16 or int32, got {requested!r}")
+    if vocab_size > np.iinfo(dtype).max + 1:
+        raise ShardError(f"a vocabulary of {vocab_size} tokens does not fit {requested} token shards "
+                         f"(at most {np.iinfo(dtype).max + 1}); use int32 or auto")
+    return dtype
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    prefix: str
+    documents: int
+    tokens: int
+
+
+def write_shard(prefix: Path, documents: Sequence[Document], dtype: type) -> ShardInfo:
+    """Write prefix.bin/.idx with megatron-core's builder and prefix.trace.parquet; atomic per file,
+    the trace last (its presence marks a complete shard)."""
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp = prefix.with_name(f".{prefix.name}.tmp-{os.getpid()}")
+    rows: dict[str, list] = {name: [] for name in TRACE_SCHEMA.names}
+    limit = np.iinfo(dtype).max
+    offset = 0
+    try:
+        builder = IndexedDatasetBuilder(str(tmp) + ".bin", dtype=dtype)
+        for number, doc in enumerate(documents):
+            if len(doc.tokens) == 0:
+                raise ShardError(f"{prefix}: document {doc.index} of {doc.repo} is empty")
+            if int(doc.tokens.max()) > limit:
+                raise ShardError(f"{prefix}: token id {int(doc.tokens.max())} does not fit {np.dtype(dtype).name}")
+            builder.add_item(torch.from_numpy(doc.tokens.astype(np.int64)))
+            builder.end_document()
+            _trace_rows(rows, number, offset, doc)
+            offset += len(doc.tokens)
+        builder.finalize(str(tmp) + ".idx")
+        os.replace(str(tmp) + ".bin", str(prefix) + ".bin")
+        os.replace(str(tmp) + ".idx", str(prefix) + ".idx")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write token shard {prefix}: {err.strerror or err}") from err
+    finally:
+        for suffix in (".bin", ".idx"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+    write_table_atomic(Path(str(prefix) + ".trace.parquet"), pa.table(rows, schema=TRACE_SCHEMA))
+    return ShardInfo(str(prefix), len(documents), offset)
+
+
+def _trace_rows(rows: dict[str, list], number: int, offset: int, doc: Document) -> None:
+    def add(**values) -> None:
+        for name in TRACE_SCHEMA.names:
+            rows[name].append(values.get(name))
+
+    add(kind="document", document=number, token_start=offset, content_token_start=offset,
+        token_end=offset + len(doc.tokens), repo=doc.repo, repo_document=doc.index)
+    for s in doc.spans:
+        add(kind="file", document=number, token_start=offset + s.token_start,
+            content_token_start=offset + s.content_token_start, token_end=offset + s.token_end, repo=s.repo,
+            repo_document=doc.index, swhid=s.swhid, qualified_swhid=s.qualified_swhid, path=s.path,
+            license_spdx=s.license_spdx, license_type=s.license_type, char_start=s.char_start,
+            char_end=s.char_end, fim=s.fim)
+
+
+@dataclass(frozen=True)
+class TraceHit:
+    token_index: int
+    document: int
+    repo: str
+    file: dict | None  # the file span row, or None for a structure token (header, separator, end)
+    in_content: bool
+
+
+def trace(prefix: Path, token_index: int) -> TraceHit:
+    path = Path(str(prefix) + ".trace.parquet")
+    if not path.exists():
+        raise ShardError(f"no trace index {path}: is {prefix} a codemill token shard prefix (without .bin)?")
+    table = pq.read_table(path)
+    kinds = np.asarray(table.column("kind").to_pylist())
+    starts = table.column("token_start").to_numpy()
+    ends = table.column("token_end").to_numpy()
+    docs = np.flatnonzero(kinds == "document")
+    total = int(ends[docs[-1]]) if len(docs) else 0
+    if not 0 <= token_index < total:
+        raise ShardError(f"token {token_index} is outside {prefix} (it holds {total} tokens)")
+    doc_row = docs[np.searchsorted(starts[docs], token_index, side="right") - 1]
+    files = np.flatnonzero((kinds == "file") & (starts <= token_index) & (ends > token_index))
+    rows = table.slice(int(doc_row), 1).to_pylist()[0]
+    if len(files) == 0:
+        return TraceHit(token_index, rows["document"], rows["repo"], None, False)
+    span = table.slice(int(files[0]), 1).to_pylist()[0]
+    return TraceHit(token_index, rows["document"], rows["repo"], span, token_index >= span["content_token_start"])

@@ -1,0 +1,80 @@
+"""Byte-level BPE code tokenizer (HF tokenizers) with the StarCoder2 special tokens.
+
+Saved as a transformers tokenizer folder (tokenizer.json + tokenizer_config.json), so
+`transformers.AutoTokenizer.from_pretrained(folder)` loads it; any existing tokenizer.json (or a
+folder holding one) can be used instead of training, provided it has the special tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+EOS = "<|endoftext|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"
+REPO_NAME, FILE_SEP = "<repo_name>", "<file_sep>"
+SPECIAL_TOKENS = (EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, REPO_NAME, FILE_SEP)
+
+
+class TokenizerError(ValueError):
+    """A tokenizer that cannot serve (missing file, missing special tokens)."""
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 8192
+    min_frequency: int = 2
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 256 + len(SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and the "
+                             f"special tokens), got {self.vocab_size}")
+
+
+def train_tokenizer(texts: Iterable[str], out_dir: Path, config: TokenizerConfig = TokenizerConfig()) -> Path:
+    """Train on `texts` and save to out_dir; returns the path of tokenizer.json. Digits are split one
+    by one and the rest pre-tokenised by the GPT-2 byte-level pattern, as StarCoder's tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return save_for_transformers(tokenizer, Path(out_dir))
+
+
+def save_for_transformers(tokenizer, out_dir: Path) -> Path:
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, unk_token=EOS,
+                                      pad_token=FIM_PAD, additional_special_tokens=list(SPECIAL_TOKENS[1:]))
+    wrapped.save_pretrained(str(out_dir))
+    return out_dir / "tokenizer.json"
+
+
+def load_tokenizer(path: Path):
+    """A tokenizers.Tokenizer from tokenizer.json or a folder holding it; checks the special tokens."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.exists():
+        raise TokenizerError(f"no tokenizer at {path} (expected tokenizer.json or a folder holding it)")
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as err:  # tokenizers raises a bare Exception on a malformed file
+        raise TokenizerError(f"{file} is not a tokenizers file: {err}") from None
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise TokenizerError(f"tokenizer {file} lacks the special tokens {missing}; codemill's documents need "
+                             f"all of {list(SPECIAL_TOKENS)}")
+    return tokenizer

@@ -17,6 +17,9 @@ commands:
   curate     read sources, label and filter every file, write data/, dropped/, manifest/, trees/, stats.json
              (--dedup near|exact also deduplicates inside the same pipeline)
   dedup      exact and near (MinHash-LSH) dedup of a curation output: `codemill dedup IN OUT`
+  tokenizer  train a byte-level BPE code tokenizer: `codemill tokenizer train IN --out DIR`
+  tokenize   decontaminate, build repository-context FIM documents, write Megatron .bin/.idx shards
+  trace      which file a token came from: `codemill trace SHARD_PREFIX TOKEN_INDEX`
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
 
 Run `codemill COMMAND --help` for the options of a command.
@@ -187,6 +190,92 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from codemill.shards import iter_rows
+    from codemill.tokenize.tokenizer import TokenizerConfig, train_tokenizer
+
+    try:
+        config = TokenizerConfig(vocab_size=args.vocab_size)
+    except ValueError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    data = Path(args.input) / "data"
+    if not data.is_dir():
+        print(f"codemill: {data} does not exist: give a curation or dedup output", file=sys.stderr)
+        return 2
+
+    def texts():
+        for count, row in enumerate(iter_rows(data, columns=["content"])):
+            if count >= args.max_files:
+                return
+            if row["content"]:
+                yield row["content"]
+
+    path = train_tokenizer(texts(), Path(args.out), config)
+    print(f"tokenizer ({args.vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
+          f"transformers.AutoTokenizer.from_pretrained({str(Path(args.out))!r})")
+    return 0
+
+
+def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from codemill.pipelines.outputs import IncompleteOutputError
+    from codemill.pipelines.tokenize import run_tokenize
+    from codemill.tokenize.config import TokenizeConfig
+    from codemill.tokenize.decontam import BenchmarkError, DecontamConfig
+    from codemill.tokenize.indexed import ShardError
+    from codemill.tokenize.tokenizer import TokenizerError
+
+    config = _load_config_section(args.config, "tokenize", TokenizeConfig)
+    try:
+        changes: dict = {}
+        if args.shards:
+            changes["num_shards"] = args.shards
+        if args.no_decontam:
+            changes["decontam"] = None
+        elif args.benchmark:
+            benchmarks = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.benchmark)
+            changes["decontam"] = dataclasses.replace(config.decontam or DecontamConfig(), benchmarks=benchmarks)
+        documents = {name: getattr(args, name) for name in ("max_tokens", "seed") if getattr(args, name) is not None}
+        if documents:
+            changes["documents"] = dataclasses.replace(config.documents, **documents)
+        config = dataclasses.replace(config, **changes)
+        result = run_tokenize(Path(args.input), Path(args.output), Path(args.tokenizer), config, beam_args)
+    except (ValueError, FileNotFoundError, IncompleteOutputError, BenchmarkError, ShardError, TokenizerError) as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, IncompleteOutputError) else 1
+    totals = result.report["totals"]
+    print(f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
+          f"{totals.get('tokens', 0):,} tokens ({result.report['dtype']}) in {result.seconds:.1f} s; "
+          f"{totals.get('contaminated_files', 0)} contaminated files removed "
+          f"{result.report['contaminated_by_benchmark']}\n  shards: {result.out_dir / 'tokens'}\n"
+          f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(result.report['shards']))} 0")
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from codemill.tokenize.indexed import ShardError, trace
+
+    try:
+        hit = trace(Path(args.prefix), args.token_index)
+    except ShardError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    if hit.file is None:
+        print(f"token {hit.token_index}: a structure token (repository header, file separator or end of "
+              f"document) of document {hit.document}, repository {hit.repo}")
+        return 0
+    f = hit.file
+    where = ("content" if hit.in_content else
+             "file separator" if hit.token_index == f["token_start"] else "path (metadata)")
+    print(f"token {hit.token_index}: document {hit.document}, {where} of\n"
+          f"  swhid      {f['qualified_swhid'] or f['swhid']}\n  repository {f['repo']}\n  path       {f['path']}\n"
+          f"  licence    {f['license_spdx'] or 'none found'} ({f['license_type']})\n"
+          f"  characters {f['char_start']}..{f['char_end']} of the file{', FIM ' + f['fim'] if f['fim'] else ''}")
+    return 0
+
+
 def _manifest_verify(args: argparse.Namespace) -> int:
     from codemill.curation.manifest import verify
 
@@ -260,6 +349,34 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="local processes for signatures when no --runner is given (default: %(default)s)")
 
+    tokenizer = commands.add_parser("tokenizer", help="code tokenizer tools")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    train = tokenizer_commands.add_parser("train", help="train a byte-level BPE on the kept records of IN")
+    train.add_argument("input", metavar="IN", help="a curation or dedup output directory")
+    train.add_argument("--out", required=True, help="tokenizer folder (tokenizer.json + transformers config)")
+    train.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size (default: %(default)s)")
+    train.add_argument("--max-files", type=int, default=20000, help="train on at most this many files")
+
+    tokenize = commands.add_parser(
+        "tokenize", help="decontaminate and tokenize into Megatron .bin/.idx shards with a trace index",
+        description="Decontaminate (HumanEval built in; MBPP, GSM8K or any JSONL with --benchmark), build "
+                    "StarCoder2 repository-context documents with FIM, and write Megatron indexed datasets "
+                    "(.bin/.idx) plus a trace index per shard.")
+    tokenize.add_argument("input", metavar="IN", help="a curation or dedup output directory")
+    tokenize.add_argument("output", metavar="OUT", help="output directory")
+    tokenize.add_argument("--tokenizer", required=True, help="tokenizer.json or a folder holding it")
+    tokenize.add_argument("--config", help="YAML file with tokenize settings, optionally under 'tokenize:'")
+    tokenize.add_argument("--benchmark", action="append", metavar="NAME[=PATH]",
+                          help="decontaminate against NAME (humaneval needs no path; mbpp=PATH, gsm8k=PATH); repeat")
+    tokenize.add_argument("--no-decontam", action="store_true", help="skip decontamination")
+    tokenize.add_argument("--max-tokens", type=int, help="maximum document length in tokens (default 8192)")
+    tokenize.add_argument("--seed", type=int, help="seed of the metadata and FIM draws (default 0)")
+    tokenize.add_argument("--shards", type=int, help="token shards (default 4)")
+
+    trace = commands.add_parser("trace", help="the file, SWHID and licence a token came from")
+    trace.add_argument("prefix", metavar="SHARD_PREFIX", help="a shard path without .bin/.idx")
+    trace.add_argument("token_index", metavar="TOKEN_INDEX", type=int, help="0-based token position in the shard")
+
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
     verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
@@ -276,10 +393,16 @@ def main(argv: list[str] | None = None) -> int:
         return _curate(args, rest)
     if args.command == "dedup":
         return _dedup(args, rest)
+    if args.command == "tokenize":
+        return _tokenize(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "manifest" and args.manifest_command == "verify":
         return _manifest_verify(args)
+    if args.command == "tokenizer" and args.tokenizer_command == "train":
+        return _tokenizer_train(args)
+    if args.command == "trace":
+        return _trace(args)
     parser.print_help()
     return 0 if args.command is None else 2
 

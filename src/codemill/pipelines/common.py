@@ -98,3 +98,22 @@ class ProgressBar(beam.DoFn):
 
     def teardown(self) -> None:
         self.bar.close()
+
+
+def tagged(element: tuple, tag: str):
+    """Splits a ('tag', value) stream: one output per step rather than Beam's tagged outputs, which
+    the DaskRunner routes into the main output (seen with apache-beam 2.77)."""
+    if element[0] == tag:
+        yield element[1]
+
+
+def read_records(pipeline, in_dir: Path, table: str):
+    """FileRecords from a stage output's table (data, dropped, ...)."""
+    from codemill.records import FileRecord
+
+    pattern = str(Path(in_dir) / table / "part-*.parquet")
+    return (
+        pipeline
+        | f"Read{table}" >> beam.io.ReadFromParquet(pattern)
+        | f"Records{table}" >> beam.Map(FileRecord.from_dict)
+    )

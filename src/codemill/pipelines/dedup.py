@@ -38,7 +38,9 @@ from codemill.pipelines.common import (
     StatsCombine,
     default_pipeline_options,
     is_single_process,
+    read_records,
     register,
+    tagged,
     write_json,
 )
 from codemill.pipelines.pooled import PooledDoFn
@@ -52,12 +54,6 @@ METRICS_NAMESPACE = "codemill.dedup"
 def participates(record: FileRecord) -> bool:
     """Only kept records with content take part; dropped ones pass through unchanged."""
     return record.kept and record.swhid is not None and record.content is not None
-
-
-def _tagged(element: tuple, tag: str) -> Iterator:
-    """Splits a ('tag', value) stream (one output per step, as the DaskRunner needs; see curate.py)."""
-    if element[0] == tag:
-        yield element[1]
 
 
 def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
@@ -170,8 +166,8 @@ class VerifiedPairs(beam.PTransform):
             | "GroupPairs" >> beam.GroupByKey()
             | "Jaccard" >> beam.FlatMap(_verify, self.config)
         )
-        edges = checked | "Edges" >> beam.FlatMap(_tagged, "edge")
-        events = checked | "Events" >> beam.FlatMap(_tagged, "event")
+        edges = checked | "Edges" >> beam.FlatMap(tagged, "edge")
+        events = checked | "Events" >> beam.FlatMap(tagged, "event")
         return edges, events
 
 
@@ -300,8 +296,8 @@ class Dedup(beam.PTransform):
             | "GroupClusters" >> beam.GroupByKey()
             | "Decide" >> beam.FlatMap(_decide)
         )
-        decisions = decided | "Decisions" >> beam.FlatMap(_tagged, "decision")
-        events.append(decided | "DecisionEvents" >> beam.FlatMap(_tagged, "event"))
+        decisions = decided | "Decisions" >> beam.FlatMap(tagged, "decision")
+        events.append(decided | "DecisionEvents" >> beam.FlatMap(tagged, "event"))
         updated = (
             {"records": active | "KeyRecords" >> beam.Map(lambda r: (record_key(r), r)), "decisions": decisions}
             | "JoinDecisions" >> beam.CoGroupByKey()
@@ -424,15 +420,6 @@ class DedupResult:
     seconds: float
 
 
-def _read_records(pipeline, in_dir: Path, table: str):
-    pattern = str(in_dir / table / "part-*.parquet")
-    return (
-        pipeline
-        | f"Read{table}" >> beam.io.ReadFromParquet(pattern)
-        | f"Records{table}" >> beam.Map(FileRecord.from_dict)
-    )
-
-
 def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
               pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
@@ -469,7 +456,7 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     records = (
-        (_read_records(pipeline, in_dir, "data"), _read_records(pipeline, in_dir, "dropped"))
+        (read_records(pipeline, in_dir, "data"), read_records(pipeline, in_dir, "dropped"))
         | "AllRecords" >> beam.Flatten()
         | "Dedup" >> DedupStage(config, rounds, str(out_dir), processes,
                                 lsh_partitions=config.lsh_partitions_for(num_files) if local else None)

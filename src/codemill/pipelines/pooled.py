@@ -17,8 +17,8 @@ downstream is keyed or sorted, so the written output does not depend on it.
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam

@@ -80,6 +80,7 @@ class Document:
     index: int  # within the repository
     tokens: np.ndarray
     spans: list[FileSpan] = field(default_factory=list)
+    split_file: bool = False  # a piece of a file longer than one document
 
 
 class _Encoder:
@@ -206,7 +207,7 @@ def _split_file(f: SourceText, config: DocumentConfig, encoder: _Encoder, head: 
         char_end = len(f.content) if hi == len(tokens) else offsets[hi][0]
         span = FileSpan(f.swhid, f.qualified_swhid, f.repo, f.path, f.license_spdx, f.license_type, start,
                         start + 1 + len(path_ids), start + 1 + len(path_ids) + hi - lo, offsets[lo][0], char_end, "")
-        yield Document(repo, first_index + n, np.concatenate(chunks), [span])
+        yield Document(repo, first_index + n, np.concatenate(chunks), [span], split_file=True)
 
 
 def undo_fim(text: str) -> str:

@@ -70,8 +70,13 @@ class ShardInfo:
 def write_shard(prefix: Path, documents: Sequence[Document], dtype: type) -> ShardInfo:
     """Write prefix.bin/.idx with megatron-core's builder and prefix.trace.parquet; atomic per file,
     the trace last (its presence marks a complete shard)."""
+    import warnings
+
     import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    with warnings.catch_warnings():  # megatron-core warns at import that Transformer Engine/Apex are absent
+        warnings.simplefilter("ignore", UserWarning)
+        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,247 @@
+"""Tokenize stage: decontamination, tokenizer, FIM documents, Megatron shards and the trace."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codemill.cli import main
+from codemill.tokenize.decontam import BenchmarkError, DecontamConfig, Decontaminator, load_humaneval
+from codemill.tokenize.documents import DocumentConfig, SourceText, build_documents, undo_fim
+from codemill.tokenize.indexed import ShardError, token_dtype, trace, write_shard
+from codemill.tokenize.tokenizer import (
+    EOS,
+    FILE_SEP,
+    REPO_NAME,
+    SPECIAL_TOKENS,
+    TokenizerConfig,
+    TokenizerError,
+    load_tokenizer,
+    train_tokenizer,
+)
+from conftest import SHARED
+
+# Real code that is on every machine: small modules of the standard library.
+CODE_FILES = [p for p in sorted(Path(json.__file__).parent.parent.glob("*.py")) if 500 <= p.stat().st_size <= 6000][:60]
+
+
+def code_texts() -> list[str]:
+    return [p.read_text() for p in CODE_FILES]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(code_texts() * 2, out, TokenizerConfig(vocab_size=1024))
+    return out
+
+
+# ---------------------------------------------------------------- decontamination
+def test_pasted_humaneval_solution_is_caught_and_common_lines_are_not() -> None:
+    config = DecontamConfig()
+    matcher = Decontaminator(config.load_tasks(), config)
+    task = load_humaneval()[12]
+    prompt, solution = task.texts[0], task.texts[1]
+    pasted = "import os\n\n\n" + prompt.replace("    ", "\t") + solution + "\n\nif __name__ == '__main__':\n    main()\n"
+    assert matcher.match(pasted).label == f"humaneval:{task.task_id}"
+    # A clean file that shares common lines (imports, a loop, a return) with many tasks.
+    clean = ("from typing import List\nimport math\n\n\ndef mean(numbers: List[float]) -> float:\n"
+             "    total = 0.0\n    for x in numbers:\n        total += x\n    return total / len(numbers)\n")
+    assert matcher.match(clean) is None
+    assert matcher.match("") is None
+
+
+@pytest.mark.skipif(not (SHARED / "benchmarks" / "mbpp").exists(), reason=f"benchmark data not found under {SHARED}")
+def test_mbpp_and_gsm8k_and_any_jsonl(tmp_path: Path) -> None:
+    extra = tmp_path / "private.jsonl"
+    extra.write_text(json.dumps({"task_id": "p1", "body": "def secret_sauce(recipe):\n    return sorted(recipe, "
+                                                               "key=lambda item: item.weight, reverse=True)[:3]\n"}) + "\n")
+    config = DecontamConfig(benchmarks={"mbpp": str(SHARED / "benchmarks/mbpp/mbpp.jsonl"),
+                                        "gsm8k": str(SHARED / "benchmarks/gsm8k/test.jsonl"), "private": str(extra)},
+                            extra_fields={"private": ["body"]})
+    matcher = Decontaminator(config.load_tasks(), config)
+    mbpp = [json.loads(line) for line in (SHARED / "benchmarks/mbpp/mbpp.jsonl").read_text().splitlines()]
+    row = next(r for r in mbpp if r["task_id"] == 11)
+    assert matcher.match("# helpers\n" + row["code"] + "\n").label == "mbpp:11"
+    gsm = json.loads((SHARED / "benchmarks/gsm8k/test.jsonl").read_text().splitlines()[5])
+    assert matcher.match(f'PROMPT = """{gsm["question"]}"""\n').benchmark == "gsm8k"
+    assert matcher.match("x = 1\n" + json.loads(extra.read_text())["body"]).label == "private:p1"
+
+
+def test_bad_benchmark_input_is_named(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(BenchmarkError, match="broken.jsonl: line 2"):
+        DecontamConfig(benchmarks={"mbpp": str(broken)}).load_tasks()
+    with pytest.raises(ValueError, match="extra_fields"):
+        DecontamConfig(benchmarks={"mine": "x.jsonl"})
+    with pytest.raises(BenchmarkError, match="cannot read"):
+        DecontamConfig(benchmarks={"gsm8k": str(tmp_path / "missing.jsonl")}).load_tasks()
+
+
+# ---------------------------------------------------------------- tokenizer
+def test_tokenizer_loads_in_transformers_with_the_special_tokens(tokenizer_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    ours = load_tokenizer(tokenizer_dir)
+    theirs = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    text = "def add(a, b):\n    return a + b  # 12345\n"
+    assert theirs.encode(text) == ours.encode(text).ids
+    assert theirs.decode(theirs.encode(text)) == text
+    for token in SPECIAL_TOKENS:
+        assert len(ours.encode(token).ids) == 1 and theirs.convert_tokens_to_ids(token) == ours.token_to_id(token)
+    assert theirs.eos_token == EOS
+    assert ours.get_vocab_size() == 1024
+
+
+def test_tokenizer_without_special_tokens_is_refused(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    plain = Tokenizer(models.BPE())
+    plain.pre_tokenizer = pre_tokenizers.ByteLevel()
+    plain.train_from_iterator(code_texts()[:5], trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    plain.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(TokenizerError, match="lacks the special tokens"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(TokenizerError, match="no tokenizer"):
+        load_tokenizer(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- documents
+def sources(texts: list[str], repo: str = "org/repo") -> list[SourceText]:
+    from codemill.curation.swhid import blob_id
+
+    return [SourceText(f"swh:1:cnt:{blob_id(t.encode()).hex()}", None, repo, f"pkg/file{i:03d}.py", t, "MIT",
+                       "permissive") for i, t in enumerate(texts)]
+
+
+def decoded_bodies(docs, tokenizer) -> dict[tuple[str, int], str]:
+    out = {}
+    for doc in docs:
+        for span in doc.spans:
+            ids = doc.tokens[span.content_token_start:span.token_end].tolist()
+            out[(span.swhid, span.char_start)] = tokenizer.decode(ids, skip_special_tokens=False)
+    return out
+
+
+def test_fim_documents_decode_back_to_the_files(tokenizer_dir: Path) -> None:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    files = sources(code_texts()[:30])
+    config = DocumentConfig(seed=3, fim_rate=0.5, max_tokens=4096)
+    docs = list(build_documents("org/repo", files, tokenizer, config))
+    by_swhid = {f.swhid: f for f in files}
+    fims = set()
+    for doc in docs:
+        assert doc.tokens[-1] == tokenizer.token_to_id(EOS) and len(doc.tokens) <= config.max_tokens
+        for span in doc.spans:
+            fims.add(span.fim)
+            body = tokenizer.decode(doc.tokens[span.content_token_start:span.token_end].tolist(),
+                                    skip_special_tokens=False)
+            assert undo_fim(body) == by_swhid[span.swhid].content[span.char_start:span.char_end]
+    assert fims == {"", "psm", "spm"}
+    # Same seed, same documents; another seed, other draws.
+    again = list(build_documents("org/repo", list(reversed(files)), tokenizer, config))
+    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, again)) and len(docs) == len(again)
+    other = list(build_documents("org/repo", files, tokenizer, DocumentConfig(seed=4, max_tokens=4096)))
+    assert any(not np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, other))
+
+
+def test_document_format_with_and_without_metadata(tokenizer_dir: Path) -> None:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    files = sources(["a = 1\n", "", "b = 2\n"])
+    with_meta = next(build_documents("org/r", files, tokenizer, DocumentConfig(metadata_rate=1.0, fim_rate=0.0)))
+    text = tokenizer.decode(with_meta.tokens.tolist(), skip_special_tokens=False)
+    assert text == f"{REPO_NAME}org/r{FILE_SEP}pkg/file000.py\na = 1\n{FILE_SEP}pkg/file002.py\nb = 2\n{EOS}"
+    bare = next(build_documents("org/r", files, tokenizer, DocumentConfig(metadata_rate=0.0, fim_rate=0.0)))
+    assert tokenizer.decode(bare.tokens.tolist(), skip_special_tokens=False) == f"{FILE_SEP}a = 1\n{FILE_SEP}b = 2\n{EOS}"
+    assert list(build_documents("org/r", sources(["", ""]), tokenizer, DocumentConfig())) == []  # empty files only
+
+
+def test_long_files_are_split_at_token_boundaries_and_traced(tokenizer_dir: Path) -> None:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    big = "\n".join(code_texts()[:8])
+    files = sources(["x = 1\n", big, "y = 2\n"])
+    config = DocumentConfig(max_tokens=512, fim_rate=1.0)
+    docs = list(build_documents("org/repo", files, tokenizer, config))
+    assert all(len(d.tokens) <= 512 for d in docs)
+    pieces = sorted((s.char_start, s.char_end) for d in docs for s in d.spans if s.swhid == files[1].swhid)
+    assert len(pieces) > 3 and pieces[0][0] == 0 and pieces[-1][1] == len(big)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous, nothing lost
+    bodies = decoded_bodies(docs, tokenizer)
+    assert "".join(bodies[(files[1].swhid, start)] for start, _ in pieces) == big
+    assert [d.index for d in docs] == list(range(len(docs)))
+
+
+# ---------------------------------------------------------------- shards and trace
+def test_shards_read_back_by_megatron_and_trace_every_token(tmp_path: Path, tokenizer_dir: Path) -> None:
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    files = sources(code_texts()[:25])
+    docs = list(build_documents("org/repo", files, tokenizer, DocumentConfig(max_tokens=2048)))
+    prefix = tmp_path / "part-0"
+    info = write_shard(prefix, docs, token_dtype(tokenizer.get_vocab_size()))
+    dataset = IndexedDataset(str(prefix))
+    assert len(dataset) == len(docs) == info.documents
+    for i, doc in enumerate(docs):
+        assert np.array_equal(dataset[i], doc.tokens)
+    assert dataset[0].dtype == np.uint16
+    stream = np.concatenate([d.tokens for d in docs])
+    by_swhid = {f.swhid: f.content for f in files}
+    specials = {tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+    rng = random.Random(1)
+    checked = 0
+    for token_index in rng.sample(range(len(stream)), 400):
+        hit = trace(prefix, token_index)
+        if not hit.in_content or int(stream[token_index]) in specials:
+            continue
+        piece = tokenizer.decode([int(stream[token_index])])
+        if "\ufffd" in piece:  # a byte of a multi-byte character
+            continue
+        assert piece and piece in by_swhid[hit.file["swhid"]], (token_index, piece)
+        checked += 1
+    assert checked > 200
+    with pytest.raises(ShardError, match="outside"):
+        trace(prefix, len(stream))
+
+
+def test_token_dtype_rules() -> None:
+    assert token_dtype(8192) is np.uint16 and token_dtype(65499) is np.uint16 and token_dtype(65500) is np.int32
+    assert token_dtype(70000, "int32") is np.int32
+    with pytest.raises(ShardError, match="does not fit uint16"):
+        token_dtype(70000, "uint16")
+
+
+# ---------------------------------------------------------------- the stage, end to end
+def test_tokenize_stage_end_to_end(tmp_path: Path, repo_dir: Path) -> None:
+    (repo_dir / "src" / "pkg" / "solved.py").write_text(
+        "# found online\n" + load_humaneval()[0].texts[2] + "\n")
+    curated = tmp_path / "curated"
+    assert main(["curate", str(repo_dir), "--out", str(curated), "--workers", "1", "--no-licenses"]) == 0
+    tok = tmp_path / "tok"
+    assert main(["tokenizer", "train", str(curated), "--out", str(tok), "--vocab-size", "512"]) == 0
+    out = tmp_path / "tokens"
+    assert main(["tokenize", str(curated), str(out), "--tokenizer", str(tok), "--shards", "2",
+                 "--max-tokens", "256"]) == 0
+    report = json.loads((out / "tokenize.json").read_text())
+    assert report["contaminated_by_benchmark"] == {"humaneval": 1}
+    from codemill.shards import read_table
+
+    contaminated = read_table(out / "contaminated").to_pylist()
+    assert [r["path"] for r in contaminated] == ["src/pkg/solved.py"]
+    assert contaminated[0]["drop_reason"] == "contaminated_by humaneval:HumanEval/0"
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    total = 0
+    for name, info in report["shards"].items():
+        dataset = IndexedDataset(str(out / "tokens" / name))
+        assert len(dataset) == info["documents"]
+        total += sum(len(dataset[i]) for i in range(len(dataset)))
+    assert total == report["totals"]["tokens"]
+    first = next(iter(report["shards"]))
+    assert main(["trace", str(out / "tokens" / first), "0"]) == 0
+    assert main(["tokenize", str(curated), str(tmp_path / "x"), "--tokenizer", str(tmp_path / "none")]) == 2

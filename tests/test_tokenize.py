@@ -93,7 +93,7 @@ def test_tokenizer_loads_in_transformers_with_the_special_tokens(tokenizer_dir: 
     assert theirs.encode(text) == ours.encode(text).ids
     assert theirs.decode(theirs.encode(text)) == text
     for token in SPECIAL_TOKENS:
-        assert len(ours.encode(token).ids) == 1 and theirs.convert_tokens_to_ids(token) == ours.token_to_id(token)
+        assert theirs.encode(token) == [ours.token_to_id(token)]
     assert theirs.eos_token == EOS
     assert ours.get_vocab_size() == 1024
 
@@ -159,6 +159,12 @@ def test_document_format_with_and_without_metadata(tokenizer_dir: Path) -> None:
     bare = next(build_documents("org/r", files, tokenizer, DocumentConfig(metadata_rate=0.0, fim_rate=0.0)))
     assert tokenizer.decode(bare.tokens.tolist(), skip_special_tokens=False) == f"{FILE_SEP}a = 1\n{FILE_SEP}b = 2\n{EOS}"
     assert list(build_documents("org/r", sources(["", ""]), tokenizer, DocumentConfig())) == []  # empty files only
+    # Special-token text inside a file stays text: the document keeps its structure.
+    tricky = sources([f"s = '{EOS}'  # {FILE_SEP} <fim_prefix>\n"])
+    doc = next(build_documents("org/r", tricky, tokenizer, DocumentConfig(metadata_rate=0.0, fim_rate=0.0)))
+    assert doc.tokens.tolist().count(tokenizer.token_to_id(EOS)) == 1
+    assert doc.tokens.tolist().count(tokenizer.token_to_id(FILE_SEP)) == 1
+    assert tokenizer.decode(doc.tokens.tolist(), skip_special_tokens=False) == f"{FILE_SEP}{tricky[0].content}{EOS}"
 
 
 def test_long_files_are_split_at_token_boundaries_and_traced(tokenizer_dir: Path) -> None:

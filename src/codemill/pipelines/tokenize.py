@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Iterator
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from codemill.pipelines.common import (
     StatsCombine,
@@ -32,7 +35,14 @@ from codemill.records import MANIFEST_SCHEMA, FileRecord
 from codemill.shards import shard_name, shard_of
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.decontam import DecontamConfig, Decontaminator
-from codemill.tokenize.documents import Document, DocumentConfig, SourceText, build_documents
+from codemill.tokenize.documents import (
+    Document,
+    DocumentConfig,
+    SourceText,
+    assemble_documents,
+    encode_pieces,
+    plan_repository,
+)
 from codemill.tokenize.indexed import token_dtype, write_shard
 from codemill.tokenize.stats import TokenizeStats
 from codemill.tokenize.tokenizer import load_tokenizer
@@ -62,22 +72,48 @@ class Decontaminate(beam.DoFn):
 
 
 class BuildDocuments(beam.DoFn):
-    """(repo, records) -> ('doc', (shard, Document)) and stats events."""
+    """(repo, records) -> ('doc', (shard, Document)) and stats events. Repositories are buffered up
+    to `batch_chars` characters and tokenised in one encode_batch call: per-repository calls are
+    too small to keep the tokenizer's threads busy."""
 
-    def __init__(self, tokenizer_path: str, config: DocumentConfig, num_shards: int) -> None:
+    def __init__(self, tokenizer_path: str, config: DocumentConfig, num_shards: int,
+                 batch_chars: int = 4_000_000) -> None:
         self.tokenizer_path, self.config, self.num_shards = tokenizer_path, config, num_shards
+        self.batch_chars = batch_chars
 
     def setup(self) -> None:
         self.tokenizer = load_tokenizer(Path(self.tokenizer_path))
+
+    def start_bundle(self) -> None:
+        self.plans: list = []
+        self.buffered = 0
 
     def process(self, grouped: tuple[str, list]) -> Iterator[tuple]:
         repo, records = grouped
         files = [SourceText(r.swhid, r.qualified_swhid, r.repo, r.path, r.content, r.license_spdx, r.license_type)
                  for r in records]
-        for doc in build_documents(repo, files, self.tokenizer, self.config):
-            yield "event", ("document", len(doc.tokens), sum(1 for s in doc.spans if s.fim), len(doc.spans),
-                            doc.split_file)
-            yield "doc", (shard_of(f"{doc.repo}#{doc.index}", self.num_shards), doc)
+        plan = plan_repository(repo, files, self.config)
+        if plan is not None:
+            self.plans.append(plan)
+            self.buffered += sum(len(piece) for piece in plan.pieces)
+        if self.buffered >= self.batch_chars:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for output in self._flush():
+            yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self) -> Iterator[tuple]:
+        plans, self.plans, self.buffered = self.plans, [], 0
+        ids = encode_pieces(self.tokenizer, [piece for plan in plans for piece in plan.pieces])
+        at = 0
+        for plan in plans:
+            own = ids[at: at + len(plan.pieces)]
+            at += len(plan.pieces)
+            for doc in assemble_documents(plan, own, self.tokenizer, self.config):
+                yield "event", ("document", len(doc.tokens), sum(1 for s in doc.spans if s.fim), len(doc.spans),
+                                doc.split_file)
+                yield "doc", (shard_of(f"{doc.repo}#{doc.index}", self.num_shards), doc)
 
 
 @dataclass(frozen=True)

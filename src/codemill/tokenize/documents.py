@@ -83,20 +83,8 @@ class Document:
     split_file: bool = False  # a piece of a file longer than one document
 
 
-class _Encoder:
-    """Batches text pieces through the tokenizer (encode_batch runs in Rust threads)."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.special = {name: tokenizer.token_to_id(name) for name in (EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX,
-                                                                      FIM_SUFFIX, REPO_NAME)}
-
-    def encode(self, texts: Sequence[str]):
-        """Ids only (encode_batch_fast skips the character offsets)."""
-        return self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False) if texts else []
-
-    def encode_with_offsets(self, text: str):
-        return self.tokenizer.encode(text, add_special_tokens=False)
+def special_ids(tokenizer) -> dict[str, int]:
+    return {name: tokenizer.token_to_id(name) for name in (EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME)}
 
 
 def _fim_split(content: str, rng: random.Random) -> tuple[int, int]:
@@ -104,18 +92,24 @@ def _fim_split(content: str, rng: random.Random) -> tuple[int, int]:
     return a, b
 
 
-def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: DocumentConfig,
-                    encoder: _Encoder | None = None) -> Iterator[Document]:
-    """The documents of one repository (files in path order; empty files are skipped)."""
-    encoder = encoder or _Encoder(tokenizer)
-    sp = encoder.special
+@dataclass
+class RepositoryPlan:
+    """Every draw for one repository and the text pieces to tokenise: the repository name, then
+    per file its path line and its content parts (one, or prefix / middle / suffix for FIM)."""
+
+    repo: str
+    rng: random.Random  # continues into assembly (one metadata draw per document)
+    files: list[tuple[SourceText, str, int, int]]  # (file, fim, index of its path piece, number of parts)
+    pieces: list[str]
+
+
+def plan_repository(repo: str, files: Sequence[SourceText], config: DocumentConfig) -> RepositoryPlan | None:
+    """None when the repository has no non-empty file. Files in path order."""
     rng = random.Random(f"{config.seed}\x00{repo}")
     files = sorted((f for f in files if f.content), key=lambda f: f.path)
     if not files:
-        return
-    # Draw every decision first, then encode all pieces of the repository in one batch.
-    plans = []
-    pieces: list[str] = [repo]
+        return None
+    plan = RepositoryPlan(repo, rng, [], [repo])
     for f in files:
         fim = ""
         if len(f.content) >= 2 and rng.random() < config.fim_rate:
@@ -124,11 +118,29 @@ def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: D
             parts = (f.content[:a], f.content[a:b], f.content[b:])  # prefix, middle, suffix
         else:
             parts = (f.content,)
-        plans.append((f, fim, len(pieces), parts))
-        pieces.append(f.path + "\n")
-        pieces.extend(parts)
-    encoded = encoder.encode(pieces)
-    ids = [np.asarray(e.ids, dtype=np.int64) for e in encoded]
+        plan.files.append((f, fim, len(plan.pieces), len(parts)))
+        plan.pieces.append(f.path + "\n")
+        plan.pieces.extend(parts)
+    return plan
+
+
+def encode_pieces(tokenizer, pieces: Sequence[str]) -> list[np.ndarray]:
+    """Ids of every piece, in one batch (encode_batch_fast runs in Rust threads, no offsets)."""
+    if not pieces:
+        return []
+    return [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch_fast(list(pieces), add_special_tokens=False)]
+
+
+def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: DocumentConfig) -> Iterator[Document]:
+    """The documents of one repository (files in path order; empty files are skipped)."""
+    plan = plan_repository(repo, files, config)
+    if plan is not None:
+        yield from assemble_documents(plan, encode_pieces(tokenizer, plan.pieces), tokenizer, config)
+
+
+def assemble_documents(plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, config: DocumentConfig) -> Iterator[Document]:
+    sp = special_ids(tokenizer)
+    rng, repo = plan.rng, plan.repo
     repo_ids = ids[0]
 
     def header(metadata: bool) -> list[np.ndarray]:
@@ -146,9 +158,8 @@ def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: D
         index += 1
         return doc
 
-    for f, fim, at, parts in plans:
-        path_ids = ids[at] if metadata else ids[at][:0]
-        part_ids = ids[at + 1: at + 1 + len(parts)]
+    for f, fim, at, count in plan.files:
+        part_ids = ids[at + 1: at + 1 + count]
         if fim == "psm":
             prefix, middle, suffix = part_ids
             body = [np.array([sp[FIM_PREFIX]]), prefix, np.array([sp[FIM_SUFFIX]]), suffix,
@@ -158,15 +169,16 @@ def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: D
             body = [np.array([sp[FIM_PREFIX], sp[FIM_SUFFIX]]), suffix, np.array([sp[FIM_MIDDLE]]), prefix, middle]
         else:
             body = [part_ids[0]]
-        segment_length = 1 + len(path_ids) + sum(len(b) for b in body)
         room = config.max_tokens - 1  # the closing <|endoftext|>
-        if length + segment_length > room and spans:
+        for attempt in range(2):  # in the current document, else in a fresh one
+            path_ids = ids[at] if metadata else ids[at][:0]
+            segment_length = 1 + len(path_ids) + sum(len(b) for b in body)
+            if length + segment_length <= room or attempt == 1 or not spans:
+                break
             yield close()
             metadata = rng.random() < config.metadata_rate
-            path_ids = ids[at] if metadata else ids[at][:0]
             chunks, spans = header(metadata), []
             length = sum(len(c) for c in chunks)
-            segment_length = 1 + len(path_ids) + sum(len(b) for b in body)
         if length + segment_length <= room:
             start = length
             chunks += [np.array([sp[FILE_SEP]]), path_ids] + body
@@ -174,8 +186,10 @@ def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: D
             spans.append(FileSpan(f.swhid, f.qualified_swhid, f.repo, f.path, f.license_spdx, f.license_type,
                                   start, start + 1 + len(path_ids), length, 0, len(f.content), fim))
             continue
-        # One file longer than a document: cut it (plainly tokenised, with offsets) into pieces.
-        pieces = list(_split_file(f, config, encoder, header(metadata), path_ids, repo, index))
+        # One file longer than a document: its parts in content order are a lossless tokenisation of
+        # it (FIM is dropped); cut that into documents of their own.
+        tokens = np.concatenate(part_ids)
+        pieces = list(_split_file(f, tokens, tokenizer, config, sp, header(metadata), path_ids, repo, index))
         yield from pieces
         index += len(pieces)
         metadata = rng.random() < config.metadata_rate
@@ -193,21 +207,29 @@ def _piece_budget(config: DocumentConfig, head: list[np.ndarray], path_ids: np.n
     return budget
 
 
-def _split_file(f: SourceText, config: DocumentConfig, encoder: _Encoder, head: list[np.ndarray],
-                path_ids: np.ndarray, repo: str, first_index: int) -> Iterator[Document]:
-    sp = encoder.special
-    encoding = encoder.encode_with_offsets(f.content)
-    tokens = np.asarray(encoding.ids, dtype=np.int64)
-    offsets = encoding.offsets
+def _split_file(f: SourceText, tokens: np.ndarray, tokenizer, config: DocumentConfig, sp: dict,
+                head: list[np.ndarray], path_ids: np.ndarray, repo: str, first_index: int) -> Iterator[Document]:
+    """Pieces of at most the budget; each piece's characters are found by decoding it. A cut inside a
+    multi-byte character (byte-level tokens) would not decode to the text, so the cut moves back a
+    token or three until the piece decodes to exactly the next characters of the file."""
     budget = _piece_budget(config, head, path_ids)
-    for n, lo in enumerate(range(0, len(tokens), budget)):
+    start = sum(len(c) for c in head)
+    lo, char_at, n = 0, 0, 0
+    while lo < len(tokens):
         hi = min(lo + budget, len(tokens))
-        start = sum(len(c) for c in head)
+        for cut in range(hi, max(lo, hi - 4), -1):
+            text = tokenizer.decode(tokens[lo:cut].tolist(), skip_special_tokens=False)
+            if f.content.startswith(text, char_at):
+                hi = cut
+                break
+        else:
+            raise ValueError(f"{f.repo}/{f.path}: tokens {lo}..{hi} do not decode to the file's text")
         chunks = head + [np.array([sp[FILE_SEP]]), path_ids, tokens[lo:hi], np.array([sp[EOS]])]
-        char_end = len(f.content) if hi == len(tokens) else offsets[hi][0]
         span = FileSpan(f.swhid, f.qualified_swhid, f.repo, f.path, f.license_spdx, f.license_type, start,
-                        start + 1 + len(path_ids), start + 1 + len(path_ids) + hi - lo, offsets[lo][0], char_end, "")
+                        start + 1 + len(path_ids), start + 1 + len(path_ids) + hi - lo, char_at, char_at + len(text), "")
         yield Document(repo, first_index + n, np.concatenate(chunks), [span], split_file=True)
+        char_at += len(text)
+        lo, n = hi, n + 1
 
 
 def undo_fim(text: str) -> str:

@@ -77,4 +77,7 @@ def load_tokenizer(path: Path):
     if missing:
         raise TokenizerError(f"tokenizer {file} lacks the special tokens {missing}; codemill's documents need "
                              f"all of {list(SPECIAL_TOKENS)}")
+    # A file that contains "<|endoftext|>" or "<fim_prefix>" as text must stay text: only the document
+    # builder places special tokens.
+    tokenizer.encode_special_tokens = True
     return tokenizer

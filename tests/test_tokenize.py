@@ -215,6 +215,27 @@ def test_shards_read_back_by_megatron_and_trace_every_token(tmp_path: Path, toke
         trace(prefix, len(stream))
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_our_writer_is_byte_identical_to_megatron_core(tmp_path: Path, dtype) -> None:
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from codemill.tokenize.indexed import IndexedWriter
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 60000, int(n)) for n in rng.integers(1, 3000, 40)]
+    ours = IndexedWriter(str(tmp_path / "ours.bin"), dtype)
+    theirs = IndexedDatasetBuilder(str(tmp_path / "theirs.bin"), dtype=dtype)
+    for doc in docs:
+        ours.add_document(doc)
+        theirs.add_item(torch.from_numpy(doc))
+        theirs.end_document()
+    ours.finalize(str(tmp_path / "ours.idx"))
+    theirs.finalize(str(tmp_path / "theirs.idx"))
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"ours{suffix}").read_bytes() == (tmp_path / f"theirs{suffix}").read_bytes()
+
+
 def test_token_dtype_rules() -> None:
     assert token_dtype(8192) is np.uint16 and token_dtype(65499) is np.uint16 and token_dtype(65500) is np.int32
     assert token_dtype(70000, "int32") is np.int32

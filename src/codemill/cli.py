@@ -241,7 +241,8 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
         if documents:
             changes["documents"] = dataclasses.replace(config.documents, **documents)
         config = dataclasses.replace(config, **changes)
-        result = run_tokenize(Path(args.input), Path(args.output), Path(args.tokenizer), config, beam_args)
+        result = run_tokenize(Path(args.input), Path(args.output), Path(args.tokenizer), config, beam_args,
+                              processes=args.workers)
     except (ValueError, FileNotFoundError, IncompleteOutputError, BenchmarkError, ShardError, TokenizerError) as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2 if not isinstance(err, IncompleteOutputError) else 1
@@ -372,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--max-tokens", type=int, help="maximum document length in tokens (default 8192)")
     tokenize.add_argument("--seed", type=int, help="seed of the metadata and FIM draws (default 0)")
     tokenize.add_argument("--shards", type=int, help="token shards (default 4)")
+    tokenize.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                          help="local processes for decontamination when no --runner is given (default: %(default)s)")
 
     trace = commands.add_parser("trace", help="the file, SWHID and licence a token came from")
     trace.add_argument("prefix", metavar="SHARD_PREFIX", help="a shard path without .bin/.idx")

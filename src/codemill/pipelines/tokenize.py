@@ -25,16 +25,22 @@ from apache_beam.utils.windowed_value import WindowedValue
 from codemill.pipelines.common import (
     StatsCombine,
     default_pipeline_options,
+    is_single_process,
     read_records,
     register,
     tagged,
     write_json,
 )
-from codemill.pipelines.outputs import SUCCESS_MARKER, IncompleteOutputError, WriteShards
-from codemill.records import MANIFEST_SCHEMA, FileRecord
+from codemill.pipelines.outputs import (
+    SUCCESS_MARKER,
+    IncompleteOutputError,
+    WriteShards,
+)
+from codemill.pipelines.pooled import PooledDoFn
+from codemill.records import MANIFEST_SCHEMA
 from codemill.shards import shard_name, shard_of
 from codemill.tokenize.config import TokenizeConfig
-from codemill.tokenize.decontam import DecontamConfig, Decontaminator
+from codemill.tokenize.decontam import decontaminate_record
 from codemill.tokenize.documents import (
     Document,
     DocumentConfig,
@@ -50,25 +56,6 @@ from codemill.tokenize.tokenizer import load_tokenizer
 log = logging.getLogger(__name__)
 
 REPORT = "tokenize.json"
-
-
-class Decontaminate(beam.DoFn):
-    """Record -> ('clean', record) or ('contaminated', dropped record), plus stats events."""
-
-    def __init__(self, config: DecontamConfig | None) -> None:
-        self.config = config
-
-    def setup(self) -> None:
-        self.matcher = Decontaminator(self.config.load_tasks(), self.config) if self.config else None
-
-    def process(self, record: FileRecord) -> Iterator[tuple]:
-        yield "event", ("file", True)
-        task = self.matcher.match(record.content) if self.matcher else None
-        if task is None:
-            yield "clean", record
-            return
-        yield "event", ("contaminated", task.benchmark)
-        yield "contaminated", record.drop(f"contaminated_by {task.label}")
 
 
 class BuildDocuments(beam.DoFn):
@@ -135,16 +122,18 @@ class ShardWriterFn:
 class Tokenize(beam.PTransform):
     """Records -> {'contaminated': dropped records, 'events': stats events}; writes the shards."""
 
-    def __init__(self, config: TokenizeConfig, tokenizer_path: str, out_dir: str, dtype: str) -> None:
+    def __init__(self, config: TokenizeConfig, tokenizer_path: str, out_dir: str, dtype: str,
+                 processes: int = 1) -> None:
         super().__init__()
         self.config, self.tokenizer_path, self.out_dir, self.dtype = config, tokenizer_path, out_dir, dtype
+        self.processes = processes
 
     def expand(self, records):
         config = self.config
         checked = (
             records
             | "Kept" >> beam.Filter(lambda r: r.kept and r.content is not None)
-            | "Decontaminate" >> beam.ParDo(Decontaminate(config.decontam))
+            | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes))
         )
         built = (
             checked
@@ -178,7 +167,7 @@ class TokenizeResult:
 
 
 def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeConfig = TokenizeConfig(),
-                 pipeline_args: list[str] | None = None) -> TokenizeResult:
+                 pipeline_args: list[str] | None = None, processes: int = 1) -> TokenizeResult:
     """`codemill tokenize IN OUT --tokenizer T`: kept records of a curation or dedup output -> token shards."""
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not (in_dir / SUCCESS_MARKER).exists():
@@ -199,10 +188,12 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
         shutil.copy2(source, out_dir / "tokenizer" / "tokenizer.json")
 
     options, runner = default_pipeline_options(pipeline_args)
+    if not is_single_process(options, runner):
+        processes = 1
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     outputs = read_records(pipeline, in_dir, "data") | "Tokenize" >> Tokenize(
-        config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__)
+        config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__, processes)
     outputs["contaminated"] | "WriteContaminated" >> WriteShards(
         str(out_dir), (("contaminated", MANIFEST_SCHEMA, "all"),), config.num_shards)
     report_path = out_dir / REPORT

@@ -180,3 +180,25 @@ class Decontaminator:
         if not hits:
             return None
         return min((self.tasks[i] for i in hits), key=lambda t: (t.benchmark, t.task_id))
+
+
+_MATCHERS: dict[bytes, Decontaminator] = {}
+
+
+def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
+    """One kept record -> [('clean', record)] or [('contaminated', dropped record)], plus stats
+    events. The matcher is built once per process (pool workers included) and cached by config."""
+    import pickle
+
+    events: list[tuple] = [("event", ("file", True))]
+    if config is None:
+        return events + [("clean", record)]
+    key = pickle.dumps(config)
+    matcher = _MATCHERS.get(key)
+    if matcher is None:
+        matcher = _MATCHERS[key] = Decontaminator(config.load_tasks(), config)
+    task = matcher.match(record.content)
+    if task is None:
+        return events + [("clean", record)]
+    return events + [("event", ("contaminated", task.benchmark)),
+                     ("contaminated", record.drop(f"contaminated_by {task.label}"))]

@@ -63,9 +63,10 @@ class BuildDocuments(beam.DoFn):
     to `batch_chars` characters and tokenised in one encode_batch call: per-repository calls are
     too small to keep the tokenizer's threads busy."""
 
-    def __init__(self, tokenizer_path: str, config: DocumentConfig, num_shards: int,
+    def __init__(self, tokenizer_path: str, config: DocumentConfig, num_shards: int, dtype: str,
                  batch_chars: int = 4_000_000) -> None:
         self.tokenizer_path, self.config, self.num_shards = tokenizer_path, config, num_shards
+        self.dtype = dtype  # documents cross the shard shuffle in the shard's dtype (uint16: 1/4 of int64)
         self.batch_chars = batch_chars
 
     def setup(self) -> None:
@@ -100,6 +101,9 @@ class BuildDocuments(beam.DoFn):
             for doc in assemble_documents(plan, own, self.tokenizer, self.config):
                 yield "event", ("document", len(doc.tokens), sum(1 for s in doc.spans if s.fim), len(doc.spans),
                                 doc.split_file)
+                if int(doc.tokens.max()) > np.iinfo(self.dtype).max:
+                    raise ValueError(f"{doc.repo}: token id {int(doc.tokens.max())} does not fit {self.dtype} shards")
+                doc.tokens = doc.tokens.astype(self.dtype)
                 yield "doc", (shard_of(f"{doc.repo}#{doc.index}", self.num_shards), doc)
 
 
@@ -140,7 +144,8 @@ class Tokenize(beam.PTransform):
             | "Clean" >> beam.FlatMap(tagged, "clean")
             | "ByRepo" >> beam.Map(lambda r: (r.repo, r))
             | "GroupRepo" >> beam.GroupByKey()
-            | "Documents" >> beam.ParDo(BuildDocuments(self.tokenizer_path, config.documents, config.num_shards))
+            | "Documents" >> beam.ParDo(BuildDocuments(self.tokenizer_path, config.documents, config.num_shards,
+                                                                  self.dtype))
         )
         shard_events = (
             built

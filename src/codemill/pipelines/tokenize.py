@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -114,8 +115,6 @@ class ShardWriterFn:
     dtype: str  # numpy dtype name
 
     def __call__(self, grouped: tuple[int, list]) -> Iterator[tuple]:
-        import numpy as np
-
         index, docs = grouped
         docs = sorted(docs, key=lambda d: (d.repo, d.index))
         name = shard_name(index, self.num_shards).removesuffix(".parquet")

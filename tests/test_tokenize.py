@@ -252,9 +252,19 @@ def test_tokenize_stage_end_to_end(tmp_path: Path, repo_dir: Path) -> None:
     tok = tmp_path / "tok"
     assert main(["tokenizer", "train", str(curated), "--out", str(tok), "--vocab-size", "512"]) == 0
     out = tmp_path / "tokens"
+    mixture = tmp_path / "mix.yaml"
+    mixture.write_text("mixture:\n  name: code\n  components:\n"
+                       "    - {name: python, select: {language: Python}, weight: 3}\n"
+                       "    - {name: rest, weight: 1}\n")
     assert main(["tokenize", str(curated), str(out), "--tokenizer", str(tok), "--shards", "2",
-                 "--max-tokens", "256"]) == 0
+                 "--max-tokens", "256", "--mixture", str(mixture)]) == 0
     report = json.loads((out / "tokenize.json").read_text())
+    blend = json.loads((out / "blend.json").read_text())
+    assert set(report["tokens_by_component"]) == {"python", "rest"}
+    assert blend["components"]["python"]["weight"] == pytest.approx(0.75)
+    assert sum(blend["weights"]) == pytest.approx(1.0)
+    assert blend["data_path"].split()[1::2] == blend["prefixes"]
+    check_blend_in_megatron(blend, tok)
     assert report["contaminated_by_benchmark"] == {"humaneval": 1}
     from codemill.shards import read_table
 
@@ -264,6 +274,7 @@ def test_tokenize_stage_end_to_end(tmp_path: Path, repo_dir: Path) -> None:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     total = 0
+    assert all(name.split("/")[0] in ("python", "rest") for name in report["shards"])
     for name, info in report["shards"].items():
         dataset = IndexedDataset(str(out / "tokens" / name))
         assert len(dataset) == info["documents"]
@@ -272,3 +283,72 @@ def test_tokenize_stage_end_to_end(tmp_path: Path, repo_dir: Path) -> None:
     first = next(iter(report["shards"]))
     assert main(["trace", str(out / "tokens" / first), "0"]) == 0
     assert main(["tokenize", str(curated), str(tmp_path / "x"), "--tokenizer", str(tmp_path / "none")]) == 2
+
+
+def check_blend_in_megatron(blend: dict, tokenizer_dir: Path) -> None:
+    """megatron-core's BlendedMegatronDatasetBuilder builds a BlendedDataset from our blend."""
+    from collections import OrderedDict
+
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+
+    class MegatronView:  # what GPTDataset asks of a tokenizer
+        eod = tokenizer.token_to_id(EOS)
+        pad = tokenizer.token_to_id("<fim_pad>")
+        vocab_size = tokenizer.get_vocab_size()
+        unique_identifiers = OrderedDict({"class": "codemill-test"})
+
+    config = GPTDatasetConfig(random_seed=1, sequence_length=32, blend=(blend["prefixes"], blend["weights"]),
+                              split="1,0,0", tokenizer=MegatronView(), reset_position_ids=False,
+                              reset_attention_mask=False, eod_mask_loss=False)
+    train, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [64, 0, 0], lambda: True, config).build()
+    assert len(train) >= 64  # megatron adds a small surplus
+    sample = train[0]["tokens"]
+    assert len(sample) == 32 and int(sample.max()) < tokenizer.get_vocab_size()
+
+
+# ---------------------------------------------------------------- mixtures
+def test_mixture_spec_validation_and_selection() -> None:
+    from codemill.records import FileRecord
+    from codemill.tokenize.mixture import MixtureError, MixtureSpec
+
+    spec = MixtureSpec.from_dict({"name": "m", "permissive": True, "allow_no_license": True, "components": [
+        {"name": "py", "select": {"language": "Python"}, "weight": 2},
+        {"name": "web", "select": {"language": ["JavaScript", "CSS"]}, "weight": 1}]})
+    record = FileRecord(swhid="s", path="a.py", repo="r", language="Python", license_type="permissive")
+    assert spec.component_of(record) == "py"
+    assert spec.component_of(FileRecord(swhid="s", path="a.js", repo="r", language="CSS")) == "web"  # no_license
+    assert spec.component_of(FileRecord(swhid="s", path="a.js", repo="r", language="CSS",
+                                        license_type="non_permissive")) is None
+    assert spec.component_of(FileRecord(swhid="s", path="a.rs", repo="r", language="Rust")) is None
+    bad = [
+        ({"components": [{"name": "a", "weight": -1}]}, "weights must be >= 0"),
+        ({"components": [{"name": "a", "weight": 0}, {"name": "b", "weight": 0}]}, "all weights are zero"),
+        ({"components": [{"name": "a", "select": {"lang": "Python"}}]}, "unknown field"),
+        ({"components": [{"name": "a", "wieght": 1}]}, "unknown mixture component setting"),
+        ({"colour": "red"}, "unknown mixture setting"),
+        ({"components": [{"name": "a/b"}]}, "names a folder"),
+        ({"components": []}, "no components"),
+    ]
+    for values, message in bad:
+        with pytest.raises((MixtureError, ValueError), match=message):
+            MixtureSpec.from_dict(values)
+
+
+def test_blend_weights_epoch_caps_and_empty_components() -> None:
+    from codemill.tokenize.mixture import Component, MixtureError, MixtureSpec, blend
+
+    spec = MixtureSpec(components=(Component("big", weight=1), Component("small", weight=1, max_epochs=2)))
+    shards = {"big": {"/t/big/p0": 600, "/t/big/p1": 400}, "small": {"/t/small/p0": 100}}
+    plain = blend(spec, shards)
+    assert plain["weights"] == pytest.approx([0.3, 0.2, 0.5])
+    capped = blend(spec, shards, train_tokens=1000)  # small may give at most 2 x 100 = 200 tokens
+    assert capped["components"]["small"]["weight"] == pytest.approx(0.2)
+    assert capped["components"]["big"]["weight"] == pytest.approx(0.8)
+    assert capped["components"]["small"]["epochs_at_train_tokens"] == pytest.approx(2.0)
+    with pytest.raises(MixtureError, match="selected no records"):
+        blend(spec, {"big": shards["big"]})
+    with pytest.raises(MixtureError, match="epoch caps allow only"):
+        blend(MixtureSpec(components=(Component("small", max_epochs=1),)), {"small": shards["small"]}, 10_000)

@@ -237,6 +237,12 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
         elif args.benchmark:
             benchmarks = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.benchmark)
             changes["decontam"] = dataclasses.replace(config.decontam or DecontamConfig(), benchmarks=benchmarks)
+        if args.mixture:
+            from codemill.tokenize.mixture import MixtureSpec
+
+            changes["mixture"] = MixtureSpec.from_yaml(Path(args.mixture))
+        if args.train_tokens:
+            changes["train_tokens"] = args.train_tokens
         documents = {name: getattr(args, name) for name in ("max_tokens", "seed") if getattr(args, name) is not None}
         if documents:
             changes["documents"] = dataclasses.replace(config.documents, **documents)
@@ -250,7 +256,9 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
           f"{totals.get('tokens', 0):,} tokens ({result.report['dtype']}) in {result.seconds:.1f} s; "
           f"{totals.get('contaminated_files', 0)} contaminated files removed "
-          f"{result.report['contaminated_by_benchmark']}\n  shards: {result.out_dir / 'tokens'}\n"
+          f"{result.report['contaminated_by_benchmark']}\n  tokens per component: {result.report['tokens_by_component']}\n"
+          f"  shards: {result.out_dir / 'tokens'}\n"
+          f"  blend:  {result.out_dir / 'blend.json'} (Megatron-LM --data-path and megatron-core prefixes/weights)\n"
           f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(result.report['shards']))} 0")
     return 0
 
@@ -370,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--benchmark", action="append", metavar="NAME[=PATH]",
                           help="decontaminate against NAME (humaneval needs no path; mbpp=PATH, gsm8k=PATH); repeat")
     tokenize.add_argument("--no-decontam", action="store_true", help="skip decontamination")
+    tokenize.add_argument("--mixture", help="mixture spec YAML (components selected by record fields, weights, "
+                                            "max_epochs; default: one component 'all')")
+    tokenize.add_argument("--train-tokens", type=int,
+                          help="planned training tokens: caps each component's weight at its max_epochs")
     tokenize.add_argument("--max-tokens", type=int, help="maximum document length in tokens (default 8192)")
     tokenize.add_argument("--seed", type=int, help="seed of the metadata and FIM draws (default 0)")
     tokenize.add_argument("--shards", type=int, help="token shards (default 4)")

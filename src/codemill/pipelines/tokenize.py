@@ -38,9 +38,10 @@ from codemill.pipelines.outputs import (
     WriteShards,
 )
 from codemill.pipelines.pooled import PooledDoFn
-from codemill.records import MANIFEST_SCHEMA
+from codemill.records import MANIFEST_SCHEMA, FileRecord
 from codemill.shards import shard_name, shard_of
 from codemill.tokenize.config import TokenizeConfig
+from codemill.tokenize.mixture import MixtureSpec, blend
 from codemill.tokenize.decontam import decontaminate_record
 from codemill.tokenize.documents import (
     Document,
@@ -77,13 +78,13 @@ class BuildDocuments(beam.DoFn):
         self.plans: list = []
         self.buffered = 0
 
-    def process(self, grouped: tuple[str, list]) -> Iterator[tuple]:
-        repo, records = grouped
+    def process(self, grouped: tuple[tuple[str, str], list]) -> Iterator[tuple]:
+        (component, repo), records = grouped
         files = [SourceText(r.swhid, r.qualified_swhid, r.repo, r.path, r.content, r.license_spdx, r.license_type)
                  for r in records]
         plan = plan_repository(repo, files, self.config)
         if plan is not None:
-            self.plans.append(plan)
+            self.plans.append((component, plan))
             self.buffered += sum(len(piece) for piece in plan.pieces)
         if self.buffered >= self.batch_chars:
             yield from self._flush()
@@ -94,18 +95,26 @@ class BuildDocuments(beam.DoFn):
 
     def _flush(self) -> Iterator[tuple]:
         plans, self.plans, self.buffered = self.plans, [], 0
-        ids = encode_pieces(self.tokenizer, [piece for plan in plans for piece in plan.pieces])
+        ids = encode_pieces(self.tokenizer, [piece for _, plan in plans for piece in plan.pieces])
         at = 0
-        for plan in plans:
+        for component, plan in plans:
             own = ids[at: at + len(plan.pieces)]
             at += len(plan.pieces)
             for doc in assemble_documents(plan, own, self.tokenizer, self.config):
-                yield "event", ("document", len(doc.tokens), sum(1 for s in doc.spans if s.fim), len(doc.spans),
-                                doc.split_file)
+                yield "event", ("document", component, len(doc.tokens), sum(1 for s in doc.spans if s.fim),
+                                len(doc.spans), doc.split_file)
                 if int(doc.tokens.max()) > np.iinfo(self.dtype).max:
                     raise ValueError(f"{doc.repo}: token id {int(doc.tokens.max())} does not fit {self.dtype} shards")
                 doc.tokens = doc.tokens.astype(self.dtype)
-                yield "doc", (shard_of(f"{doc.repo}#{doc.index}", self.num_shards), doc)
+                yield "doc", ((component, shard_of(f"{doc.repo}#{doc.index}", self.num_shards)), doc)
+
+
+def _assign_component(record: FileRecord, mixture: MixtureSpec) -> Iterator[tuple]:
+    component = mixture.component_of(record)
+    if component is None:
+        yield "event", ("outside_mixture",)
+    else:
+        yield "record", ((component, record.repo), record)
 
 
 @dataclass(frozen=True)
@@ -114,10 +123,10 @@ class ShardWriterFn:
     num_shards: int
     dtype: str  # numpy dtype name
 
-    def __call__(self, grouped: tuple[int, list]) -> Iterator[tuple]:
-        index, docs = grouped
+    def __call__(self, grouped: tuple[tuple[str, int], list]) -> Iterator[tuple]:
+        (component, index), docs = grouped
         docs = sorted(docs, key=lambda d: (d.repo, d.index))
-        name = shard_name(index, self.num_shards).removesuffix(".parquet")
+        name = f"{component}/{shard_name(index, self.num_shards).removesuffix('.parquet')}"
         info = write_shard(Path(self.out_dir) / "tokens" / name, docs, np.dtype(self.dtype).type)
         yield "shard", name, info.documents, info.tokens
 
@@ -138,13 +147,17 @@ class Tokenize(beam.PTransform):
             | "Kept" >> beam.Filter(lambda r: r.kept and r.content is not None)
             | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes))
         )
-        built = (
+        assigned = (
             checked
             | "Clean" >> beam.FlatMap(tagged, "clean")
-            | "ByRepo" >> beam.Map(lambda r: (r.repo, r))
+            | "Component" >> beam.FlatMap(_assign_component, config.mixture)
+        )
+        built = (
+            assigned
+            | "ToMix" >> beam.FlatMap(tagged, "record")
             | "GroupRepo" >> beam.GroupByKey()
             | "Documents" >> beam.ParDo(BuildDocuments(self.tokenizer_path, config.documents, config.num_shards,
-                                                                  self.dtype))
+                                                       self.dtype))
         )
         shard_events = (
             built
@@ -154,6 +167,7 @@ class Tokenize(beam.PTransform):
         )
         events = (
             (checked | "CheckEvents" >> beam.FlatMap(tagged, "event"),
+             assigned | "MixEvents" >> beam.FlatMap(tagged, "event"),
              built | "DocEvents" >> beam.FlatMap(tagged, "event"), shard_events)
             | "Events" >> beam.Flatten()
         )
@@ -182,7 +196,8 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
     (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
     for name in ("tokens", "contaminated", "tokenizer"):
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    (out_dir / REPORT).unlink(missing_ok=True)
+    for name in (REPORT, "blend.json"):
+        (out_dir / name).unlink(missing_ok=True)
     # The shards travel with the tokenizer that made them.
     source = Path(tokenizer)
     if source.is_dir():
@@ -207,6 +222,11 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
     result.wait_until_finish()
     seconds = time.monotonic() - started
     report = _check(out_dir, config.num_shards)
+    shard_tokens: dict[str, dict[str, int]] = {}
+    for name, info in report["shards"].items():
+        component = name.split("/", 1)[0]
+        shard_tokens.setdefault(component, {})[str(out_dir / "tokens" / name)] = info["tokens"]
+    write_json(out_dir / "blend.json", blend(config.mixture, shard_tokens, config.train_tokens))
     report["dtype"] = dtype.__name__
     report["tokenizer"] = str(out_dir / "tokenizer")
     write_json(report_path, report)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-# Events: ("file", kept: bool) | ("contaminated", benchmark) | ("document", tokens, fim_files, files,
-#          split: bool) | ("shard", name, documents, tokens)
+# Events: ("file", kept: bool) | ("contaminated", benchmark) | ("outside_mixture",)
+#         | ("document", component, tokens, fim_files, files, split: bool) | ("shard", name, documents, tokens)
 
 
 class TokenizeStats:
     def __init__(self) -> None:
         self.totals: Counter = Counter()
         self.contaminated: Counter = Counter()
+        self.tokens_by_component: Counter = Counter()
         self.shards: dict[str, dict] = {}
 
     def add(self, event: tuple) -> "TokenizeStats":
@@ -21,8 +22,11 @@ class TokenizeStats:
         elif kind == "contaminated":
             self.totals["contaminated_files"] += 1
             self.contaminated[event[1]] += 1
+        elif kind == "outside_mixture":
+            self.totals["files_outside_mixture"] += 1
         elif kind == "document":
-            _, tokens, fim_files, files, split = event
+            _, component, tokens, fim_files, files, split = event
+            self.tokens_by_component[component] += tokens
             self.totals["documents"] += 1
             self.totals["tokens"] += tokens
             self.totals["fim_files"] += fim_files
@@ -38,10 +42,12 @@ class TokenizeStats:
     def merge(self, other: "TokenizeStats") -> "TokenizeStats":
         self.totals.update(other.totals)
         self.contaminated.update(other.contaminated)
+        self.tokens_by_component.update(other.tokens_by_component)
         self.shards.update(other.shards)
         return self
 
     def to_json(self) -> dict:
         return {"totals": dict(sorted(self.totals.items())),
                 "contaminated_by_benchmark": dict(sorted(self.contaminated.items())),
+                "tokens_by_component": dict(sorted(self.tokens_by_component.items())),
                 "shards": dict(sorted(self.shards.items()))}

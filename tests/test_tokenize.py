@@ -167,9 +167,12 @@ def test_document_format_with_and_without_metadata(tokenizer_dir: Path) -> None:
     assert tokenizer.decode(doc.tokens.tolist(), skip_special_tokens=False) == f"{FILE_SEP}{tricky[0].content}{EOS}"
 
 
-def test_long_files_are_split_at_token_boundaries_and_traced(tokenizer_dir: Path) -> None:
+@pytest.mark.parametrize("non_ascii", [False, True])
+def test_long_files_are_split_at_token_boundaries_and_traced(tokenizer_dir: Path, non_ascii: bool) -> None:
     tokenizer = load_tokenizer(tokenizer_dir)
     big = "\n".join(code_texts()[:8])
+    if non_ascii:  # multi-byte characters that byte-level tokens cut through
+        big = big.replace("e", "é").replace("a", "日本")
     files = sources(["x = 1\n", big, "y = 2\n"])
     config = DocumentConfig(max_tokens=512, fim_rate=1.0)
     docs = list(build_documents("org/repo", files, tokenizer, config))
@@ -179,6 +182,11 @@ def test_long_files_are_split_at_token_boundaries_and_traced(tokenizer_dir: Path
     assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous, nothing lost
     bodies = decoded_bodies(docs, tokenizer)
     assert "".join(bodies[(files[1].swhid, start)] for start, _ in pieces) == big
+    # The byte-length cuts (byte-level BPE) agree with the decoding cuts (any tokenizer).
+    from codemill.tokenize.documents import _cuts_by_bytes, _cuts_by_decoding
+
+    tokens = np.asarray(tokenizer.encode(big).ids)
+    assert _cuts_by_bytes(big, tokens, 300, tokenizer) == _cuts_by_decoding(files[1], tokens, 300, tokenizer)
     assert [d.index for d in docs] == list(range(len(docs)))
 
 

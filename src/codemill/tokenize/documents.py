@@ -207,14 +207,44 @@ def _piece_budget(config: DocumentConfig, head: list[np.ndarray], path_ids: np.n
     return budget
 
 
-def _split_file(f: SourceText, tokens: np.ndarray, tokenizer, config: DocumentConfig, sp: dict,
-                head: list[np.ndarray], path_ids: np.ndarray, repo: str, first_index: int) -> Iterator[Document]:
-    """Pieces of at most the budget; each piece's characters are found by decoding it. A cut inside a
-    multi-byte character (byte-level tokens) would not decode to the text, so the cut moves back a
-    token or three until the piece decodes to exactly the next characters of the file."""
-    budget = _piece_budget(config, head, path_ids)
-    start = sum(len(c) for c in head)
-    lo, char_at, n = 0, 0, 0
+_BYTE_LENGTHS: dict[int, np.ndarray] = {}  # id(tokenizer) -> table; a worker keeps its tokenizer
+
+
+def token_byte_lengths(tokenizer) -> np.ndarray:
+    """Bytes of text each token stands for, for byte-level BPE (one vocabulary character per byte)."""
+    cached = _BYTE_LENGTHS.get(id(tokenizer))
+    if cached is None:
+        cached = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+        for token, token_id in tokenizer.get_vocab(with_added_tokens=False).items():
+            cached[token_id] = len(token)
+        _BYTE_LENGTHS[id(tokenizer)] = cached
+    return cached
+
+
+def _cuts_by_bytes(content: str, tokens: np.ndarray, budget: int, tokenizer) -> list[tuple[int, int, int, int]] | None:
+    """(token lo, token hi, char start, char end) per piece, from the tokens' byte lengths; a cut
+    inside a multi-byte character moves back a token. None when the tokenizer is not byte-level
+    (the byte lengths do not add up to the file)."""
+    data = content.encode("utf-8", "surrogatepass")
+    ends = np.cumsum(token_byte_lengths(tokenizer)[tokens])
+    if len(ends) == 0 or ends[-1] != len(data):
+        return None
+    cuts, lo, char_at = [], 0, 0
+    while lo < len(tokens):
+        hi = min(lo + budget, len(tokens))
+        while hi < len(tokens) and hi > lo + 1 and (data[ends[hi - 1]] & 0xC0) == 0x80:  # inside a character
+            hi -= 1
+        start_byte = ends[lo - 1] if lo else 0
+        chars = len(data[start_byte:ends[hi - 1]].decode("utf-8", "surrogatepass"))
+        cuts.append((lo, hi, char_at, char_at + chars))
+        lo, char_at = hi, char_at + chars
+    return cuts
+
+
+def _cuts_by_decoding(f: SourceText, tokens: np.ndarray, budget: int, tokenizer) -> list[tuple[int, int, int, int]]:
+    """The same for any tokenizer: decode each piece; a cut whose piece is not the next characters
+    of the file (inside a character) moves back a token or three."""
+    cuts, lo, char_at = [], 0, 0
     while lo < len(tokens):
         hi = min(lo + budget, len(tokens))
         for cut in range(hi, max(lo, hi - 4), -1):
@@ -224,12 +254,22 @@ def _split_file(f: SourceText, tokens: np.ndarray, tokenizer, config: DocumentCo
                 break
         else:
             raise ValueError(f"{f.repo}/{f.path}: tokens {lo}..{hi} do not decode to the file's text")
+        cuts.append((lo, hi, char_at, char_at + len(text)))
+        lo, char_at = hi, char_at + len(text)
+    return cuts
+
+
+def _split_file(f: SourceText, tokens: np.ndarray, tokenizer, config: DocumentConfig, sp: dict,
+                head: list[np.ndarray], path_ids: np.ndarray, repo: str, first_index: int) -> Iterator[Document]:
+    """Pieces of at most the budget, each traced to the characters it holds."""
+    budget = _piece_budget(config, head, path_ids)
+    start = sum(len(c) for c in head)
+    cuts = _cuts_by_bytes(f.content, tokens, budget, tokenizer) or _cuts_by_decoding(f, tokens, budget, tokenizer)
+    for n, (lo, hi, char_start, char_end) in enumerate(cuts):
         chunks = head + [np.array([sp[FILE_SEP]]), path_ids, tokens[lo:hi], np.array([sp[EOS]])]
         span = FileSpan(f.swhid, f.qualified_swhid, f.repo, f.path, f.license_spdx, f.license_type, start,
-                        start + 1 + len(path_ids), start + 1 + len(path_ids) + hi - lo, char_at, char_at + len(text), "")
+                        start + 1 + len(path_ids), start + 1 + len(path_ids) + hi - lo, char_start, char_end, "")
         yield Document(repo, first_index + n, np.concatenate(chunks), [span], split_file=True)
-        char_at += len(text)
-        lo, n = hi, n + 1
 
 
 def undo_fim(text: str) -> str:

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from codemill.dedup.minhash import shingle_sets
+from codemill.dedup.minhash import shingle_hashes, shingle_sets
 
 
 @dataclass(frozen=True)
@@ -167,10 +167,12 @@ class Decontaminator:
             for _, indices in self.automaton.iter(normalise(text)):
                 hits.update(indices)
         shared: dict[int, int] = defaultdict(int)
-        grams = shingle_sets([text], self.config.ngram)[0]
+        # Every 13-gram of the text, looked up in the sorted benchmark grams; only the few that hit are
+        # made distinct (sorting all of a file's grams cost more than the lookup).
+        grams, _ = shingle_hashes([text], self.config.ngram)
         if len(grams) and len(self.known_grams):
             at = np.minimum(np.searchsorted(self.known_grams, grams), len(self.known_grams) - 1)
-            grams = grams[self.known_grams[at] == grams]
+            grams = np.unique(grams[self.known_grams[at] == grams])
         for gram in grams.tolist():
             for index in self.ngram_tasks[gram]:
                 shared[index] += 1

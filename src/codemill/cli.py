@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 DESCRIPTION = """\
-codemill turns source-code archives into curated, licence-labelled training data with provenance
-for every file: each file gets its Software Heritage ID (SWHID), language, licence, quality-filter
-verdict and PII redaction, and a manifest accounts for every input file.
+codemill turns source-code archives into curated, deduplicated, tokenized training data with
+provenance for every token: each file gets its Software Heritage ID (SWHID), language, licence,
+quality-filter verdict and PII redaction, a manifest accounts for every input file, and every token
+of the Megatron shards traces back to the SWHID and licence of the file it came from.
 
 commands:
   curate     read sources, label and filter every file, write data/, dropped/, manifest/, trees/, stats.json

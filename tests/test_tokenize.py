@@ -360,3 +360,19 @@ def test_blend_weights_epoch_caps_and_empty_components() -> None:
         blend(spec, {"big": shards["big"]})
     with pytest.raises(MixtureError, match="epoch caps allow only"):
         blend(MixtureSpec(components=(Component("small", max_epochs=1),)), {"small": shards["small"]}, 10_000)
+
+
+def test_tokenize_is_deterministic_across_runs_and_workers(tmp_path: Path, repo_dir: Path, tokenizer_dir: Path) -> None:
+    from codemill.pipelines.tokenize import run_tokenize
+    from codemill.tokenize.config import TokenizeConfig
+
+    curated = tmp_path / "curated"
+    assert main(["curate", str(repo_dir), "--out", str(curated), "--workers", "1", "--no-licenses"]) == 0
+    config = TokenizeConfig(decontam=None, documents=DocumentConfig(max_tokens=128), num_shards=3)
+    first = run_tokenize(curated, tmp_path / "a", tokenizer_dir, config)
+    run_tokenize(curated, tmp_path / "b", tokenizer_dir, config,
+                 ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "tokens").rglob("*") if p.is_file())
+    assert len(files) == 3 * len(first.report["shards"]) and files
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -72,6 +72,33 @@ def test_mbpp_and_gsm8k_and_any_jsonl(tmp_path: Path) -> None:
     assert matcher.match("x = 1\n" + json.loads(extra.read_text())["body"]).label == "private:p1"
 
 
+def test_exact_matching_equals_plain_substring_search() -> None:
+    """The rolling-hash matcher finds exactly the tasks whose normalised texts are substrings."""
+    from codemill.tokenize.decontam import BenchmarkTask, normalise
+
+    rng = random.Random(5)
+    words = ["def", "return", "x", "é", "日本", "(", ")", ":", "\n", "    ", "numbers", "_", "1", "\t"]
+
+    def text(n: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    tasks = [BenchmarkTask("b", str(i), (text(30), text(8))) for i in range(40)]
+    config = DecontamConfig(min_exact_chars=50, ngram_overlap=1.0, ngram=200)  # exact test only
+    matcher = Decontaminator(tasks, config)
+    for _ in range(300):
+        chosen = rng.sample(tasks, rng.randrange(0, 3))
+        parts = [text(rng.randrange(0, 40))]
+        for task in chosen:
+            parts += [rng.choice(task.texts).replace(" ", rng.choice([" ", "  ", "\n"])), text(rng.randrange(0, 20))]
+        haystack = "".join(parts)
+        expected = [t for t in tasks if any(len(normalise(x)) >= 50 and normalise(x) in normalise(haystack)
+                                            for x in t.texts)]
+        found = matcher.match(haystack)
+        assert (found is None) == (not expected)
+        if expected:
+            assert found.label == min(t.label for t in expected)
+
+
 def test_bad_benchmark_input_is_named(tmp_path: Path) -> None:
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "ok"}\nnot json\n')

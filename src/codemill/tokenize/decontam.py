@@ -239,20 +239,29 @@ class Decontaminator:
 
 
 _MATCHERS: dict[bytes, Decontaminator] = {}
+_LAST: list = [None, None]  # (config object, matcher): skips pickling the config for every record
+
+
+def _matcher_for(config: DecontamConfig) -> Decontaminator:
+    if _LAST[0] is config:
+        return _LAST[1]
+    import pickle
+
+    key = pickle.dumps(config)  # a pool worker gets a fresh copy of the config with every batch
+    matcher = _MATCHERS.get(key)
+    if matcher is None:
+        matcher = _MATCHERS[key] = Decontaminator(config.load_tasks(), config)
+    _LAST[:] = [config, matcher]
+    return matcher
 
 
 def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
     """One kept record -> [('clean', record)] or [('contaminated', dropped record)], plus stats
     events. The matcher is built once per process (pool workers included) and cached by config."""
-    import pickle
-
     events: list[tuple] = [("event", ("file", True))]
     if config is None:
         return events + [("clean", record)]
-    key = pickle.dumps(config)
-    matcher = _MATCHERS.get(key)
-    if matcher is None:
-        matcher = _MATCHERS[key] = Decontaminator(config.load_tasks(), config)
+    matcher = _matcher_for(config)
     task = matcher.match(record.content)
     if task is None:
         return events + [("clean", record)]

@@ -93,10 +93,13 @@ def _shingle_kernel(cps, word, doc_starts, ngram, weights, out_hashes, out_docs)
     """Writes the hash of every n-gram of tokens (in text order, repeats included) and its
     document index; returns how many were written. Shingles never cross documents."""
     n_docs = doc_starts.shape[0] - 1
-    ring = np.zeros(ngram, dtype=np.uint64)
+    # The last n token hashes, each stored twice (at slot and slot + n) so the n-gram starting at
+    # any slot is a contiguous run: no division per term.
+    ring = np.zeros(2 * ngram, dtype=np.uint64)
     written = 0
     for d in range(n_docs):
         tokens = 0
+        slot = 0  # == tokens % ngram
         h = _U(0)
         length = 0
         end = doc_starts[d + 1]
@@ -105,15 +108,19 @@ def _shingle_kernel(cps, word, doc_starts, ngram, weights, out_hashes, out_docs)
                 h = h * _TOKEN_P + _U(cps[i])
                 length += 1
             if length > 0 and (i + 1 == end or not word[i + 1]):
-                ring[tokens % ngram] = _mix64(h + _U(length))
+                token = _mix64(h + _U(length))
+                ring[slot] = token
+                ring[slot + ngram] = token
                 tokens += 1
+                slot += 1
+                if slot == ngram:
+                    slot = 0
                 h = _U(0)
                 length = 0
                 if tokens >= ngram:
                     s = _U(0)
-                    first = tokens - ngram
-                    for j in range(ngram):
-                        s += weights[j] * ring[(first + j) % ngram]
+                    for j in range(ngram):  # the oldest of the last n tokens sits at `slot`
+                        s += weights[j] * ring[slot + j]
                     out_hashes[written] = _mix64(s)
                     out_docs[written] = d
                     written += 1

@@ -9,13 +9,14 @@ Two tests per file, against every task of every benchmark (prompts and solutions
   shingles with n = 13) that the file contains; `ngram_overlap` or more flags it. A file that
   merely shares a few common lines with a task holds a small share of its 13-grams and is kept.
 
-Exact patterns are found by a rolling hash: the hash of every 32-character window of the normalised
-file (numpy, a few vectorised passes) is looked up among the hashes of the patterns' first 32
-characters, and only a window that hits is compared with its patterns. A pattern present in the
-file always hits at its position, so nothing is missed; a hash collision costs one string compare.
-(pyahocorasick, the first version, scanned at 24 MB/s here; the whole matcher now runs at ~18 MB/s
-with the 13-gram test included.) The 13-gram index is a dict from shingle hash to the tasks that
-hold it, behind a table on the hashes' low bits so most of a file's grams cost one gather.
+Exact patterns are found by a rolling hash: one compiled pass normalises the file's whitespace on
+the fly, rolls the hash of every 32-character window and looks it up in a table of the patterns'
+first 32 characters; only a window that hits is compared with its patterns. A pattern present in
+the file always hits at its position, so nothing is missed; a hash collision costs one string
+compare. The 13-grams come from the dedup shingle kernel and pass a table of the benchmark
+grams' low bits, so only the few candidates reach the exact dict. Why compiled: the
+numpy version (window hashes by prefix sums, gathers) ran at ~22 MB/s a core and cost the tokenize
+stage 6 s of its 97; pyahocorasick, the first version, scanned at 24 MB/s for the exact test alone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import gzip
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numba
 import numpy as np
 
 from codemill.dedup.minhash import shingle_hashes, shingle_sets
@@ -143,20 +146,19 @@ class DecontamConfig:
 _ANCHOR = 32
 
 
-class _HashTable:
-    """A set of 64-bit hashes as a table on their low bits: `may_contain` is one vectorised gather;
-    false hits are resolved by the caller's exact dict. (A packed bitmap measured slower: the bit
-    arithmetic costs more numpy passes than the gather saves.)"""
+def _low_bit_table(hashes: Iterable[int], bits: int) -> np.ndarray:
+    """A set of 64-bit hashes as bool tables of 2^bits entries: row r marks bits [r*bits, (r+1)*bits)
+    of each hash, so a lookup is one load per row (a Bloom filter with disjoint hash slices);
+    false hits are resolved by the caller's exact dict. Two rows: the second is read only after
+    the first hits, and turns the 0.4% false hits of a 2^20 row into ~1 in 50,000."""
+    values = np.array(sorted(hashes), dtype=np.uint64)
+    mask = np.uint64((1 << bits) - 1)
+    table = np.zeros((2, 1 << bits), dtype=np.bool_)
+    for row in range(2):
+        table[row, (values >> np.uint64(row * bits)) & mask] = True
+    return table
 
-    def __init__(self, hashes: np.ndarray, bits: int) -> None:
-        # ~1% false hits at 2^24 entries for 200,000 benchmark 13-grams; a 2^20 table (1 MB, in
-        # cache) is enough for the few thousand pattern anchors.
-        self.mask = np.uint64((1 << bits) - 1)
-        self.table = np.zeros(1 << bits, dtype=bool)
-        self.table[np.asarray(hashes, dtype=np.uint64) & self.mask] = True
 
-    def may_contain(self, hashes: np.ndarray) -> np.ndarray:
-        return self.table[(hashes & self.mask).view(np.intp)]  # masked: non-negative, so a view will do
 _HASH_BASE = np.uint64(0x100000001B3)  # odd, so it has an inverse mod 2^64
 _HASH_BASE_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)]  # base^i, base^-i
@@ -173,7 +175,8 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _window_hashes(text: str, k: int) -> np.ndarray:
-    """Polynomial hash (mod 2^64) of every k-character window of text, by prefix sums."""
+    """Polynomial hash (mod 2^64) of every k-character window of text, by prefix sums: the
+    definition `_anchor_kernel` rolls, used here for the patterns' anchors."""
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     n = len(cps)
     if n < k:
@@ -182,6 +185,67 @@ def _window_hashes(text: str, k: int) -> np.ndarray:
     prefix = np.zeros(n + 1, dtype=np.uint64)
     np.cumsum(cps * forward, out=prefix[1:])
     return (prefix[k:] - prefix[:-k]) * inverse[: n - k + 1]
+
+
+@lru_cache(maxsize=1)
+def _space_table() -> np.ndarray:
+    """bool[0x110000]: the code points `str.split()` splits on (Python's own definition)."""
+    return np.array([chr(c).isspace() for c in range(0x110000)], dtype=np.bool_)
+
+
+_U = numba.uint64
+_GRAM_BITS = 24
+_ANCHOR_BITS = 20
+_GRAM_MASK = np.uint64((1 << _GRAM_BITS) - 1)
+
+
+@numba.njit(cache=True)
+def _anchor_kernel(cps, space, k, base, inverse_base, table, bits, out_positions, out_hashes):
+    """One pass over a text's code points: whitespace-normalise on the fly (as `normalise`: a run
+    of whitespace becomes one space, none at either end), roll the `_window_hashes` hash of every
+    k-character window of the normalised text, and write the (normalised position, hash) of each
+    window the table marks. Returns how many windows hit; only the first len(out_positions) are
+    written."""
+    mask = _U(table.shape[1] - 1)
+    shift = _U(bits)  # table.shape[1] == 2^bits
+    ring = np.zeros(k, dtype=np.uint64)
+    slot = 0  # == emitted % k, kept without a division
+    h = _U(0)
+    power = _U(1)  # base^min(emitted, k - 1): the weight of the newest character
+    emitted = 0  # normalised characters so far
+    pending_space = False
+    written = 0
+    i = 0
+    n = cps.shape[0]
+    while i < n:
+        c = cps[i]
+        if space[c]:
+            pending_space = emitted > 0
+            i += 1
+            continue
+        if pending_space:
+            ch = _U(32)  # the space that stands for the run just ended; `c` comes next round
+            pending_space = False
+        else:
+            ch = _U(c)
+            i += 1
+        if emitted < k:
+            h += ch * power
+            if emitted + 1 < k:
+                power *= base
+        else:
+            h = (h - ring[slot]) * inverse_base + ch * power
+        ring[slot] = ch
+        slot += 1
+        if slot == k:
+            slot = 0
+        emitted += 1
+        if emitted >= k and table[0, h & mask] and table[1, (h >> shift) & mask]:
+            if written < out_positions.shape[0]:
+                out_positions[written] = emitted - k
+                out_hashes[written] = h
+            written += 1
+    return written
 
 
 class Decontaminator:
@@ -202,32 +266,44 @@ class Decontaminator:
         for pattern in sorted(patterns):
             anchor = _window_hashes(pattern[: self.anchor_length], self.anchor_length)[0]
             self.by_anchor[int(anchor)].append(pattern)
-        # Membership by a bit table (one gather per window; a sorted-array search measured 5x
-        # slower), then the dict for the few windows that pass.
-        self.anchor_table = _HashTable(np.array(sorted(self.by_anchor), dtype=np.uint64), 20)
+        # Membership by a low-bit table, then the dict for the few windows that pass. 2^20 entries
+        # (1 MB, in cache) for a few thousand anchors; 2^24 for ~200,000 benchmark 13-grams (~1%
+        # false hits).
+        self.anchor_table = _low_bit_table(self.by_anchor, _ANCHOR_BITS)
         self.ngram_tasks: dict[int, list[int]] = defaultdict(list)
         self.ngram_counts = np.zeros(len(tasks), dtype=np.int64)
         for index, grams in enumerate(shingle_sets(["\n".join(t.texts) for t in tasks], config.ngram)):
             self.ngram_counts[index] = len(grams)
             for gram in grams.tolist():
                 self.ngram_tasks[gram].append(index)
-        self.gram_table = _HashTable(np.array(sorted(self.ngram_tasks), dtype=np.uint64), 24)
+        self.gram_table = _low_bit_table(self.ngram_tasks, _GRAM_BITS)
 
     def match(self, text: str) -> BenchmarkTask | None:
         """The task (smallest label first, so runs are deterministic) the text is contaminated by."""
         hits: set[int] = set()
         if self.by_anchor:
-            normal = normalise(text)
-            windows = _window_hashes(normal, self.anchor_length)
-            for position in np.flatnonzero(self.anchor_table.may_contain(windows)).tolist():
-                for pattern in self.by_anchor.get(int(windows[position]), ()):
-                    if normal.startswith(pattern, position):
-                        hits.update(self.patterns[pattern])
+            cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            capacity = 256  # hits are rare; a text with more is scanned again with room for all
+            while True:
+                positions = np.empty(capacity, dtype=np.int64)
+                hashes = np.empty(capacity, dtype=np.uint64)
+                found = _anchor_kernel(cps, _space_table(), self.anchor_length, _HASH_BASE, _HASH_BASE_INVERSE,
+                                       self.anchor_table, _ANCHOR_BITS, positions, hashes)
+                if found <= capacity:
+                    break
+                capacity = found
+            if found:
+                normal = normalise(text)  # rare: only a text with a candidate window pays for it
+                for position, anchor in zip(positions[:found].tolist(), hashes[:found].tolist()):
+                    for pattern in self.by_anchor.get(anchor, ()):
+                        if normal.startswith(pattern, position):
+                            hits.update(self.patterns[pattern])
         shared: dict[int, int] = defaultdict(int)
-        # Every 13-gram of the text through the bit table of benchmark grams; only the few that pass
-        # are made distinct and looked up (sorting all of a file's grams cost more).
+        # Every 13-gram of the text through the benchmark grams' table; only the few that pass are
+        # made distinct and looked up (sorting all of a file's grams cost more).
         grams, _ = shingle_hashes([text], self.config.ngram)
-        for gram in np.unique(grams[self.gram_table.may_contain(grams)]).tolist():
+        grams = grams[self.gram_table[0, (grams & _GRAM_MASK).view(np.intp)]]  # masked: non-negative
+        for gram in np.unique(grams).tolist():
             for index in self.ngram_tasks.get(gram, ()):
                 shared[index] += 1
         for index, count in shared.items():

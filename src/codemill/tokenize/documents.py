@@ -19,12 +19,20 @@ undoing FIM gives back the file exactly.
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from codemill.tokenize.tokenizer import EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+from codemill.tokenize.tokenizer import (
+    EOS,
+    FILE_SEP,
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    REPO_NAME,
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,43 @@ def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: D
     plan = plan_repository(repo, files, config)
     if plan is not None:
         yield from assemble_documents(plan, encode_pieces(tokenizer, plan.pieces), tokenizer, config)
+
+
+def encode_plans(tokenizer, plans: Iterable[RepositoryPlan],
+                 batch_chars: int = 4_000_000) -> Iterator[tuple[RepositoryPlan, list[np.ndarray]]]:
+    """Each plan with the ids of its pieces, in input order. Plans are pooled into batches of about
+    `batch_chars` characters (one repository alone is too small to keep the encoder's threads
+    busy), and the next batch encodes in a background thread while the caller works on the
+    current one: the encoder releases the GIL, so planning, assembly and shard writing overlap it
+    instead of leaving its cores idle."""
+
+    def batches() -> Iterator[list[RepositoryPlan]]:
+        batch: list[RepositoryPlan] = []
+        size = 0
+        for plan in plans:
+            batch.append(plan)
+            size += sum(len(piece) for piece in plan.pieces)
+            if size >= batch_chars:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def split(batch: list[RepositoryPlan], ids: list[np.ndarray]) -> Iterator[tuple[RepositoryPlan, list[np.ndarray]]]:
+        at = 0
+        for plan in batch:
+            yield plan, ids[at: at + len(plan.pieces)]
+            at += len(plan.pieces)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="codemill-encode") as pool:
+        pending = None
+        for batch in batches():
+            future = pool.submit(encode_pieces, tokenizer, [piece for plan in batch for piece in plan.pieces])
+            if pending is not None:
+                yield from split(pending[0], pending[1].result())
+            pending = (batch, future)
+        if pending is not None:
+            yield from split(pending[0], pending[1].result())
 
 
 def assemble_documents(plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, config: DocumentConfig) -> Iterator[Document]:

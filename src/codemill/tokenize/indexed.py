@@ -15,7 +15,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -102,18 +102,19 @@ class ShardInfo:
     tokens: int
 
 
-def write_shard(prefix: Path, documents: Sequence[Document], dtype: type) -> ShardInfo:
-    """Write prefix.bin/.idx and prefix.trace.parquet; atomic per file, the trace last (its
-    presence marks a complete shard)."""
+def write_shard(prefix: Path, documents: Iterable[Document], dtype: type) -> ShardInfo:
+    """Write prefix.bin/.idx and prefix.trace.parquet from documents in shard order (streamed: one
+    document in memory at a time); atomic per file, the trace last (its presence marks a complete
+    shard)."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp = prefix.with_name(f".{prefix.name}.tmp-{os.getpid()}")
     rows: dict[str, list] = {name: [] for name in TRACE_SCHEMA.names}
     limit = np.iinfo(dtype).max
-    offset = 0
+    offset = number = 0
     try:
         builder = IndexedWriter(str(tmp) + ".bin", dtype)
-        for number, doc in enumerate(documents):
+        for doc in documents:
             if len(doc.tokens) == 0:
                 raise ShardError(f"{prefix}: document {doc.index} of {doc.repo} is empty")
             if int(doc.tokens.max()) > limit:
@@ -121,6 +122,7 @@ def write_shard(prefix: Path, documents: Sequence[Document], dtype: type) -> Sha
             builder.add_document(doc.tokens)
             _trace_rows(rows, number, offset, doc)
             offset += len(doc.tokens)
+            number += 1
         builder.finalize(str(tmp) + ".idx")
         os.replace(str(tmp) + ".bin", str(prefix) + ".bin")
         os.replace(str(tmp) + ".idx", str(prefix) + ".idx")
@@ -130,7 +132,7 @@ def write_shard(prefix: Path, documents: Sequence[Document], dtype: type) -> Sha
         for suffix in (".bin", ".idx"):
             Path(str(tmp) + suffix).unlink(missing_ok=True)
     write_table_atomic(Path(str(prefix) + ".trace.parquet"), pa.table(rows, schema=TRACE_SCHEMA))
-    return ShardInfo(str(prefix), len(documents), offset)
+    return ShardInfo(str(prefix), number, offset)
 
 
 def _trace_rows(rows: dict[str, list], number: int, offset: int, doc: Document) -> None:

@@ -1,0 +1,491 @@
+"""The hybrid code model, top to bottom: Falcon-H1's parallel attention + Mamba-2 block.
+
+    x = embed(tokens) * embedding_multiplier
+    for each block:
+        h = norm(x)
+        x = x + mamba(h) * ssm_out_multiplier + attention(h * attention_in_multiplier) * attention_out_multiplier
+        x = x + mlp(ff_norm(x))
+    logits = lm_head(final_norm(x)) * lm_head_multiplier
+
+Attention is grouped-query with RoPE; the Mamba-2 mixer projects to (z, x, B, C, dt), runs a causal
+depthwise conv over (x, B, C), the chunked SSD scan, a gated RMSNorm (or a plain silu gate, as in
+Falcon-H1-0.5B), and projects back. Either mixer can be switched off per model (`mixer`), for the
+pure Mamba-2 (Falcon Mamba) and pure attention ablations. The muP multipliers are Falcon-H1's (they
+map one to one onto transformers' FalconH1Config); learnable multipliers (arXiv 2601.04890) wrap
+any linear layer as s * diag(r) W diag(c) and fold back into W for export.
+
+The model holds no parallelism (distributed.py applies DDP / FSDP2) and no training logic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from codemill.training.kernels import attention, causal_conv1d, causal_conv1d_step_ref, ssd, ssd_step_ref
+
+MIXERS = ("hybrid", "mamba", "attention")
+MULTIPLIER_KINDS = ("scalar", "row", "col")
+MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj", "out_proj", "gate_proj", "up_proj", "down_proj",
+            "lm_head")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot describe a model (names the fields and why)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 8192
+    hidden_size: int = 128
+    num_layers: int = 4
+    intermediate_size: int = 384
+    mixer: str = "hybrid"  # hybrid | mamba | attention
+    rms_eps: float = 1e-5
+    init_std: float = 0.02
+    # attention
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    rope_theta: float = 1e11
+    # Mamba-2
+    ssm_dim: int = 256  # d_ssm = ssm_heads * ssm_head_dim
+    ssm_heads: int = 8
+    ssm_head_dim: int = 32
+    ssm_state: int = 16
+    ssm_groups: int = 1
+    conv_width: int = 4
+    chunk_size: int = 64
+    ssm_norm: bool = True  # gated RMSNorm before out_proj; False: y * silu(z) (Falcon-H1-0.5B)
+    ssm_norm_before_gate: bool = False
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    dt_limit: tuple[float, float] = (0.0, math.inf)
+    # Falcon-H1 muP multipliers (forward-pass constants)
+    embedding_multiplier: float = 1.0
+    lm_head_multiplier: float = 1.0
+    key_multiplier: float = 1.0
+    attention_in_multiplier: float = 1.0
+    attention_out_multiplier: float = 1.0
+    ssm_in_multiplier: float = 1.0
+    ssm_out_multiplier: float = 1.0
+    ssm_multipliers: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)  # z, x, B, C, dt
+    mlp_multipliers: tuple[float, ...] = (1.0, 1.0)  # gate, down
+    # learnable multipliers: which kinds, on which matrices
+    learnable_multipliers: tuple[str, ...] = ()
+    learnable_matrices: tuple[str, ...] = MATRICES
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("vocab_size", "hidden_size", "num_layers", "intermediate_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.mixer not in MIXERS:
+            problems.append(f"mixer must be one of {MIXERS} (got {self.mixer!r})")
+        if self.uses_attention:
+            if self.num_heads < 1 or self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+                problems.append(f"num_heads ({self.num_heads}) must be a positive multiple of num_kv_heads "
+                                f"({self.num_kv_heads})")
+            if self.head_dim < 2 or self.head_dim % 2:
+                problems.append(f"head_dim must be even for RoPE (got {self.head_dim})")
+        if self.uses_mamba:
+            if self.ssm_heads * self.ssm_head_dim != self.ssm_dim:
+                problems.append(f"ssm_heads x ssm_head_dim = {self.ssm_heads} x {self.ssm_head_dim} = "
+                                f"{self.ssm_heads * self.ssm_head_dim}, but ssm_dim is {self.ssm_dim}")
+            if self.ssm_groups < 1 or self.ssm_heads % self.ssm_groups:
+                problems.append(f"ssm_heads ({self.ssm_heads}) must be a multiple of ssm_groups ({self.ssm_groups})")
+            if self.ssm_state < 1 or self.conv_width < 2 or self.chunk_size < 1:
+                problems.append("ssm_state and chunk_size must be >= 1 and conv_width >= 2")
+            if not 0 < self.dt_min <= self.dt_max:
+                problems.append(f"need 0 < dt_min <= dt_max (got {self.dt_min}, {self.dt_max})")
+        if len(self.ssm_multipliers) != 5:
+            problems.append(f"ssm_multipliers needs 5 values (z, x, B, C, dt), got {len(self.ssm_multipliers)}")
+        if len(self.mlp_multipliers) != 2:
+            problems.append(f"mlp_multipliers needs 2 values (gate, down), got {len(self.mlp_multipliers)}")
+        unknown = set(self.learnable_multipliers) - set(MULTIPLIER_KINDS)
+        if unknown:
+            problems.append(f"learnable_multipliers: unknown kind(s) {sorted(unknown)}; choose from {MULTIPLIER_KINDS}")
+        unknown = set(self.learnable_matrices) - set(MATRICES)
+        if unknown:
+            problems.append(f"learnable_matrices: unknown matrix name(s) {sorted(unknown)}; choose from {MATRICES}")
+        if problems:
+            raise ConfigError("inconsistent model config: " + "; ".join(problems))
+
+    @property
+    def uses_attention(self) -> bool:
+        return self.mixer in ("hybrid", "attention")
+
+    @property
+    def uses_mamba(self) -> bool:
+        return self.mixer in ("hybrid", "mamba")
+
+    @property
+    def conv_dim(self) -> int:
+        return self.ssm_dim + 2 * self.ssm_groups * self.ssm_state
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown model config field(s) {sorted(unknown)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fixed)
+
+
+# Falcon-H1-0.5B's multipliers (its published config), reused by the small shapes so they train
+# with the same relative scales.
+_FALCON_H1_MULTIPLIERS = dict(
+    embedding_multiplier=5.656854249492381, lm_head_multiplier=0.0390625, key_multiplier=0.390625,
+    attention_in_multiplier=1.0, attention_out_multiplier=0.9375, ssm_in_multiplier=1.25,
+    ssm_out_multiplier=0.23570226039551587,
+    ssm_multipliers=(0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738),
+    mlp_multipliers=(0.8838834764831844, 0.5859375),
+)
+
+CONFIGS: dict[str, ModelConfig] = {
+    # tests: hidden 128, 4 layers (the shape of the benchmark's transformers anchor)
+    "tiny": ModelConfig(),
+    # ~38M parameters with an 8k vocabulary: trains here in minutes
+    "small": ModelConfig(hidden_size=512, num_layers=8, intermediate_size=1536, num_heads=8, num_kv_heads=2,
+                         head_dim=64, ssm_dim=1024, ssm_heads=16, ssm_head_dim=64, ssm_state=64, chunk_size=64,
+                         **_FALCON_H1_MULTIPLIERS),
+    # the published Falcon-H1-0.5B shape (instantiated on the meta device in tests, not trained here)
+    "falcon-h1-0.5b": ModelConfig(vocab_size=32784, hidden_size=1024, num_layers=36, intermediate_size=2048,
+                                  num_heads=8, num_kv_heads=2, head_dim=64, ssm_dim=1536, ssm_heads=24,
+                                  ssm_head_dim=64, ssm_state=128, chunk_size=128, ssm_norm=False,
+                                  **_FALCON_H1_MULTIPLIERS),
+}
+
+
+def named_config(name: str, **overrides) -> ModelConfig:
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown model config {name!r}; named configs: {', '.join(CONFIGS)}")
+    return replace(CONFIGS[name], **overrides)
+
+
+# ---------------------------------------------------------------------------------------- layers
+class Linear(nn.Linear):
+    """nn.Linear with optional learnable multipliers: y = s * diag(r) W diag(c) x (+ b scaled by
+    s * r). The multipliers start at 1; their parameters are named `multiplier_*` so the optimiser
+    puts them in their own group."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, kinds: tuple[str, ...] = ()):
+        super().__init__(in_features, out_features, bias=bias)
+        self.multiplier_scalar = nn.Parameter(torch.ones(1)) if "scalar" in kinds else None
+        self.multiplier_row = nn.Parameter(torch.ones(out_features)) if "row" in kinds else None
+        self.multiplier_col = nn.Parameter(torch.ones(in_features)) if "col" in kinds else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.multiplier_col is not None:
+            x = x * self.multiplier_col
+        y = F.linear(x, self.weight, self.bias)
+        if self.multiplier_row is not None:
+            y = y * self.multiplier_row
+        if self.multiplier_scalar is not None:
+            y = y * self.multiplier_scalar
+        return y
+
+    @torch.no_grad()
+    def fold_multipliers(self) -> None:
+        """W <- s diag(r) W diag(c), b <- s r b; the multipliers are removed."""
+        row = torch.ones(self.out_features, dtype=self.weight.dtype, device=self.weight.device)
+        if self.multiplier_row is not None:
+            row = row * self.multiplier_row
+        if self.multiplier_scalar is not None:
+            row = row * self.multiplier_scalar
+        self.weight.mul_(row[:, None])
+        if self.multiplier_col is not None:
+            self.weight.mul_(self.multiplier_col[None, :])
+        if self.bias is not None:
+            self.bias.mul_(row)
+        self.multiplier_scalar = self.multiplier_row = self.multiplier_col = None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba-2's output norm, per group of channels, with the silu(z) gate before or after it."""
+
+    def __init__(self, size: int, groups: int, eps: float, norm_before_gate: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.groups, self.eps, self.norm_before_gate = groups, eps, norm_before_gate
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        if not self.norm_before_gate:
+            x = x * F.silu(z.float())
+        grouped = x.view(*x.shape[:-1], self.groups, -1)
+        grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
+        x = self.weight * grouped.view_as(x)
+        if self.norm_before_gate:
+            x = x * F.silu(z.float())
+        return x.to(dtype)
+
+
+def rope_tables(head_dim: int, theta: float, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (length, head_dim), rotate-half layout."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+@dataclass
+class LayerCache:
+    """Decoding state of one block: attention keys/values, the conv window and the SSM state."""
+
+    keys: torch.Tensor | None = None  # (batch, kv_heads, length, head_dim)
+    values: torch.Tensor | None = None
+    conv: torch.Tensor | None = None  # (batch, conv_dim, conv_width - 1)
+    ssm: torch.Tensor | None = None  # (batch, ssm_heads, ssm_head_dim, ssm_state), float32
+
+
+@dataclass
+class InferenceCache:
+    layers: list[LayerCache] = field(default_factory=list)
+    length: int = 0  # tokens consumed so far
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search, dropping finished sequences)."""
+        for layer in self.layers:
+            for name in ("keys", "values", "conv", "ssm"):
+                value = getattr(layer, name)
+                if value is not None:
+                    setattr(layer, name, value.index_select(0, index))
+
+
+class Attention(nn.Module):
+    def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.key_multiplier = c.key_multiplier
+        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, kinds=kinds["q_proj"])
+        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["k_proj"])
+        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["v_proj"])
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, kinds=kinds["o_proj"])
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                cache: LayerCache | None = None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        k = (self.k_proj(x) * self.key_multiplier).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            if cache.keys is not None:
+                k, v = torch.cat([cache.keys, k], dim=2), torch.cat([cache.values, v], dim=2)
+            cache.keys, cache.values = k, v
+        out = attention(q, k, v, scale=self.head_dim ** -0.5)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))
+
+
+def mup_vector(c: ModelConfig) -> torch.Tensor:
+    """Falcon-H1's per-channel multipliers of the mixer's in_proj output: z, x, B, C, dt."""
+    sizes = (c.ssm_dim, c.ssm_dim, c.ssm_groups * c.ssm_state, c.ssm_groups * c.ssm_state, c.ssm_heads)
+    return torch.cat([torch.full((n,), float(m)) for n, m in zip(sizes, c.ssm_multipliers)])
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.c = c
+        self.in_proj = Linear(c.hidden_size, 2 * c.ssm_dim + 2 * c.ssm_groups * c.ssm_state + c.ssm_heads,
+                              kinds=kinds["in_proj"])
+        self.conv1d = nn.Conv1d(c.conv_dim, c.conv_dim, c.conv_width, groups=c.conv_dim, bias=True)
+        self.dt_bias = nn.Parameter(torch.zeros(c.ssm_heads))
+        self.A_log = nn.Parameter(torch.zeros(c.ssm_heads))
+        self.D = nn.Parameter(torch.ones(c.ssm_heads))
+        self.norm = GatedRMSNorm(c.ssm_dim, c.ssm_groups, c.rms_eps, c.ssm_norm_before_gate) if c.ssm_norm else None
+        self.out_proj = Linear(c.ssm_dim, c.hidden_size, kinds=kinds["out_proj"])
+        self.register_buffer("mup_vector", mup_vector(c), persistent=False)
+
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        c = self.c
+        batch, length, _ = x.shape
+        zxbcdt = self.in_proj(x * c.ssm_in_multiplier) * self.mup_vector.to(x.dtype)
+        z, xbc, dt = zxbcdt.split([c.ssm_dim, c.conv_dim, c.ssm_heads], dim=-1)
+        weight = self.conv1d.weight.squeeze(1)
+        step = cache is not None and cache.ssm is not None and length == 1
+        if step:
+            xbc, cache.conv = causal_conv1d_step_ref(cache.conv, xbc[:, 0], weight, self.conv1d.bias)
+            xbc = xbc[:, None]
+        else:
+            xbc, conv_state = causal_conv1d(xbc.transpose(1, 2), weight, self.conv1d.bias,
+                                            None if cache is None else cache.conv)
+            xbc = xbc.transpose(1, 2)
+            if cache is not None:
+                cache.conv = conv_state
+        xs, B, C = xbc.split([c.ssm_dim, c.ssm_groups * c.ssm_state, c.ssm_groups * c.ssm_state], dim=-1)
+        dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*c.dt_limit)
+        A = -torch.exp(self.A_log.float())
+        if step:
+            y, cache.ssm = ssd_step_ref(cache.ssm, xs[:, 0].view(batch, c.ssm_heads, c.ssm_head_dim), dt[:, 0], A,
+                                        B[:, 0].view(batch, c.ssm_groups, c.ssm_state),
+                                        C[:, 0].view(batch, c.ssm_groups, c.ssm_state), self.D)
+            y = y[:, None]
+        else:
+            y, final = ssd(xs.view(batch, length, c.ssm_heads, c.ssm_head_dim), dt, A,
+                           B.view(batch, length, c.ssm_groups, c.ssm_state),
+                           C.view(batch, length, c.ssm_groups, c.ssm_state), c.chunk_size, self.D,
+                           None if cache is None else cache.ssm)
+            if cache is not None:
+                cache.ssm = final.float()
+        y = y.reshape(batch, length, c.ssm_dim)
+        y = self.norm(y, z) if self.norm is not None else y * F.silu(z)
+        return self.out_proj(y.to(x.dtype))
+
+
+class MLP(nn.Module):
+    def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.gate_multiplier, self.down_multiplier = c.mlp_multipliers
+        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, kinds=kinds["gate_proj"])
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, kinds=kinds["up_proj"])
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, kinds=kinds["down_proj"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.up_proj(x) * F.silu(self.gate_proj(x) * self.gate_multiplier)) * self.down_multiplier
+
+
+class Block(nn.Module):
+    def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.c = c
+        self.norm = RMSNorm(c.hidden_size, c.rms_eps)
+        self.mamba = Mamba2Mixer(c, kinds) if c.uses_mamba else None
+        self.attn = Attention(c, kinds) if c.uses_attention else None
+        self.ff_norm = RMSNorm(c.hidden_size, c.rms_eps)
+        self.mlp = MLP(c, kinds)
+
+    def forward(self, x: torch.Tensor, rope, cache: LayerCache | None = None) -> torch.Tensor:
+        h = self.norm(x)
+        mixed = 0
+        if self.mamba is not None:
+            mixed = self.mamba(h, cache) * self.c.ssm_out_multiplier
+        if self.attn is not None:
+            mixed = mixed + self.attn(h * self.c.attention_in_multiplier, rope, cache) * self.c.attention_out_multiplier
+        x = x + mixed
+        return x + self.mlp(self.ff_norm(x))
+
+
+# ------------------------------------------------------------------------------------------ model
+class HybridLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        kinds = {m: tuple(config.learnable_multipliers) if m in config.learnable_matrices else () for m in MATRICES}
+        self.embed = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList([Block(c, kinds) for _ in range(c.num_layers)])
+        self.final_norm = RMSNorm(c.hidden_size, c.rms_eps)
+        self.lm_head = Linear(c.hidden_size, c.vocab_size, kinds=kinds["lm_head"])
+        if self.embed.weight.device.type != "meta":
+            self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Normal(0, init_std) matrices; Mamba-2's dt (log-uniform in [dt_min, dt_max], stored as
+        its softplus inverse), A in [1, 16], D = 1; norms and multipliers at 1."""
+        c = self.config
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * c.init_std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Conv1d):
+                bound = 1.0 / math.sqrt(module.weight.shape[-1])
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 2 * bound - bound)
+                module.bias.zero_()
+            if isinstance(module, Mamba2Mixer):
+                u = torch.rand(c.ssm_heads, generator=generator)
+                dt = torch.exp(u * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min)).clamp(min=1e-4)
+                module.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+                module.A_log.copy_(torch.log(1 + 15 * torch.rand(c.ssm_heads, generator=generator)))
+                module.D.fill_(1.0)
+        for name, param in self.named_parameters():
+            if name.rsplit(".", 1)[-1].startswith("multiplier_") or name.endswith("norm.weight"):
+                param.fill_(1.0)
+
+    def new_cache(self) -> InferenceCache:
+        return InferenceCache([LayerCache() for _ in self.layers])
+
+    def forward(self, tokens: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+        """Logits (batch, length, vocab). With a cache, consumes the tokens after those already in it."""
+        c = self.config
+        start = 0 if cache is None else cache.length
+        x = self.embed(tokens) * c.embedding_multiplier
+        rope = (rope_tables(c.head_dim, c.rope_theta, torch.arange(start, start + tokens.shape[1], device=tokens.device))
+                if c.uses_attention else None)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.length += tokens.shape[1]
+        return self.lm_head(self.final_norm(x)) * c.lm_head_multiplier
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy over the positions where mask is 1 (all by default)."""
+        logits = self(tokens).float()
+        losses = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        if mask is None:
+            return losses.mean()
+        mask = mask.reshape(-1).to(losses.dtype)
+        return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One decoding step: tokens (batch,) -> next-token logits (batch, vocab)."""
+        return self(tokens[:, None], cache)[:, -1]
+
+    @torch.no_grad()
+    def fold_multipliers(self) -> None:
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.fold_multipliers()
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        return total - self.embed.weight.numel() if exclude_embeddings else total
+
+
+def flops_per_token(c: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward): 6 per matrix parameter, plus the
+    sequence mixing that parameters do not count: causal attention scores and values (2 matmuls
+    of seq_len/2 average length), and the SSD scan's intra-chunk (chunk/2 average) and state terms."""
+    matrices = c.hidden_size * c.vocab_size  # lm_head (the embedding lookup is not a matmul)
+    per_layer = 3 * c.hidden_size * c.intermediate_size
+    mixing = 0.0
+    if c.uses_attention:
+        per_layer += c.hidden_size * (2 * c.num_heads + 2 * c.num_kv_heads) * c.head_dim
+        mixing += 2 * 2 * c.num_heads * c.head_dim * seq_len / 2
+    if c.uses_mamba:
+        per_layer += c.hidden_size * (2 * c.ssm_dim + 2 * c.ssm_groups * c.ssm_state + c.ssm_heads)
+        per_layer += c.ssm_dim * c.hidden_size
+        chunk = min(c.chunk_size, seq_len)
+        mixing += 2 * c.ssm_heads * (chunk / 2) * (c.ssm_state + c.ssm_head_dim)  # C.B^T and weights.x
+        mixing += 2 * 3 * c.ssm_dim * c.ssm_state  # chunk states in and out, state carry
+    return 6.0 * (matrices + c.num_layers * per_layer) + 3.0 * c.num_layers * mixing

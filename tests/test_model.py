@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codemill.training.model import ConfigError, HybridLM, ModelConfig, flops_per_token, named_config
+from codemill.training.model import (
+    ConfigError,
+    HybridLM,
+    ModelConfig,
+    flops_per_token,
+    named_config,
+)
 
 
 def _model(**overrides) -> HybridLM:

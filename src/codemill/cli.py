@@ -21,6 +21,8 @@ commands:
   tokenizer  train a byte-level BPE code tokenizer: `codemill tokenizer train IN --out DIR`
   tokenize   decontaminate, build repository-context FIM documents, write Megatron .bin/.idx shards
   trace      which file a token came from: `codemill trace SHARD_PREFIX TOKEN_INDEX`
+  train      train the hybrid attention + Mamba-2 model on the token shards (torchrun for several processes)
+  export-hf  write a trained checkpoint as a Hugging Face FalconH1 model (transformers loads it)
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
 
 Run `codemill COMMAND --help` for the options of a command.
@@ -81,11 +83,10 @@ def _load_config_section(path: str | None, section_name: str, config_class):
 def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     import dataclasses
 
+    from codemill.curation.config import CurationConfig
     from codemill.curation.optout import OptOutList
     from codemill.curation.sources import SourceError, plan_sources
     from codemill.pipelines.curate import run_curation
-
-    from codemill.curation.config import CurationConfig
 
     config = _load_config_section(args.config, "curate", CurationConfig)
     changes: dict = {}
@@ -117,8 +118,8 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
-    from codemill.pipelines.outputs import IncompleteOutputError
     from codemill.pipelines.dedup import NotConvergedError
+    from codemill.pipelines.outputs import IncompleteOutputError
 
     try:
         result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers)
@@ -161,8 +162,8 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     import dataclasses
 
     from codemill.dedup.config import DedupConfig
-    from codemill.pipelines.outputs import IncompleteOutputError
     from codemill.pipelines.dedup import NotConvergedError, run_dedup
+    from codemill.pipelines.outputs import IncompleteOutputError
 
     config = _load_config_section(args.config, "dedup", DedupConfig)
     changes = {name: getattr(args, name) for name in
@@ -304,6 +305,68 @@ def _manifest_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from codemill.training.checkpoint import CheckpointCorrupt
+    from codemill.training.data import DataError
+    from codemill.training.loop import TrainConfig, TrainingAborted, train
+    from codemill.training.model import ConfigError
+
+    config = _load_config_section(args.config, "train", TrainConfig)
+    changes: dict = {}
+    for name in ("model", "steps", "micro_batch", "grad_accum", "seed", "log_every", "checkpoint_every", "parallel"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.out is not None:
+        changes["out_dir"] = args.out
+    if args.data is not None or args.seq_len is not None:
+        data = dataclasses.replace(config.data, **{k: v for k, v in (("path", args.data), ("seq_len", args.seq_len))
+                                                   if v is not None})
+        changes["data"] = data
+    optim = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("schedule", args.schedule),
+                               ("warmup_steps", args.warmup)) if v is not None}
+    if optim:
+        changes["optim"] = dataclasses.replace(config.optim, **optim)
+    if args.tensorboard:
+        changes["tensorboard"] = True
+    try:
+        config = dataclasses.replace(config, **changes)
+        if not config.data.path:
+            raise ValueError("no training data: give --data (a `codemill tokenize` output) or data.path in --config")
+        result = train(config)
+    except (ValueError, ConfigError, DataError, CheckpointCorrupt, FileNotFoundError) as err:
+        print(f"codemill train: {err}", file=sys.stderr)
+        return 2
+    except TrainingAborted as err:
+        print(f"codemill train: aborted: {err}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = result.losses.get(result.last_step)
+        print(f"\ntrained to step {result.last_step}" + (f" (resumed from {result.resumed_from})" if result.resumed_from
+                                                         else "") +
+              (f", last loss {last:.4f}" if last is not None else "") +
+              f", {result.skipped_steps} steps skipped\n  checkpoints : {result.out_dir / 'checkpoints'}\n"
+              f"  metrics     : {result.out_dir / 'metrics.jsonl'}\n"
+              f"  export      : codemill export-hf {result.out_dir} OUT --tokenizer {config.data.path}/tokenizer")
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    from codemill.training.checkpoint import CheckpointCorrupt
+    from codemill.training.export_hf import CheckpointError, export_hf
+    from codemill.training.loop import load_model
+
+    try:
+        model = load_model(Path(args.checkpoint))
+        out = export_hf(model, Path(args.out), Path(args.tokenizer) if args.tokenizer else None)
+    except (CheckpointCorrupt, CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"codemill export-hf: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote a FalconH1 checkpoint to {out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codemill", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -393,6 +456,40 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("prefix", metavar="SHARD_PREFIX", help="a shard path without .bin/.idx")
     trace.add_argument("token_index", metavar="TOKEN_INDEX", type=int, help="0-based token position in the shard")
 
+    train = commands.add_parser(
+        "train", help="train the hybrid model on token shards",
+        description="Train the Falcon-H1-style hybrid model (attention and Mamba-2 in parallel in every block) on "
+                    "the shards of `codemill tokenize`. Resumes from the newest valid checkpoint in --out. For "
+                    "several processes: torchrun --nproc_per_node=N -m codemill.cli train ... (gloo on CPU).",
+        epilog="Every setting can also come from --config (YAML, optionally under 'train:'): out_dir, model, "
+               "model_overrides (any model field), data {path, seq_len, seed}, optim {optimizer, lr, schedule, "
+               "warmup_steps, decay_fraction, weight_decay, multiplier_weight_decay, grad_clip, mup_base_width, ...}, "
+               "steps, micro_batch, grad_accum, checkpoint_every, keep_checkpoints, max_bad_steps, parallel, "
+               "tensorboard, peak_flops.")
+    train.add_argument("--config", help="YAML training config")
+    train.add_argument("--data", help="a `codemill tokenize` output directory (or its blend.json)")
+    train.add_argument("--out", help="run directory: checkpoints, metrics.jsonl (default runs/train)")
+    train.add_argument("--model", help="named model config: tiny, small, falcon-h1-0.5b (default small)")
+    train.add_argument("--steps", type=int, help="optimizer steps (default 300)")
+    train.add_argument("--seq-len", type=int, help="tokens per sample (default 512)")
+    train.add_argument("--micro-batch", type=int, help="samples per micro-batch per process (default 8)")
+    train.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    train.add_argument("--optimizer", choices=("adamw", "muon"), help="muon: Muon for hidden matrices (default adamw)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
+    train.add_argument("--schedule", choices=("wsd", "cosine", "constant"), help="default wsd")
+    train.add_argument("--warmup", type=int, help="warmup steps (default 20)")
+    train.add_argument("--seed", type=int, help="model init seed (default 0)")
+    train.add_argument("--log-every", type=int, help="steps between metric lines (default 10)")
+    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
+    train.add_argument("--parallel", choices=("ddp", "fsdp"), help="data parallelism under torchrun (default ddp)")
+    train.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
+
+    export = commands.add_parser("export-hf", help="write a checkpoint as a Hugging Face FalconH1 model")
+    export.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
+                        help="a run directory (its newest valid checkpoint) or one checkpoint directory")
+    export.add_argument("out", metavar="OUT", help="output directory (config.json, model.safetensors, tokenizer)")
+    export.add_argument("--tokenizer", help="tokenizer.json or its folder, saved with the model")
+
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
     verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
@@ -419,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         return _tokenizer_train(args)
     if args.command == "trace":
         return _trace(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "export-hf":
+        return _export_hf(args)
     parser.print_help()
     return 0 if args.command is None else 2
 

@@ -135,7 +135,12 @@ def export_hf(model: HybridLM, out_dir: Path, tokenizer_path: Path | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     special: dict[str, int | None] = {}
     if tokenizer_path is not None:
-        from codemill.tokenize.tokenizer import EOS, FIM_PAD, load_tokenizer, save_for_transformers
+        from codemill.tokenize.tokenizer import (
+            EOS,
+            FIM_PAD,
+            load_tokenizer,
+            save_for_transformers,
+        )
 
         tokenizer = load_tokenizer(Path(tokenizer_path))
         if tokenizer.get_vocab_size() > model.config.vocab_size:

@@ -26,7 +26,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from codemill.training.kernels import attention, causal_conv1d, causal_conv1d_step_ref, ssd, ssd_step_ref
+from codemill.settings import reject_unknown
+from codemill.training.kernels import (
+    attention,
+    causal_conv1d,
+    causal_conv1d_step_ref,
+    ssd,
+    ssd_step_ref,
+)
 
 MIXERS = ("hybrid", "mamba", "attention")
 MULTIPLIER_KINDS = ("scalar", "row", "col")
@@ -132,10 +139,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown model config field(s) {sorted(unknown)}")
+        reject_unknown(cls, values, "model")
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**fixed)
 
@@ -449,12 +453,7 @@ class HybridLM(nn.Module):
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy over the positions where mask is 1 (all by default)."""
-        logits = self(tokens).float()
-        losses = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-        if mask is None:
-            return losses.mean()
-        mask = mask.reshape(-1).to(losses.dtype)
-        return (losses * mask).sum() / mask.sum().clamp(min=1)
+        return masked_cross_entropy(self(tokens), targets, mask)
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
@@ -470,6 +469,16 @@ class HybridLM(nn.Module):
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())
         return total - self.embed.weight.numel() if exclude_embeddings else total
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy (in float32) over the positions where mask is 1."""
+    logits = logits.float()
+    losses = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    if mask is None:
+        return losses.mean()
+    mask = mask.reshape(-1).to(losses.dtype)
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
 def flops_per_token(c: ModelConfig, seq_len: int) -> float:

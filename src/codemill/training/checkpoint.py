@@ -1,0 +1,136 @@
+"""Checkpoints: atomic, verified, pruned.
+
+    <run>/checkpoints/step-00000100/
+        model.pt     full model state dict (multipliers unfolded: training continues from it)
+        optim.pt     full optimiser state (every optimiser of the run)
+        rng.pt       Python, numpy and torch RNG states of every rank
+        state.json   steps done, samples consumed, skipped steps, the run's configs
+        MANIFEST.json  size and sha256 of every file above; written last
+
+A checkpoint is written into a temporary directory and renamed into place, so a crash leaves either
+the previous checkpoint or the new one, never half of one. On resume the newest checkpoint whose
+manifest checks out is used; a corrupt or partial one is reported (which file, why) and skipped for
+the one before it. The last `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+FILES = ("model.pt", "optim.pt", "rng.pt", "state.json")
+
+
+class CheckpointCorrupt(RuntimeError):
+    """A checkpoint directory whose files do not match its manifest (names the file and why)."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: dict
+    optim: dict
+    rng: list
+    state: dict
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: Path, step: int, model_state: dict, optim_state: dict, rng: list, state: dict,
+                    keep: int = 3) -> Path:
+    """Write checkpoint `step` atomically and prune to the last `keep`; returns its directory."""
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        torch.save(model_state, tmp / "model.pt")
+        torch.save(optim_state, tmp / "optim.pt")
+        torch.save(rng, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str))
+        manifest = {}
+        for name in FILES:
+            _fsync(tmp / name)
+            manifest[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=2))
+        _fsync(tmp / MANIFEST)
+        if final.exists():  # the same step written again (a resumed run re-reaching it)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def verify(path: Path) -> dict:
+    """The manifest of a complete, unaltered checkpoint; CheckpointCorrupt otherwise."""
+    manifest_file = path / MANIFEST
+    if not manifest_file.exists():
+        raise CheckpointCorrupt(f"{path}: no {MANIFEST} (the write did not finish)")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointCorrupt(f"{manifest_file}: not JSON ({err.msg})") from None
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.exists():
+            raise CheckpointCorrupt(f"{file}: missing")
+        if file.stat().st_size != expected["bytes"]:
+            raise CheckpointCorrupt(f"{file}: {file.stat().st_size} bytes, the manifest says {expected['bytes']} "
+                                    "(truncated?)")
+        if _sha256(file) != expected["sha256"]:
+            raise CheckpointCorrupt(f"{file}: contents differ from the manifest's sha256 (corrupted)")
+    if set(manifest.get("files", {})) != set(FILES):
+        raise CheckpointCorrupt(f"{manifest_file}: lists {sorted(manifest.get('files', {}))}, expected {list(FILES)}")
+    return manifest
+
+
+def load_latest(run_dir: Path) -> Checkpoint | None:
+    """The newest valid checkpoint of the run (None when it has none); corrupt ones are skipped
+    with a warning naming the problem."""
+    root = checkpoint_dir(run_dir)
+    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.exists() else []
+    problems = []
+    for path in candidates:
+        try:
+            verify(path)
+            return Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True),
+                              torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
+                              torch.load(path / "rng.pt", map_location="cpu", weights_only=False),
+                              json.loads((path / "state.json").read_text()))
+        except (CheckpointCorrupt, OSError, RuntimeError, ValueError) as err:
+            problems.append(str(err))
+            log.warning("checkpoint %s is unusable (%s); trying the one before it", path.name, err)
+    if problems:
+        raise CheckpointCorrupt(f"no usable checkpoint under {root}: " + "; ".join(problems))
+    return None

@@ -1,0 +1,111 @@
+"""Training samples from the tokenize stage's shards, through megatron-core's own datasets.
+
+`codemill tokenize` writes Megatron .bin/.idx shards and a blend (weights per shard prefix). Here
+megatron-core's BlendedMegatronDatasetBuilder turns that blend into a BlendedDataset of
+GPTDatasets: documents packed end to end into samples of seq_len + 1 tokens, shuffled by a seed,
+mixed by the blend's weights. Using Megatron's reader rather than our own guarantees the shards mean
+to us what they mean to Megatron-LM, and gives its deterministic order for free: sample i is the
+same on every run and every machine, so a run resumes by asking for the samples after the last
+one it consumed, and data-parallel ranks take disjoint slices of each global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codemill.settings import reject_unknown
+
+
+class DataError(ValueError):
+    """Training data that cannot be used (names the path and the reason)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""  # a `codemill tokenize` output directory, or its blend.json
+    seq_len: int = 512
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 2:
+            raise ValueError(f"data seq_len must be >= 2, got {self.seq_len}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DataConfig:
+        reject_unknown(cls, values, "data")
+        return cls(**values)
+
+
+def _locate(path: Path) -> tuple[dict, Path]:
+    """(blend, tokenizer directory) of a tokenize output or a blend.json inside one."""
+    blend_file = path / "blend.json" if path.is_dir() else path
+    if not blend_file.exists():
+        raise DataError(f"{path}: no blend.json; give the output directory of `codemill tokenize` or its blend.json")
+    try:
+        blend = json.loads(blend_file.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{blend_file} is not JSON ({err.msg})") from None
+    if not blend.get("prefixes"):
+        raise DataError(f"{blend_file} lists no shard prefixes")
+    missing = [p for p in blend["prefixes"] if not (Path(p + ".bin").exists() and Path(p + ".idx").exists())]
+    if missing:
+        raise DataError(f"{blend_file}: shard(s) {missing[:3]} have no .bin/.idx (moved or deleted?)")
+    return blend, blend_file.parent / "tokenizer"
+
+
+class PackedSamples:
+    """`num_samples` samples of seq_len + 1 tokens; `batch(start, size)` gives (inputs, targets,
+    loss mask) for samples start .. start + size - 1 as torch tensors."""
+
+    def __init__(self, config: DataConfig, num_samples: int) -> None:
+        from codemill.tokenize.tokenizer import EOS, FIM_PAD, load_tokenizer
+
+        blend, tokenizer_dir = _locate(Path(config.path))
+        tokenizer = load_tokenizer(tokenizer_dir)
+        self.vocab_size = tokenizer.get_vocab_size()
+        with warnings.catch_warnings():  # megatron-core warns about Transformer Engine / Apex on import
+            warnings.simplefilter("ignore")
+            from megatron.core.datasets.blended_megatron_dataset_builder import (
+                BlendedMegatronDatasetBuilder,
+            )
+            from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+        class TokenizerView:  # what GPTDataset asks of a tokenizer
+            eod = tokenizer.token_to_id(EOS)
+            pad = tokenizer.token_to_id(FIM_PAD)
+            vocab_size = tokenizer.get_vocab_size()
+            unique_identifiers = OrderedDict({"class": "codemill", "tokenizer": str(tokenizer_dir)})
+
+        megatron_config = GPTDatasetConfig(
+            random_seed=config.seed, sequence_length=config.seq_len, blend=(blend["prefixes"], blend["weights"]),
+            split="1,0,0", tokenizer=TokenizerView(), reset_position_ids=False, reset_attention_mask=False,
+            eod_mask_loss=False, path_to_cache=None)
+        quiet = logging.getLogger("megatron")  # it reports index building (and not caching it) per dataset
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self.dataset, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, 0, 0], lambda: True,
+                                                               megatron_config).build()
+        finally:
+            quiet.setLevel(level)
+        if self.dataset is None or len(self.dataset) < num_samples:
+            raise DataError(f"{config.path}: megatron-core built {0 if self.dataset is None else len(self.dataset)} "
+                            f"samples, {num_samples} were asked for")
+        self.num_samples = num_samples
+
+    def batch(self, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if start + size > self.num_samples:
+            raise IndexError(f"samples {start}..{start + size - 1} asked of {self.num_samples}")
+        samples = [self.dataset[i] for i in range(start, start + size)]
+        inputs = torch.from_numpy(np.stack([s["tokens"] for s in samples]).astype(np.int64))
+        targets = torch.from_numpy(np.stack([s["labels"] for s in samples]).astype(np.int64))
+        mask = torch.from_numpy(np.stack([s["loss_mask"] for s in samples]).astype(np.float32))
+        return inputs, targets, mask

@@ -1,0 +1,318 @@
+"""The training loop: `codemill train`.
+
+One step = `grad_accum` micro-batches of `micro_batch` samples on each of `world` ranks (global
+batch = micro_batch x grad_accum x world samples of seq_len tokens); sample numbers follow from the
+step alone, so a resumed run reads exactly the samples the uninterrupted run would have. A step
+whose loss or gradient norm is not finite is skipped (gradients dropped, logged) and the run aborts
+after `max_bad_steps` of them. Metrics go to <out>/metrics.jsonl (and TensorBoard when asked);
+checkpoints to <out>/checkpoints every `checkpoint_every` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codemill.settings import reject_unknown
+from codemill.training.checkpoint import load_latest, save_checkpoint
+from codemill.training.data import DataConfig, PackedSamples
+from codemill.training.distributed import (
+    DistEnv,
+    all_mean,
+    gather_objects,
+    init_distributed,
+    no_gradient_sync,
+    parallelize,
+    shutdown,
+)
+from codemill.training.model import (
+    HybridLM,
+    ModelConfig,
+    flops_per_token,
+    masked_cross_entropy,
+    named_config,
+)
+from codemill.training.optim import OptimConfig, Optimizers
+
+log = logging.getLogger(__name__)
+
+
+class TrainingAborted(RuntimeError):
+    """The run stopped itself (too many non-finite steps); says how many and where."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs/train"
+    model: str = "small"  # a named config (tiny, small, falcon-h1-0.5b)
+    model_overrides: dict = field(default_factory=dict)  # any ModelConfig field
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 300
+    micro_batch: int = 8
+    grad_accum: int = 1
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 10
+    parallel: str = "ddp"  # with several ranks: ddp | fsdp
+    tensorboard: bool = False
+    peak_flops: float | None = None  # for MFU; measured (fp32 matmul) when not given
+    fail_after_step: int | None = None  # fault injection for resume tests: hard exit after this step
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "micro_batch", "grad_accum", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train {name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        reject_unknown(cls, values, "train")
+        kwargs = dict(values)
+        if isinstance(kwargs.get("data"), dict):
+            kwargs["data"] = DataConfig.from_dict(kwargs["data"])
+        if isinstance(kwargs.get("optim"), dict):
+            kwargs["optim"] = OptimConfig.from_dict(kwargs["optim"])
+        return cls(**kwargs)
+
+    def model_config(self, vocab_size: int | None = None) -> ModelConfig:
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
+        if vocab_size is not None and "vocab_size" not in overrides:
+            overrides["vocab_size"] = vocab_size
+        return named_config(self.model, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    losses: dict[int, float]  # step (1-based) -> loss, for the steps this process ran
+    last_step: int
+    resumed_from: int | None
+    skipped_steps: int
+
+
+def measure_matmul_peak(device: torch.device, seconds: float = 0.5) -> float:
+    """FLOP/s of a 2048^2 fp32 matmul here (bf16 on CUDA): the ceiling MFU is measured against."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    b = torch.randn(2048, 2048, device=device, dtype=dtype)
+    a @ b  # warm up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 2048 ** 3 * count / (time.perf_counter() - start)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Metrics:
+    def __init__(self, out_dir: Path, env: DistEnv, tensorboard: bool) -> None:
+        self.env = env
+        self.file = open(out_dir / "metrics.jsonl", "a") if env.main else None  # noqa: SIM115  lives with the run
+        self.board = None
+        if tensorboard and env.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RuntimeError("tensorboard logging was asked for but the tensorboard package is not installed "
+                                   "(pip install tensorboard)") from None
+            self.board = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.board is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.board.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _progress(total: int, initial: int, env: DistEnv):
+    from tqdm import tqdm
+
+    disable = not env.main or os.environ.get("CODEMILL_PROGRESS", "1") == "0"
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=disable)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    env = init_distributed()
+    try:
+        return _train(config, env)
+    finally:
+        shutdown(env)
+
+
+def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
+    out_dir = Path(config.out_dir)
+    if env.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    global_batch = config.micro_batch * config.grad_accum * env.world
+    data = PackedSamples(config.data, config.steps * global_batch)
+    model_config = config.model_config(vocab_size=data.vocab_size)
+    if data.vocab_size > model_config.vocab_size:
+        raise ValueError(f"the data's tokenizer has {data.vocab_size} tokens but the model's vocabulary is "
+                         f"{model_config.vocab_size}")
+    model = HybridLM(model_config).to(env.device)
+    model.reset_parameters(seed=config.seed)
+    model = parallelize(model, env, config.parallel)
+    optimizers = Optimizers(model, config.optim, model_config.hidden_size)
+    if env.main:
+        (out_dir / "config.json").write_text(json.dumps({"train": config.to_dict(), "model": model_config.to_dict()},
+                                                        indent=2, default=str))
+
+    start_step, skipped, resumed_from = 0, 0, None
+    checkpoint = load_latest(out_dir)
+    if checkpoint is not None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_state_dict,
+        )
+
+        set_state_dict(model, optimizers.optimizers, model_state_dict=checkpoint.model,
+                       optim_state_dict=checkpoint.optim, options=StateDictOptions(full_state_dict=True))
+        start_step = resumed_from = checkpoint.state["step"]
+        skipped = checkpoint.state.get("skipped_steps", 0)
+        rng = checkpoint.rng
+        _set_rng_state(rng[env.rank] if env.rank < len(rng) else rng[0])
+        if env.main:
+            log.info("resuming from %s (step %d)", checkpoint.path, start_step)
+    if start_step >= config.steps:
+        return TrainResult(out_dir, {}, start_step, resumed_from, skipped)
+
+    peak = config.peak_flops or measure_matmul_peak(env.device)
+    flops_token = flops_per_token(model_config, config.data.seq_len)
+    metrics = _Metrics(out_dir, env, config.tensorboard)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if env.device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    losses: dict[int, float] = {}
+    tokens_since, time_since = 0, time.perf_counter()
+    bar = _progress(config.steps, start_step, env)
+    step = start_step
+    try:
+        for step in range(start_step, config.steps):
+            lr_factor = optimizers.set_step(step, config.steps)
+            loss_sum = torch.zeros((), device=env.device)
+            for micro in range(config.grad_accum):
+                first = step * global_batch + (micro * env.world + env.rank) * config.micro_batch
+                inputs, targets, mask = (t.to(env.device) for t in data.batch(first, config.micro_batch))
+                sync = micro == config.grad_accum - 1
+                with no_gradient_sync(model) if not sync else contextlib.nullcontext(), autocast:
+                    # Through the wrapper's __call__, so DDP / FSDP2 hooks run.
+                    loss = masked_cross_entropy(model(inputs), targets, mask)
+                    (loss / config.grad_accum).backward()
+                loss_sum += loss.detach() / config.grad_accum
+            loss_value = float(all_mean(loss_sum, env))
+            grad_norm = optimizers.clip() if math.isfinite(loss_value) else math.nan
+            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+                optimizers.zero_grad()
+                skipped += 1
+                metrics.write({"step": step + 1, "skipped": True, "loss": loss_value, "grad_norm": grad_norm,
+                               "skipped_total": skipped})
+                log.warning("step %d: loss %s, grad norm %s: step skipped (%d so far)", step + 1, loss_value,
+                            grad_norm, skipped)
+                if skipped > config.max_bad_steps:
+                    raise TrainingAborted(f"{skipped} steps had a non-finite loss or gradient (the last at step "
+                                          f"{step + 1}), more than max_bad_steps={config.max_bad_steps}; lower the "
+                                          "learning rate or check the data, then resume from the last checkpoint")
+            else:
+                optimizers.step()
+                optimizers.zero_grad()
+            losses[step + 1] = loss_value
+            tokens_since += global_batch * config.data.seq_len
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                elapsed = time.perf_counter() - time_since
+                tokens_per_s = tokens_since / elapsed
+                metrics.write({"step": done, "loss": loss_value, "lr": config.optim.lr * lr_factor,
+                               "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                               "mfu": tokens_per_s * flops_token / (peak * env.world), "skipped_total": skipped})
+                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                tokens_since, time_since = 0, time.perf_counter()
+            bar.update(1)
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                _checkpoint(out_dir, done, model, optimizers, env, config, model_config, skipped)
+            if config.fail_after_step is not None and done == config.fail_after_step:
+                os._exit(17)  # a crash: no cleanup, no final checkpoint
+    finally:
+        bar.close()
+        metrics.close()
+    return TrainResult(out_dir, losses, step + 1, resumed_from, skipped)
+
+
+def _checkpoint(out_dir: Path, step: int, model, optimizers: Optimizers, env: DistEnv, config: TrainConfig,
+                model_config: ModelConfig, skipped: int) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizers.optimizers,
+                                              options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    rng = gather_objects(_rng_state(), env)
+    if env.main:
+        state = {"step": step, "samples": step * config.micro_batch * config.grad_accum * env.world,
+                 "skipped_steps": skipped, "world": env.world, "train": config.to_dict(),
+                 "model": model_config.to_dict()}
+        save_checkpoint(out_dir, step, model_state, optim_state, rng, state, config.keep_checkpoints)
+    if env.world > 1:
+        torch.distributed.barrier()
+
+
+def load_model(run_or_checkpoint: Path) -> HybridLM:
+    """The model of a run directory (its newest valid checkpoint) or of one checkpoint directory."""
+    from codemill.training.checkpoint import Checkpoint, verify
+
+    path = Path(run_or_checkpoint)
+    if (path / "MANIFEST.json").exists():
+        verify(path)
+        checkpoint = Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True), {}, [],
+                                json.loads((path / "state.json").read_text()))
+    else:
+        checkpoint = load_latest(path)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (neither a run directory nor a checkpoint)")
+    model = HybridLM(ModelConfig.from_dict(checkpoint.state["model"]))
+    model.load_state_dict(checkpoint.model)
+    return model.eval()
+
+
+def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
+    return replace(config, **changes)

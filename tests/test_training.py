@@ -1,0 +1,168 @@
+"""The trainer: a falling loss, exact resume after a crash, corrupt checkpoints, non-finite steps,
+optimiser groups and schedules, and 2-process DDP / FSDP2 against one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from token_data import make_token_dataset
+
+from codemill.training.checkpoint import CheckpointCorrupt, load_latest
+from codemill.training.data import DataConfig, DataError, PackedSamples
+from codemill.training.loop import TrainConfig, TrainingAborted, train
+from codemill.training.model import HybridLM, named_config
+from codemill.training.optim import OptimConfig, Optimizers, lr_factor, parameter_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def token_data(tmp_path_factory) -> Path:
+    return make_token_dataset(tmp_path_factory.mktemp("tokens"))
+
+
+def _config(data: Path, out: Path, **changes) -> TrainConfig:
+    base = dict(out_dir=str(out), model="tiny", data=DataConfig(path=str(data), seq_len=64), steps=20, micro_batch=4,
+                log_every=1, checkpoint_every=5, optim=OptimConfig(warmup_steps=3, lr=3e-3), peak_flops=1e11)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def _run_subprocess(config: TrainConfig, expect_exit: int = 0) -> None:
+    """A run in a fresh process, as `codemill train` would be (a crash there kills only it)."""
+    code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
+            "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
+    values = config.to_dict()
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(values)], capture_output=True, text=True,
+                            env=dict(os.environ, CODEMILL_PROGRESS="0"), timeout=600)
+    assert result.returncode == expect_exit, result.stderr[-3000:]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows}
+
+
+def test_training_lowers_the_loss_and_logs_what_it_did(token_data: Path, tmp_path: Path) -> None:
+    result = train(_config(token_data, tmp_path / "run", steps=30, micro_batch=8, log_every=5, checkpoint_every=10,
+                           optim=OptimConfig(optimizer="muon", warmup_steps=3, lr=0.01)))
+    losses = list(result.losses.values())
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 and r["grad_norm"] > 0 and r["lr"] > 0 for r in rows)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step-00000010", "step-00000020", "step-00000030"]
+
+
+def test_resume_after_a_crash_gives_the_same_losses(token_data: Path, tmp_path: Path) -> None:
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    _run_subprocess(_config(token_data, straight))
+    _run_subprocess(_config(token_data, crashed, fail_after_step=12), expect_exit=17)  # killed after step 12
+    assert sorted(p.name for p in (crashed / "checkpoints").iterdir()) == ["step-00000005", "step-00000010"]
+    _run_subprocess(_config(token_data, crashed))  # resumes from step 10, redoes 11 and 12
+    expected, got = _losses(straight), _losses(crashed)
+    assert len(expected) == 20
+    for step in range(1, 21):
+        assert got[step] == expected[step], (step, got[step], expected[step])
+
+    # A corrupt newest checkpoint is reported and the one before it is used, with the same result.
+    again = tmp_path / "again"
+    shutil.copytree(crashed, again)
+    shutil.rmtree(again / "checkpoints" / "step-00000020")
+    (again / "metrics.jsonl").unlink()
+    model_file = again / "checkpoints" / "step-00000015" / "model.pt"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    assert load_latest(again).path.name == "step-00000010"
+    _run_subprocess(_config(token_data, again))
+    got = _losses(again)
+    assert [got[s] for s in range(11, 21)] == [expected[s] for s in range(11, 21)]
+
+
+def test_a_run_whose_checkpoints_are_all_corrupt_says_so(token_data: Path, tmp_path: Path) -> None:
+    train(_config(token_data, tmp_path / "run", steps=5))
+    (tmp_path / "run" / "checkpoints" / "step-00000005" / "optim.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointCorrupt, match="optim.pt: .* bytes, the manifest says"):
+        train(_config(token_data, tmp_path / "run", steps=10))
+
+
+def test_non_finite_steps_are_skipped_then_abort(token_data: Path, tmp_path: Path, monkeypatch) -> None:
+    import codemill.training.loop as loop
+
+    calls = {"n": 0}
+    real = loop.masked_cross_entropy
+
+    def sometimes_nan(logits, targets, mask=None):
+        calls["n"] += 1
+        loss = real(logits, targets, mask)
+        return loss * float("nan") if calls["n"] in (3, 7) else loss
+
+    monkeypatch.setattr(loop, "masked_cross_entropy", sometimes_nan)
+    result = train(_config(token_data, tmp_path / "run", steps=10, max_bad_steps=2))
+    assert result.skipped_steps == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("skipped")] == [3, 7]
+    calls["n"] = 0
+    with pytest.raises(TrainingAborted, match="more than max_bad_steps=1"):
+        train(_config(token_data, tmp_path / "run2", steps=10, max_bad_steps=1))
+
+
+def test_bad_training_data_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no blend.json"):
+        PackedSamples(DataConfig(path=str(tmp_path)), 10)
+    (tmp_path / "blend.json").write_text(json.dumps({"prefixes": [str(tmp_path / "gone")], "weights": [1.0]}))
+    with pytest.raises(DataError, match="have no .bin/.idx"):
+        PackedSamples(DataConfig(path=str(tmp_path)), 10)
+
+
+def test_schedules_groups_and_clipping() -> None:
+    wsd = OptimConfig(schedule="wsd", warmup_steps=10, decay_fraction=0.2, min_lr_ratio=0.1)
+    factors = [lr_factor(wsd, s, 100) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[79] == 1.0
+    assert factors[80] < 1.0 and factors[99] == pytest.approx(0.1)
+    cosine = OptimConfig(schedule="cosine", warmup_steps=0, min_lr_ratio=0.0)
+    assert lr_factor(cosine, 0, 100) == 1.0 and lr_factor(cosine, 50, 100) == pytest.approx(0.5)
+    model = HybridLM(named_config("tiny", vocab_size=64, learnable_multipliers=("scalar", "row")))
+    groups = parameter_groups(model)
+    assert {n for n, _ in groups["embedding"]} == {"embed.weight", "lm_head.weight"}
+    assert all(".multiplier_" in n for n, _ in groups["multiplier"]) and groups["multiplier"]
+    assert "layers.0.mamba.A_log" in {n for n, _ in groups["vector"]}
+    assert all(p.dim() == 2 for _, p in groups["matrix"])
+    optimizers = Optimizers(model, OptimConfig(optimizer="muon", grad_clip=1e-6), 128)
+    tokens = torch.randint(0, 64, (2, 16))
+    model.loss(tokens, tokens).backward()
+    multiplier_grads = [p.grad.clone() for _, p in groups["multiplier"]]
+    optimizers.clip()
+    assert all(torch.equal(p.grad, g) for (_, p), g in zip(groups["multiplier"], multiplier_grads))  # not clipped
+    assert all(p.grad.norm() < 1e-5 for _, p in groups["matrix"])  # clipped to the tiny limit
+    optimizers.step()
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(token_data: Path, tmp_path: Path, parallel: str) -> None:
+    single = tmp_path / "single"
+    _run_subprocess(_config(token_data, single, steps=6, micro_batch=4, checkpoint_every=6))
+    config = _config(token_data, tmp_path / "pair", steps=6, micro_batch=2, checkpoint_every=6, parallel=parallel)
+    code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
+            "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
+    script = tmp_path / "run_train.py"
+    script.write_text(code.replace("; ", "\n"))
+    with socket.socket() as probe:  # torchrun's --master_port=0 does not pick a port for both ranks
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                             str(script), json.dumps(config.to_dict())], capture_output=True, text=True,
+                            env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS="1"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = _losses(single), _losses(tmp_path / "pair")
+    assert len(two) == 6
+    for step in range(1, 7):
+        assert two[step] == pytest.approx(one[step], abs=2e-4), (step, two[step], one[step])

@@ -177,39 +177,52 @@ def named_config(name: str, **overrides) -> ModelConfig:
 
 # ---------------------------------------------------------------------------------------- layers
 class Linear(nn.Linear):
-    """nn.Linear with optional learnable multipliers: y = s * diag(r) W diag(c) x (+ b scaled by
-    s * r). The multipliers start at 1; their parameters are named `multiplier_*` so the optimiser
-    puts them in their own group."""
+    """nn.Linear whose effective weight is diag(scale * s * r) W diag(c):
+    - `scale`, a constant per output row (or scalar): the muP multipliers around this matrix
+      (Falcon-H1 applies them to activations; applied to the weight they cost a pass over the
+      weight instead of over every token's activations, and give the same function);
+    - learnable multipliers s (scalar), r (rows), c (columns), starting at 1, named `multiplier_*`
+      so the optimiser puts them in their own group."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, kinds: tuple[str, ...] = ()):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, kinds: tuple[str, ...] = (),
+                 scale: float | torch.Tensor = 1.0):
         super().__init__(in_features, out_features, bias=bias)
+        if isinstance(scale, torch.Tensor):
+            constant = scale.to(torch.float32).expand(out_features).clone()
+        else:
+            constant = None if scale == 1.0 else torch.full((out_features,), float(scale))
+        self.register_buffer("scale", constant, persistent=False)
         self.multiplier_scalar = nn.Parameter(torch.ones(1)) if "scalar" in kinds else None
         self.multiplier_row = nn.Parameter(torch.ones(out_features)) if "row" in kinds else None
         self.multiplier_col = nn.Parameter(torch.ones(in_features)) if "col" in kinds else None
 
+    def _row_factor(self, learnable_only: bool = False) -> torch.Tensor | None:
+        factor = None if learnable_only else self.scale
+        for multiplier in (self.multiplier_row, self.multiplier_scalar):
+            if multiplier is not None:
+                factor = multiplier if factor is None else factor * multiplier
+        return factor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias, row = self.weight, self.bias, self._row_factor()
+        if row is not None:
+            weight = weight * row.to(weight.dtype)[:, None]
+            bias = None if bias is None else bias * row.to(bias.dtype)
         if self.multiplier_col is not None:
-            x = x * self.multiplier_col
-        y = F.linear(x, self.weight, self.bias)
-        if self.multiplier_row is not None:
-            y = y * self.multiplier_row
-        if self.multiplier_scalar is not None:
-            y = y * self.multiplier_scalar
-        return y
+            weight = weight * self.multiplier_col.to(weight.dtype)[None, :]
+        return F.linear(x, weight, bias)
 
     @torch.no_grad()
     def fold_multipliers(self) -> None:
-        """W <- s diag(r) W diag(c), b <- s r b; the multipliers are removed."""
-        row = torch.ones(self.out_features, dtype=self.weight.dtype, device=self.weight.device)
-        if self.multiplier_row is not None:
-            row = row * self.multiplier_row
-        if self.multiplier_scalar is not None:
-            row = row * self.multiplier_scalar
-        self.weight.mul_(row[:, None])
+        """W <- s diag(r) W diag(c), b <- s r b; the learnable multipliers are removed (the constant
+        muP scale stays: exported configs carry it as FalconH1's multipliers)."""
+        row = self._row_factor(learnable_only=True)
+        if row is not None:
+            self.weight.mul_(row.expand(self.out_features)[:, None])
+            if self.bias is not None:
+                self.bias.mul_(row)
         if self.multiplier_col is not None:
             self.weight.mul_(self.multiplier_col[None, :])
-        if self.bias is not None:
-            self.bias.mul_(row)
         self.multiplier_scalar = self.multiplier_row = self.multiplier_col = None
 
 
@@ -220,6 +233,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # torch's fused kernel: one pass instead of five
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
 
@@ -237,9 +252,8 @@ class GatedRMSNorm(nn.Module):
         x = x.float()
         if not self.norm_before_gate:
             x = x * F.silu(z.float())
-        grouped = x.view(*x.shape[:-1], self.groups, -1)
-        grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
-        x = self.weight * grouped.view_as(x)
+        grouped = x.view(*x.shape[:-1], self.groups, x.shape[-1] // self.groups)
+        x = self.weight * F.rms_norm(grouped, (grouped.shape[-1],), None, self.eps).view_as(x)
         if self.norm_before_gate:
             x = x * F.silu(z.float())
         return x.to(dtype)
@@ -287,17 +301,20 @@ class Attention(nn.Module):
     def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
-        self.key_multiplier = c.key_multiplier
-        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, kinds=kinds["q_proj"])
-        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["k_proj"])
-        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["v_proj"])
-        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, kinds=kinds["o_proj"])
+        # The block's attention_in/out multipliers and the key multiplier, as weight scales.
+        scale_in = c.attention_in_multiplier
+        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, kinds=kinds["q_proj"], scale=scale_in)
+        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["k_proj"],
+                             scale=scale_in * c.key_multiplier)
+        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["v_proj"], scale=scale_in)
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, kinds=kinds["o_proj"],
+                             scale=c.attention_out_multiplier)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 cache: LayerCache | None = None) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        k = (self.k_proj(x) * self.key_multiplier).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
@@ -318,20 +335,20 @@ class Mamba2Mixer(nn.Module):
     def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
         super().__init__()
         self.c = c
+        # ssm_in_multiplier and the per-channel mup_vector scale in_proj; ssm_out_multiplier out_proj.
         self.in_proj = Linear(c.hidden_size, 2 * c.ssm_dim + 2 * c.ssm_groups * c.ssm_state + c.ssm_heads,
-                              kinds=kinds["in_proj"])
+                              kinds=kinds["in_proj"], scale=mup_vector(c) * c.ssm_in_multiplier)
         self.conv1d = nn.Conv1d(c.conv_dim, c.conv_dim, c.conv_width, groups=c.conv_dim, bias=True)
         self.dt_bias = nn.Parameter(torch.zeros(c.ssm_heads))
         self.A_log = nn.Parameter(torch.zeros(c.ssm_heads))
         self.D = nn.Parameter(torch.ones(c.ssm_heads))
         self.norm = GatedRMSNorm(c.ssm_dim, c.ssm_groups, c.rms_eps, c.ssm_norm_before_gate) if c.ssm_norm else None
-        self.out_proj = Linear(c.ssm_dim, c.hidden_size, kinds=kinds["out_proj"])
-        self.register_buffer("mup_vector", mup_vector(c), persistent=False)
+        self.out_proj = Linear(c.ssm_dim, c.hidden_size, kinds=kinds["out_proj"], scale=c.ssm_out_multiplier)
 
     def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         c = self.c
         batch, length, _ = x.shape
-        zxbcdt = self.in_proj(x * c.ssm_in_multiplier) * self.mup_vector.to(x.dtype)
+        zxbcdt = self.in_proj(x)
         z, xbc, dt = zxbcdt.split([c.ssm_dim, c.conv_dim, c.ssm_heads], dim=-1)
         weight = self.conv1d.weight.squeeze(1)
         step = cache is not None and cache.ssm is not None and length == 1
@@ -367,13 +384,13 @@ class Mamba2Mixer(nn.Module):
 class MLP(nn.Module):
     def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
         super().__init__()
-        self.gate_multiplier, self.down_multiplier = c.mlp_multipliers
-        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, kinds=kinds["gate_proj"])
+        gate, down = c.mlp_multipliers
+        self.gate_proj = Linear(c.hidden_size, c.intermediate_size, kinds=kinds["gate_proj"], scale=gate)
         self.up_proj = Linear(c.hidden_size, c.intermediate_size, kinds=kinds["up_proj"])
-        self.down_proj = Linear(c.intermediate_size, c.hidden_size, kinds=kinds["down_proj"])
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, kinds=kinds["down_proj"], scale=down)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.up_proj(x) * F.silu(self.gate_proj(x) * self.gate_multiplier)) * self.down_multiplier
+        return self.down_proj(self.up_proj(x) * F.silu(self.gate_proj(x)))
 
 
 class Block(nn.Module):
@@ -388,12 +405,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope, cache: LayerCache | None = None) -> torch.Tensor:
         h = self.norm(x)
-        mixed = 0
         if self.mamba is not None:
-            mixed = self.mamba(h, cache) * self.c.ssm_out_multiplier
+            x = x + self.mamba(h, cache)  # the mixers' multipliers live in their projections
         if self.attn is not None:
-            mixed = mixed + self.attn(h * self.c.attention_in_multiplier, rope, cache) * self.c.attention_out_multiplier
-        x = x + mixed
+            x = x + self.attn(h, rope, cache)
         return x + self.mlp(self.ff_norm(x))
 
 
@@ -406,7 +421,7 @@ class HybridLM(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.hidden_size)
         self.layers = nn.ModuleList([Block(c, kinds) for _ in range(c.num_layers)])
         self.final_norm = RMSNorm(c.hidden_size, c.rms_eps)
-        self.lm_head = Linear(c.hidden_size, c.vocab_size, kinds=kinds["lm_head"])
+        self.lm_head = Linear(c.hidden_size, c.vocab_size, kinds=kinds["lm_head"], scale=c.lm_head_multiplier)
         if self.embed.weight.device.type != "meta":
             self.reset_parameters()
 
@@ -449,7 +464,7 @@ class HybridLM(nn.Module):
             x = layer(x, rope, None if cache is None else cache.layers[i])
         if cache is not None:
             cache.length += tokens.shape[1]
-        return self.lm_head(self.final_norm(x)) * c.lm_head_multiplier
+        return self.lm_head(self.final_norm(x))
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean next-token cross-entropy over the positions where mask is 1 (all by default)."""

@@ -52,7 +52,9 @@ def ssd_chunked_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch
     chunks = (length + pad) // chunk_size
 
     def chunked(t: torch.Tensor) -> torch.Tensor:  # (b, l, ...) -> (b, c, chunk, ...), zero-padded
-        t = F.pad(t.to(compute), (0, 0) * (t.dim() - 2) + (0, pad))
+        t = t.to(compute)
+        if pad:
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
         return t.reshape(batch, chunks, chunk_size, *t.shape[2:])
 
     # Padding positions get dt = 0: no decay and no input, so the final state is exact.
@@ -66,9 +68,13 @@ def ssd_chunked_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch
     a_cumsum = torch.cumsum(a, dim=-1)
     a_g = lambda t: t.reshape(batch, groups, per_group, *t.shape[2:])  # noqa: E731  split heads into groups
 
-    # 1. Within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(a_{s+1} + ... + a_l) x_s.
+    # 1. Within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(a_{s+1} + ... + a_l) x_s. The decay is
+    # exp(cumsum_l - cumsum_s), as mamba-ssm's fp32 kernels compute it: one subtraction and one exp
+    # over (l, s) instead of segment_sum's masked cumulative sum (a chunk spans at most chunk_size
+    # steps, so the cancellation stays within float32's reach).
     scores = torch.einsum("bclgzn,bcsgzn->bcgls", Cc, Bc)  # (b, c, g, l, s), shared by a group's heads
-    decay = torch.exp(segment_sum(a))  # (b, h, c, l, s)
+    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
+    decay = (a_cumsum[..., :, None] - a_cumsum[..., None, :]).masked_fill(~causal, float("-inf")).exp()
     weights = scores[:, :, :, None] * a_g(decay).permute(0, 3, 1, 2, 4, 5)  # (b, c, g, hg, l, s)
     y_diag = torch.einsum("bcgzls,bcsgzp->bclgzp", weights, xs)
 

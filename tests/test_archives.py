@@ -14,7 +14,12 @@ import zstandard
 
 from codemill.curation.sources import plan_sources, read_source
 from codemill.curation.sources.archive import ARCHIVE_ERROR_PATH
-from codemill.curation.sources.base import IngestLimits, RepoSummary, SourceFile, SourceSpec
+from codemill.curation.sources.base import (
+    IngestLimits,
+    RepoSummary,
+    SourceFile,
+    SourceSpec,
+)
 
 GOOD = b"def ok():\n    return 'fine'\n"
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_archives import hostile_tar
 
 from codemill.cli import main
 from codemill.curation.manifest import verify
 from codemill.curation.sources import plan_sources, read_source
 from codemill.curation.sources.base import SourceFile
 from codemill.shards import read_table
-from test_archives import hostile_tar
 
 
 @pytest.fixture

@@ -10,10 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codemill.dedup.components import bucket_pairs, components_reference, large_star, small_star
+from codemill.dedup.components import (
+    bucket_pairs,
+    components_reference,
+    large_star,
+    small_star,
+)
 from codemill.dedup.config import DedupConfig
 from codemill.dedup.lsh import band_keys, optimal_bands_rows
-from codemill.dedup.minhash import has_shingles, jaccard, shingle_hashes, shingle_sets, signatures
+from codemill.dedup.minhash import (
+    has_shingles,
+    jaccard,
+    shingle_hashes,
+    shingle_sets,
+    signatures,
+)
 from codemill.dedup.ranking import DedupEntry, decide_cluster, survivor_rank
 from codemill.records import FileRecord
 

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+from dedup_corpus import constructed_corpus, quality
 
 from codemill.cli import main
 from codemill.curation.swhid import blob_id
 from codemill.dedup.components import components_reference
 from codemill.dedup.config import DedupConfig
 from codemill.pipelines.common import default_pipeline_options
-from codemill.pipelines.outputs import RECORD_TABLES, WriteShards
 from codemill.pipelines.dedup import ConnectedComponents, Dedup, convergence
+from codemill.pipelines.outputs import RECORD_TABLES, WriteShards
 from codemill.records import FileRecord
 from codemill.shards import read_table
-from dedup_corpus import constructed_corpus, quality
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 

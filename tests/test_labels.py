@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import GOOD_PY, PII_PY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,6 @@ from codemill.curation.license import (
 from codemill.curation.optout import OptOutList
 from codemill.curation.pii import redact
 from codemill.curation.text import decode
-from conftest import GOOD_PY, PII_PY
 
 CFG = FilterConfig()
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 import importlib.metadata as md
 from pathlib import Path
 
-from codemill.curation.license import ScancodeDetector, classify, is_license_file_name, normalize_spdx
+from codemill.curation.license import (
+    ScancodeDetector,
+    classify,
+    is_license_file_name,
+    normalize_spdx,
+)
 
 
 def _top_level_licence_files(dist: md.Distribution) -> list[Path]:

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import build_swh_export, git
 
 from codemill.curation.sources import detect_kind, plan_sources, read_source
 from codemill.curation.sources.base import RepoSummary, SourceFile
 from codemill.curation.swhid import content_swhid, qualified_swhid
-from conftest import build_swh_export, git
 
 
 def read_all(spec):

@@ -8,10 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from codemill.cli import main
-from codemill.tokenize.decontam import BenchmarkError, DecontamConfig, Decontaminator, load_humaneval
-from codemill.tokenize.documents import DocumentConfig, SourceText, build_documents, undo_fim
+from codemill.tokenize.decontam import (
+    BenchmarkError,
+    DecontamConfig,
+    Decontaminator,
+    load_humaneval,
+)
+from codemill.tokenize.documents import (
+    DocumentConfig,
+    SourceText,
+    build_documents,
+    undo_fim,
+)
 from codemill.tokenize.indexed import ShardError, token_dtype, trace, write_shard
 from codemill.tokenize.tokenizer import (
     EOS,
@@ -23,7 +34,6 @@ from codemill.tokenize.tokenizer import (
     load_tokenizer,
     train_tokenizer,
 )
-from conftest import SHARED
 
 # Real code that is on every machine: small modules of the standard library.
 CODE_FILES = [p for p in sorted(Path(json.__file__).parent.parent.glob("*.py")) if 500 <= p.stat().st_size <= 6000][:60]
@@ -177,6 +187,23 @@ def test_fim_documents_decode_back_to_the_files(tokenizer_dir: Path) -> None:
     assert any(not np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, other))
 
 
+def test_pipelined_batch_encoding_equals_one_repository_at_a_time(tokenizer_dir: Path) -> None:
+    """encode_plans (batches across repositories, the next one encoding in a thread) gives every
+    repository exactly the ids it gets alone, in input order, at any batch size."""
+    from codemill.tokenize.documents import encode_pieces, encode_plans, plan_repository
+
+    tok = load_tokenizer(tokenizer_dir)
+    texts = code_texts()
+    plans = [plan_repository(f"r{i}", [SourceText(f"s{j}", None, f"r{i}", f"m{j}.py", texts[j % len(texts)], None, "no_license")
+                                        for j in range(i, i + 3)], DocumentConfig(seed=i)) for i in range(0, 30, 3)]
+    alone = [encode_pieces(tok, plan.pieces) for plan in plans]
+    for batch_chars in (1, 5_000, 10**9):
+        got = list(encode_plans(tok, iter(plans), batch_chars))
+        assert [plan.repo for plan, _ in got] == [plan.repo for plan in plans]
+        for (_, ids), expected in zip(got, alone):
+            assert len(ids) == len(expected) and all(np.array_equal(a, b) for a, b in zip(ids, expected))
+
+
 def test_document_format_with_and_without_metadata(tokenizer_dir: Path) -> None:
     tokenizer = load_tokenizer(tokenizer_dir)
     files = sources(["a = 1\n", "", "b = 2\n"])
@@ -324,7 +351,9 @@ def check_blend_in_megatron(blend: dict, tokenizer_dir: Path) -> None:
     """megatron-core's BlendedMegatronDatasetBuilder builds a BlendedDataset from our blend."""
     from collections import OrderedDict
 
-    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder,
+    )
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     tokenizer = load_tokenizer(tokenizer_dir)

@@ -166,3 +166,34 @@ def test_two_processes_match_one_with_the_same_global_batch(token_data: Path, tm
     assert len(two) == 6
     for step in range(1, 7):
         assert two[step] == pytest.approx(one[step], abs=2e-4), (step, two[step], one[step])
+
+
+def test_gradient_accumulation_matches_one_big_micro_batch(token_data: Path, tmp_path: Path) -> None:
+    one = train(_config(token_data, tmp_path / "one", steps=4, micro_batch=4, checkpoint_every=4))
+    accumulated = train(_config(token_data, tmp_path / "acc", steps=4, micro_batch=2, grad_accum=2,
+                                checkpoint_every=4, keep_checkpoints=1))
+    for step in range(1, 5):
+        assert accumulated.losses[step] == pytest.approx(one.losses[step], abs=1e-5)
+    assert [p.name for p in (tmp_path / "acc" / "checkpoints").iterdir()] == ["step-00000004"]
+
+
+def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path: Path) -> None:
+    from transformers import FalconH1ForCausalLM
+
+    from codemill.cli import main
+    from codemill.training.loop import load_model
+
+    run, hf = tmp_path / "run", tmp_path / "hf"
+    assert main(["train", "--data", str(token_data), "--model", "tiny", "--steps", "3", "--seq-len", "32",
+                 "--micro-batch", "2", "--out", str(run), "--optimizer", "muon"]) == 0
+    assert main(["export-hf", str(run), str(hf), "--tokenizer", str(token_data / "tokenizer")]) == 0
+    ours = load_model(run)
+    theirs = FalconH1ForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    tokens = torch.randint(0, 512, (1, 20))
+    with torch.no_grad():
+        assert (ours(tokens) - theirs(tokens).logits).abs().max() < 1e-4
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(hf).eos_token == "<|endoftext|>"
+    assert main(["train", "--model", "tiny", "--out", str(tmp_path / "x")]) == 2  # no data: a clear error
+    assert main(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "y")]) == 2

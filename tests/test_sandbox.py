@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from codemill.eval.humaneval import load_humaneval, program, stop_at_stop_sequence
+from codemill.eval.code_tasks import load_humaneval, program, stop_at_stop_sequence
 from codemill.eval.passk import mean_pass_at_k, pass_at_k
 from codemill.eval.sandbox import Sandbox, SandboxConfig, isolation
+from conftest import SHARED
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +131,25 @@ def test_eval_cli_scores_harness_generations(tmp_path: Path) -> None:
     (tmp_path / "generations.json").write_text(json.dumps(generations))
     assert main(["eval", "--tasks", "humaneval", "--load-generations", str(tmp_path / "generations.json"),
                  "--k", "1,2", "--out", str(tmp_path / "out"), "--timeout", "5"]) == 0
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "out" / "humaneval" / "metrics.json").read_text())
     assert metrics["humaneval"]["pass@1"] == pytest.approx(0.5)
     assert metrics["humaneval"]["pass@2"] == pytest.approx(1.0)
     assert metrics["isolation"]["rlimits"]
-    assert len(json.loads((tmp_path / "out" / "generations.json").read_text())) == 164
+    assert len(json.loads((tmp_path / "out" / "humaneval" / "generations.json").read_text())) == 164
     (tmp_path / "short.json").write_text(json.dumps(generations[:3]))
     assert main(["eval", "--load-generations", str(tmp_path / "short.json"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.skipif(not (SHARED / "benchmarks" / "mbpp").exists(), reason=f"MBPP data not found under {SHARED}")
+def test_mbpp_prompts_and_reference_solutions(sandbox: Sandbox) -> None:
+    from codemill.eval.code_tasks import load_mbpp
+
+    problems = load_mbpp(SHARED / "benchmarks/mbpp/mbpp.jsonl")
+    assert len(problems) == 500 and problems[0].task_id == "mbpp/11"
+    assert problems[0].prompt.startswith('"""\nWrite a python function to remove first and last occurrence')
+    assert problems[0].prompt.endswith('"\n"""\n') or problems[0].prompt.endswith(')\n"""\n')
+    outcomes = sandbox.run_many([program(p, p.canonical) for p in problems])
+    passed = sum(o.status == "passed" for o in outcomes)
+    assert passed >= 495, [(p.task_id, o.reason) for p, o in zip(problems, outcomes) if o.status != "passed"][:5]
+    wrong = problems[0].prompt + "def remove_Occ(s, ch):\n    return s\n"
+    assert sandbox.run(program(problems[0], wrong)).status == "failed"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from codemill.eval.humaneval import CodeProblem, full_text, program
+from codemill.eval.code_tasks import CodeProblem, full_text, program
 from codemill.eval.passk import mean_pass_at_k
 from codemill.eval.sandbox import Sandbox, isolation
 

@@ -8,11 +8,11 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 from codemill.eval.code_tasks import load_humaneval, program, stop_at_stop_sequence
 from codemill.eval.passk import mean_pass_at_k, pass_at_k
 from codemill.eval.sandbox import Sandbox, SandboxConfig, isolation
-from conftest import SHARED
 
 
 @pytest.fixture(scope="module")

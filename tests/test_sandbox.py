@@ -153,3 +153,31 @@ def test_mbpp_prompts_and_reference_solutions(sandbox: Sandbox) -> None:
     assert passed >= 495, [(p.task_id, o.reason) for p, o in zip(problems, outcomes) if o.status != "passed"][:5]
     wrong = problems[0].prompt + "def remove_Occ(s, ch):\n    return s\n"
     assert sandbox.run(program(problems[0], wrong)).status == "failed"
+
+
+@pytest.mark.skipif(not (SHARED / "benchmarks" / "gsm8k").exists(), reason=f"GSM8K data not found under {SHARED}")
+def test_gsm8k_answers_and_pal_programs(tmp_path: Path) -> None:
+    from codemill.cli import main
+    from codemill.eval.gsm8k import extract_answer, load_gsm8k
+
+    data = SHARED / "benchmarks/gsm8k/test.jsonl"
+    problems = load_gsm8k(data)
+    assert len(problems) == 1319 and problems[0].answer == 18.0
+    assert extract_answer("so 3 + 4 = 7 apples.\n#### 1,234") == 1234.0
+    assert extract_answer("She has 5 left. The answer is $12.50.") == 12.5
+    assert extract_answer("first 3, then 4, so 7") == 7.0 and extract_answer("no idea") is None
+    few = 20
+    cot = [[p.answer_text, "I think it is 0"] for p in problems[:few]]
+    pal = [[f"def solution():\n    total = {p.answer!r}\n    return total\n", "def solution():\n    return -1\n"]
+           for p in problems[:few]]
+    rows = [json.loads(line) for line in data.read_text().splitlines()[:few]]
+    (tmp_path / "small.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "cot.json").write_text(json.dumps(cot))
+    (tmp_path / "pal.json").write_text(json.dumps(pal))
+    assert main(["eval", "--tasks", "gsm8k,gsm8k-pal", "--load-generations", str(tmp_path / "cot.json"),
+                 "--load-generations", str(tmp_path / "pal.json"), "--data", f"gsm8k={tmp_path / 'small.jsonl'}",
+                 "--k", "1,2", "--out", str(tmp_path / "out")]) == 0
+    cot_metrics = json.loads((tmp_path / "out" / "gsm8k" / "metrics.json").read_text())["gsm8k"]
+    pal_metrics = json.loads((tmp_path / "out" / "gsm8k-pal" / "metrics.json").read_text())["gsm8k-pal"]
+    assert cot_metrics["accuracy"] == 1.0
+    assert pal_metrics["accuracy"] == 1.0 and pal_metrics["pass@1"] == pytest.approx(0.5)

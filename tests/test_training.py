@@ -197,3 +197,18 @@ def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path
     assert AutoTokenizer.from_pretrained(hf).eos_token == "<|endoftext|>"
     assert main(["train", "--model", "tiny", "--out", str(tmp_path / "x")]) == 2  # no data: a clear error
     assert main(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "y")]) == 2
+
+
+def test_eval_signal_over_the_checkpoints_of_a_run(token_data: Path, tmp_path: Path) -> None:
+    from codemill.cli import main
+
+    run = tmp_path / "run"
+    train(_config(token_data, run, steps=6, checkpoint_every=2, keep_checkpoints=10,
+                  optim=OptimConfig(warmup_steps=1, lr=0.01)))
+    assert main(["eval-signal", str(run), "--tasks", "humaneval,code", "--limit", "4"]) == 0
+    report = json.loads((run / "signal" / "signal.json").read_text())
+    assert set(report) == {"humaneval loglik", "humaneval -bpb", "code loglik", "code -bpb"}
+    for entry in report.values():
+        assert entry["steps"] == [2, 4, 6] and 0 <= entry["sq"] <= 1
+    assert report["code -bpb"]["scores"][-1] > report["code -bpb"]["scores"][0]  # it learned something
+    assert (run / "signal" / "curves.png").stat().st_size > 1000

@@ -24,6 +24,7 @@ commands:
   train      train the hybrid attention + Mamba-2 model on the token shards (torchrun for several processes)
   export-hf  write a trained checkpoint as a Hugging Face FalconH1 model (transformers loads it)
   eval       score generations: HumanEval, MBPP (sandboxed pass@k), GSM8K (answers; PAL programs sandboxed)
+  eval-signal  likelihood metrics over a run's checkpoints: curves, signal quality (SQ), SNR, a plot
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
 
 Run `codemill COMMAND --help` for the options of a command.
@@ -403,6 +404,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_signal(args: argparse.Namespace) -> int:
+    from codemill.eval.code_tasks import TaskDataError
+    from codemill.eval.curves import run_signal
+
+    data = {k: Path(v) for k, v in (item.split("=", 1) for item in (args.data or []) if "=" in item)}
+    try:
+        report = run_signal(Path(args.run_dir), [t.strip() for t in args.tasks.split(",")], data, args.limit)
+    except (TaskDataError, ValueError, FileNotFoundError, KeyError) as err:
+        print(f"codemill eval-signal: {err}", file=sys.stderr)
+        return 2
+    for name, entry in report.items():
+        snr = entry["snr"]
+        print(f"{name:22s} {entry['scores'][0]:9.4f} -> {entry['scores'][-1]:9.4f}   SQ {entry['sq']:.2f}   "
+              f"SNR {snr:.1f}" if snr is not None else name)
+    print(f"  curves : {Path(args.run_dir) / 'signal' / 'curves.png'}\n  report : {Path(args.run_dir) / 'signal' / 'signal.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codemill", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -545,6 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                           help="programs run at once (default: %(default)s)")
 
+    signal = commands.add_parser(
+        "eval-signal", help="likelihood metrics over a training run's checkpoints, with SQ and SNR",
+        description="Every checkpoint of RUN_DIR through the likelihood metrics (conditional log-likelihood "
+                    "and bits per byte of reference answers; held-out code BPB), then per metric its curve, "
+                    "E2LM signal quality, AI2 signal-to-noise ratio, and RUN_DIR/signal/curves.png.")
+    signal.add_argument("run_dir", metavar="RUN_DIR", help="a `codemill train` output directory")
+    signal.add_argument("--tasks", default="humaneval,code", help="humaneval, mbpp, gsm8k, code (default: %(default)s)")
+    signal.add_argument("--data", metavar="TASK=PATH", action="append", help="mbpp=..., gsm8k=... data files")
+    signal.add_argument("--limit", type=int, default=40, help="problems per task (default: %(default)s)")
+
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
     verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
@@ -577,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         return _export_hf(args)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "eval-signal":
+        return _eval_signal(args)
     parser.print_help()
     return 0 if args.command is None else 2
 

@@ -369,6 +369,36 @@ def _export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_for_tasks(args: argparse.Namespace, tasks: list[str]) -> list[str]:
+    """Sample completions for each task's prompts with --model; write the harness's generations.json
+    (prompt + completion) per task and return their paths."""
+    import json
+
+    from codemill.eval.code_tasks import TASKS
+    from codemill.eval.generate import SamplingConfig, load_generator
+
+    not_code = [t for t in tasks if t not in TASKS]
+    if not_code:
+        raise ValueError(f"generation is available for {', '.join(TASKS)} so far, not {not_code}; score other "
+                         "tasks' generations with --load-generations")
+    generate, description = load_generator(Path(args.model))
+    config = SamplingConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed)
+    data = dict(item.split("=", 1) for item in (args.data or []) if "=" in item)
+    files = []
+    for task in tasks:
+        problems = TASKS[task](Path(data[task]) if task in data else None)[: args.limit or None]
+        completions = generate([p.prompt for p in problems], problems[0].stops if problems else (), config,
+                               progress=True)
+        out = Path(args.out) / task
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "generations_raw.json"
+        path.write_text(json.dumps([[p.prompt + c for c in comps] for p, comps in zip(problems, completions)]))
+        print(f"{task}: {sum(len(c) for c in completions)} completions from {description}", file=sys.stderr)
+        files.append(str(path))
+    return files
+
+
 def _eval(args: argparse.Namespace) -> int:
     from codemill.eval.code_tasks import TaskDataError
     from codemill.eval.sandbox import Sandbox, SandboxConfig
@@ -380,6 +410,15 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"codemill eval: unknown task(s) {unknown or tasks}; available: {', '.join(TASK_NAMES)}", file=sys.stderr)
         return 2
     generation_files = args.load_generations or []
+    if args.model:
+        if generation_files:
+            print("codemill eval: give --model or --load-generations, not both", file=sys.stderr)
+            return 2
+        try:
+            generation_files = _generate_for_tasks(args, tasks)
+        except (ValueError, FileNotFoundError, TaskDataError) as err:
+            print(f"codemill eval: {err}", file=sys.stderr)
+            return 2
     if len(generation_files) != len(tasks):
         print(f"codemill eval: give one --load-generations FILE per task ({len(tasks)} tasks, "
               f"{len(generation_files)} files), in the order of --tasks", file=sys.stderr)
@@ -391,7 +430,7 @@ def _eval(args: argparse.Namespace) -> int:
         for task, generations_file in zip(tasks, generation_files):
             source = data.get(task) or data.get(task.split("-")[0])
             metrics, results, texts = evaluate_task(task, Path(source) if source else None, Path(generations_file),
-                                                    sandbox, ks, progress=True)
+                                                    sandbox, ks, progress=True, limit=args.limit)
             out = Path(args.out) / task
             write_report(out, task, metrics, results, texts, {"k": ks, "timeout": args.timeout,
                                                                "workers": args.workers,
@@ -553,6 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tasks", default="humaneval",
                           help="comma-separated: humaneval, mbpp, gsm8k (chain of thought), gsm8k-pal "
                                "(default: %(default)s)")
+    evaluate.add_argument("--model", help="generate with this model: a `codemill train` run or checkpoint "
+                                          "directory, or a transformers model directory")
+    evaluate.add_argument("--n", type=int, default=1, help="samples per problem (default: %(default)s)")
+    evaluate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
+    evaluate.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=256, help="default: %(default)s")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    evaluate.add_argument("--limit", type=int, help="only the first N problems of each task")
     evaluate.add_argument("--load-generations", metavar="FILE", action="append",
                           help="generations.json to score, one per task in --tasks order")
     evaluate.add_argument("--data", metavar="TASK=PATH", action="append",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+from swh.model.swhids import ObjectType
+
 from codemill.curation.config import CurationConfig
 from codemill.curation.filters import apply_filters
 from codemill.curation.language import detect_language, parse_error_ratio
@@ -20,7 +22,6 @@ from codemill.curation.sources.base import RepoSummary, SourceFile
 from codemill.curation.swhid import MODE_GITLINK, blob_id, qualified_swhid, swhid_of
 from codemill.curation.text import decode
 from codemill.records import FileRecord
-from swh.model.swhids import ObjectType
 
 
 def file_swhid(item: SourceFile) -> str | None:

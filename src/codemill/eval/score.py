@@ -63,17 +63,18 @@ TASK_NAMES = ("humaneval", "mbpp", "gsm8k", "gsm8k-pal")
 
 
 def evaluate_task(task: str, data: Path | None, generations_file: Path, sandbox: Sandbox, ks: Sequence[int],
-                  progress: bool = False) -> tuple[dict, list, list[list[str]]]:
-    """Score one task's generations file: (metrics, per-sample rows, texts to store)."""
+                  progress: bool = False, limit: int | None = None) -> tuple[dict, list, list[list[str]]]:
+    """Score one task's generations file: (metrics, per-sample rows, texts to store); with
+    `limit`, the task is its first `limit` problems (as the harness's --limit)."""
     from codemill.eval import gsm8k
     from codemill.eval.code_tasks import TASKS
 
     if task in TASKS:
-        problems = TASKS[task](data)
+        problems = TASKS[task](data)[: limit or None]
         return score(problems, load_generations(generations_file, problems), sandbox, ks, progress)
     if task not in ("gsm8k", "gsm8k-pal"):
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
-    problems = gsm8k.load_gsm8k(data)
+    problems = gsm8k.load_gsm8k(data)[: limit or None]
     generations = load_generations(generations_file, problems)
     if task == "gsm8k":
         metrics, details = gsm8k.score_cot(problems, generations)

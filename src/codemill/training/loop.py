@@ -314,5 +314,14 @@ def load_model(run_or_checkpoint: Path) -> HybridLM:
     return model.eval()
 
 
+def tokenizer_dir_of(run_or_checkpoint: Path) -> Path:
+    """The tokenizer a run trained with: <data path>/tokenizer, from the run's or checkpoint's config."""
+    path = Path(run_or_checkpoint)
+    for name, key in (("config.json", "train"), ("state.json", "train")):
+        if (path / name).exists():
+            return Path(json.loads((path / name).read_text())[key]["data"]["path"]) / "tokenizer"
+    raise FileNotFoundError(f"{path} is neither a run directory nor a checkpoint (no config.json / state.json)")
+
+
 def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
     return replace(config, **changes)

@@ -15,9 +15,10 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Union
 
+from swh.model.swhids import ObjectType
+
 from codemill.curation.swhid import MODE_FILE, TreeEntry, blob_id, swhid_of, tree_swhids
 from codemill.records import TreeRecord
-from swh.model.swhids import ObjectType
 
 MiB = 1 << 20
 

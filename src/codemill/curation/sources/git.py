@@ -12,10 +12,10 @@ from typing import Iterator
 
 from codemill.curation.sources.base import (
     RepoSummary,
+    SourceError,
     SourceFile,
     SourceItem,
     SourceSpec,
-    SourceError,
     ingest_bytes,
     iter_with_trees,
     repo_key,

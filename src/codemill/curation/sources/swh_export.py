@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+from swh.model.swhids import ObjectType
 
 from codemill.curation.sources.base import (
     RepoSummary,
@@ -37,7 +38,6 @@ from codemill.curation.sources.base import (
     unreadable,
 )
 from codemill.curation.swhid import MODE_GITLINK, swhid_of
-from swh.model.swhids import ObjectType
 
 REQUIRED_TABLES = ("content", "directory_entry", "revision")
 OPTIONAL_TABLES = ("origin", "origin_visit_status", "snapshot_branch")

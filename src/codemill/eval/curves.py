@@ -54,15 +54,15 @@ def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: in
                          "(train with keep_checkpoints large enough)")
     pairs = {task: task_pairs(task, data.get(task), limit) for task in tasks}
     steps, curves = [], {}
-    torch.set_grad_enabled(False)
     for path in checkpoints:
         model = load_model(path)
         steps.append(int(path.name.split("-")[1]))
         run = logits_fn(model)
-        for task, task_pairs_ in pairs.items():
-            metrics = likelihood_metrics(run, encode, task_pairs_, max_tokens=max_tokens)
-            curves.setdefault(f"{task} loglik", []).append(metrics["loglik"])
-            curves.setdefault(f"{task} -bpb", []).append(-metrics["bpb"])
+        with torch.no_grad():  # a context, not set_grad_enabled: the caller's autograd state is not ours
+            for task, task_pairs_ in pairs.items():
+                metrics = likelihood_metrics(run, encode, task_pairs_, max_tokens=max_tokens)
+                curves.setdefault(f"{task} loglik", []).append(metrics["loglik"])
+                curves.setdefault(f"{task} -bpb", []).append(-metrics["bpb"])
     report = curve_report(steps, curves)
     out = run_dir / "signal"
     out.mkdir(exist_ok=True)

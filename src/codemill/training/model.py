@@ -204,13 +204,22 @@ class Linear(nn.Linear):
         return factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias, row = self.weight, self.bias, self._row_factor()
-        if row is not None:
-            weight = weight * row.to(weight.dtype)[:, None]
-            bias = None if bias is None else bias * row.to(bias.dtype)
-        if self.multiplier_col is not None:
-            weight = weight * self.multiplier_col.to(weight.dtype)[None, :]
-        return F.linear(x, weight, bias)
+        # Each factor goes where it is cheaper: on the weight (out x in) when many tokens pass
+        # (training), on the activations when few do (decoding one token at a time).
+        weight, bias, row, col = self.weight, self.bias, self._row_factor(), self.multiplier_col
+        tokens = x.numel() // max(1, x.shape[-1])
+        if col is not None:
+            if tokens < self.out_features:
+                x = x * col.to(x.dtype)
+            else:
+                weight = weight * col.to(weight.dtype)[None, :]
+        if row is None:
+            return F.linear(x, weight, bias)
+        if tokens < self.in_features:
+            return F.linear(x, weight, bias) * row.to(x.dtype) if bias is None else \
+                (F.linear(x, weight) + bias) * row.to(x.dtype)
+        weight = weight * row.to(weight.dtype)[:, None]
+        return F.linear(x, weight, None if bias is None else bias * row.to(bias.dtype))
 
     @torch.no_grad()
     def fold_multipliers(self) -> None:

@@ -11,10 +11,11 @@ the same prompts, stop sequences and executed programs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from codemill.jsonl import read_jsonl
 
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
 MBPP_STOPS = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/", "\n```")
@@ -58,10 +59,7 @@ def load_mbpp(path: Path | None = None) -> list[CodeProblem]:
 
 def _mbpp_rows(path: Path | None) -> list[dict]:
     if path is not None:
-        try:
-            return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as err:
-            raise TaskDataError(f"cannot read MBPP from {path}: {err}") from None
+        return list(read_jsonl(Path(path), TaskDataError, "MBPP data"))
     try:
         from datasets import load_dataset
 

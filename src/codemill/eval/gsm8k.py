@@ -8,7 +8,6 @@ Data: a local test.jsonl ({question, answer}) or the `datasets` hub ("gsm8k", "m
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codemill.eval.code_tasks import TaskDataError
+from codemill.jsonl import read_jsonl
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 PAL_STOPS = ("\n\n\n", "\nQ:", "\nQuestion:", "\n```", "<file_sep>")
@@ -47,10 +47,7 @@ def reference_answer(answer_text: str) -> float:
 
 def load_gsm8k(path: Path | None = None) -> list[MathProblem]:
     if path is not None:
-        try:
-            rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as err:
-            raise TaskDataError(f"cannot read GSM8K from {path}: {err}") from None
+        rows = list(read_jsonl(Path(path), TaskDataError, "GSM8K data"))
     else:
         try:
             from datasets import load_dataset

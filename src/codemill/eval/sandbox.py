@@ -34,7 +34,6 @@ from functools import lru_cache
 from pathlib import Path
 
 LAUNCHER = Path(__file__).with_name("sandbox_launcher.py")
-STATUSES = ("passed", "failed", "timeout", "error")
 
 
 @dataclass(frozen=True)

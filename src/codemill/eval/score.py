@@ -39,22 +39,30 @@ def load_generations(path: Path, problems: Sequence) -> list[list[str]]:
     return data
 
 
+def summarise(results: Sequence[SampleResult], samples: Sequence[int], ks: Sequence[int]) -> dict:
+    """pass@k over problems (results in problem order, samples[i] of them for problem i), the
+    first sample's accuracy, and the count of each verdict."""
+    correct, firsts, at = [], [], 0
+    for n in samples:
+        own = results[at: at + n]
+        correct.append(sum(r.status == "passed" for r in own))
+        firsts.append(bool(own) and own[0].status == "passed")
+        at += n
+    metrics = mean_pass_at_k(samples, correct, ks)
+    metrics["accuracy"] = sum(firsts) / max(1, len(firsts))
+    metrics["problems"] = len(samples)
+    metrics["samples"] = sum(samples)
+    metrics["statuses"] = {s: sum(r.status == s for r in results) for s in ("passed", "failed", "timeout", "error")}
+    return metrics
+
+
 def score(problems: Sequence[CodeProblem], generations: Sequence[Sequence[str]], sandbox: Sandbox,
           ks: Sequence[int] = (1, 10), progress: bool = False) -> tuple[dict, list[SampleResult], list[list[str]]]:
     """(metrics, per-sample results, the post-processed texts as the harness stores them)."""
     jobs = [(p, i, g) for p, gens in zip(problems, generations) for i, g in enumerate(gens)]
     outcomes = sandbox.run_many([program(p, g) for p, _, g in jobs], progress=progress)
     results = [SampleResult(p.task_id, i, o.status, o.reason) for (p, i, _), o in zip(jobs, outcomes)]
-    samples = [len(g) for g in generations]
-    correct = []
-    at = 0
-    for n in samples:
-        correct.append(sum(r.status == "passed" for r in results[at: at + n]))
-        at += n
-    metrics = mean_pass_at_k(samples, correct, ks)
-    metrics["problems"] = len(problems)
-    metrics["samples"] = sum(samples)
-    metrics["statuses"] = {s: sum(r.status == s for r in results) for s in ("passed", "failed", "timeout", "error")}
+    metrics = summarise(results, [len(g) for g in generations], ks)
     texts = [[full_text(p, g) for g in gens] for p, gens in zip(problems, generations)]
     return metrics, results, texts
 
@@ -81,24 +89,13 @@ def evaluate_task(task: str, data: Path | None, generations_file: Path, sandbox:
         return metrics, details, [list(g) for g in generations]
     jobs = [(p, i, g) for p, gens in zip(problems, generations) for i, g in enumerate(gens)]
     outcomes = sandbox.run_many([gsm8k.pal_program(g) for _, _, g in jobs], progress=progress)
-    rows: list[SampleResult] = []
-    correct: list[int] = []
-    at = 0
+    rows = []
     for (p, i, _), o in zip(jobs, outcomes):
         answer = gsm8k.pal_answer(o.stdout) if o.status == "passed" else None
         ok = gsm8k.is_correct(answer, p.answer)
         rows.append(SampleResult(p.task_id, i, "passed" if ok else ("failed" if o.status == "passed" else o.status),
                                  o.reason or f"returned {answer}, expected {p.answer}"))
-    samples = [len(g) for g in generations]
-    firsts = []
-    for n in samples:
-        own = rows[at: at + n]
-        correct.append(sum(r.status == "passed" for r in own))
-        firsts.append(bool(own) and own[0].status == "passed")
-        at += n
-    metrics = mean_pass_at_k(samples, correct, ks)
-    metrics["accuracy"] = sum(firsts) / max(1, len(firsts))  # the first sample of each problem
-    metrics["problems"] = len(problems)
+    metrics = summarise(rows, [len(g) for g in generations], ks)
     return metrics, rows, [[gsm8k.pal_program(g) for g in gens] for gens in generations]
 
 

@@ -21,18 +21,17 @@ stage 6 s of its 97; pyahocorasick, the first version, scanned at 24 MB/s for th
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numba
 import numpy as np
 
 from codemill.dedup.minhash import shingle_hashes, shingle_sets
+from codemill.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -50,25 +49,11 @@ class BenchmarkError(ValueError):
     """A benchmark file that cannot be read (names the file and the reason)."""
 
 
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise BenchmarkError(f"{path}: line {number} is not JSON ({err.msg})") from None
-    except OSError as err:
-        raise BenchmarkError(f"cannot read benchmark file {path}: {err.strerror or err}") from None
-
-
 def load_jsonl_tasks(path: Path, benchmark: str, text_fields: Iterable[str], id_field: str | None = None) -> list[BenchmarkTask]:
     """Any JSONL of texts: one task per row; `id_field` names it (default: the row number)."""
     fields = tuple(text_fields)
     tasks = []
-    for number, row in enumerate(_read_jsonl(Path(path))):
+    for number, row in enumerate(read_jsonl(Path(path), BenchmarkError, 'benchmark file')):
         texts = []
         for name in fields:
             value = row.get(name)

@@ -115,6 +115,15 @@ def verify(path: Path) -> dict:
     return manifest
 
 
+def load_checkpoint(path: Path) -> Checkpoint:
+    """One checkpoint directory, verified against its manifest first."""
+    verify(path)
+    return Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True),
+                      torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
+                      torch.load(path / "rng.pt", map_location="cpu", weights_only=False),  # our own, verified
+                      json.loads((path / "state.json").read_text()))
+
+
 def load_latest(run_dir: Path) -> Checkpoint | None:
     """The newest valid checkpoint of the run (None when it has none); corrupt ones are skipped
     with a warning naming the problem."""
@@ -123,11 +132,7 @@ def load_latest(run_dir: Path) -> Checkpoint | None:
     problems = []
     for path in candidates:
         try:
-            verify(path)
-            return Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True),
-                              torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
-                              torch.load(path / "rng.pt", map_location="cpu", weights_only=False),
-                              json.loads((path / "state.json").read_text()))
+            return load_checkpoint(path)
         except (CheckpointCorrupt, OSError, RuntimeError, ValueError) as err:
             problems.append(str(err))
             log.warning("checkpoint %s is unusable (%s); trying the one before it", path.name, err)

@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -298,13 +298,11 @@ def _checkpoint(out_dir: Path, step: int, model, optimizers: Optimizers, env: Di
 
 def load_model(run_or_checkpoint: Path) -> HybridLM:
     """The model of a run directory (its newest valid checkpoint) or of one checkpoint directory."""
-    from codemill.training.checkpoint import Checkpoint, verify
+    from codemill.training.checkpoint import MANIFEST, load_checkpoint
 
     path = Path(run_or_checkpoint)
-    if (path / "MANIFEST.json").exists():
-        verify(path)
-        checkpoint = Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True), {}, [],
-                                json.loads((path / "state.json").read_text()))
+    if (path / MANIFEST).exists():
+        checkpoint = load_checkpoint(path)
     else:
         checkpoint = load_latest(path)
         if checkpoint is None:
@@ -321,7 +319,3 @@ def tokenizer_dir_of(run_or_checkpoint: Path) -> Path:
         if (path / name).exists():
             return Path(json.loads((path / name).read_text())[key]["data"]["path"]) / "tokenizer"
     raise FileNotFoundError(f"{path} is neither a run directory nor a checkpoint (no config.json / state.json)")
-
-
-def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
-    return replace(config, **changes)

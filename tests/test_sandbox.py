@@ -44,7 +44,9 @@ HOSTILE = {
     "reads the parent's environment and home": (
         "import os\nassert 'HOME' not in os.environ and 'PATH' in os.environ, os.environ\n"
         "try:\n    os.listdir('/root')\n    print('HOME READ')\nexcept PermissionError:\n    pass\n"
-        "ppid = os.getppid()\nassert ppid == 0, ppid  # the parent is outside the pid namespace\n", {"passed"}),
+        "pids = {int(p) for p in os.listdir('/proc') if p.isdigit()}\n"
+        "assert pids <= {1, os.getpid()}, pids  # only its namespace's init and itself: the parent is invisible\n",
+        {"passed"}),
     "kills the parent": ("import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n"
                          "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
                          "os.kill(-1, signal.SIGKILL)\n", {"passed", "failed"}),

@@ -1,39 +1,43 @@
 """Run untrusted programs (model generations) in isolation, many in parallel.
 
-Each program runs in a fresh interpreter, and, where the machine allows it (it does here, as root):
-- as an unprivileged user of its own (one uid per worker slot, so one program's fork bomb cannot
-  eat another's process quota), every capability dropped, no_new_privs set;
-- in new mount, pid and network namespaces (`unshare`): every mount is remounted read-only, /tmp,
-  /dev/shm and /var/tmp are fresh size-capped tmpfs owned by the program, it sees only its own
-  processes, and it has no network (only a downed loopback);
-- in a pids cgroup and a memory cgroup of its own (cgroup v1 or v2, when writable);
+Each worker slot is a zygote (`sandbox_zygote.py`): an interpreter started once, which forks a
+fresh child per program. Where the machine allows it (it does here, as root), every program runs:
+- as an unprivileged user of its slot's own (so one program's fork bomb cannot eat another's
+  process quota), every capability dropped, no_new_privs set;
+- in new mount, pid and network namespaces: every mount is read-only, /tmp, /dev/shm and
+  /var/tmp are fresh size-capped tmpfs owned by the program, it sees only its own processes, and
+  it has no network (only a downed loopback);
+- in the slot's pids cgroup and memory cgroup (cgroup v1 or v2, when writable);
 - under rlimits: CPU seconds, address space, file size, processes, open files, no core dumps;
 - with an empty environment, stdin closed, stdout/stderr capped, a wall-clock limit after which
   its whole pid namespace is killed.
 
 When a layer is refused (no root, no unshare, no cgroup rights) the next one still applies and
-`isolation()` says what is in force; the README lists the fallbacks. This module never runs a
-program outside this path.
+`isolation()` says what is in force; the README lists the fallbacks. Without root each program is
+a fresh interpreter under rlimits. This module never runs a program outside this path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-LAUNCHER = Path(__file__).with_name("sandbox_launcher.py")
+ZYGOTE = Path(__file__).with_name("sandbox_zygote.py")
 
 
 @dataclass(frozen=True)
@@ -105,19 +109,21 @@ def isolation() -> dict:
 
 
 class _Cgroup:
-    """Per-run pids (and memory) cgroups, removed after the run."""
+    """A worker slot's pids (and memory) cgroups, made at its start and removed at its end. Named
+    after this process, so a later run can remove the ones a killed run left behind."""
 
-    def __init__(self, kind: str | None, config: SandboxConfig) -> None:
+    def __init__(self, kind: str | None, config: SandboxConfig, slot: int) -> None:
         self.paths: list[Path] = []
         if kind is None:
             return
-        name = f"codemill-{uuid.uuid4().hex[:12]}"
+        name = f"codemill-{os.getpid()}-{slot}-{uuid.uuid4().hex[:6]}"
         if kind == "v1":
             limits = ((Path("/sys/fs/cgroup/pids") / name, "pids.max", str(config.max_processes)),
                       (Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes", str(config.memory_bytes)))
         else:
             limits = ((Path("/sys/fs/cgroup") / name, "pids.max", str(config.max_processes)),
                       (Path("/sys/fs/cgroup") / name, "memory.max", str(config.memory_bytes)))
+        _remove_stale_cgroups({path.parent for path, _, _ in limits})
         for path, knob, value in limits:
             try:
                 path.mkdir(exist_ok=True)
@@ -129,9 +135,11 @@ class _Cgroup:
 
     def remove(self) -> None:
         for path in self.paths:
-            for _ in range(50):  # the namespace's processes are being reaped
+            for _ in range(50):  # a killed program's processes are still being reaped
                 try:
                     path.rmdir()
+                    break
+                except FileNotFoundError:
                     break
                 except OSError:
                     try:
@@ -140,6 +148,258 @@ class _Cgroup:
                     except OSError:
                         pass
                     time.sleep(0.01)
+
+
+def _remove_stale_cgroups(roots: set[Path]) -> None:
+    for root in roots:
+        for path in root.glob("codemill-*-*"):
+            try:
+                owner = int(path.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+
+
+class _Worker:
+    """One worker slot: a zygote interpreter (sandbox_zygote.py) that forks an isolated child per
+    program, its cgroups, and the pipes to it. Used by one thread at a time."""
+
+    def __init__(self, python: str, slot: int, config: SandboxConfig, found: dict) -> None:
+        self.uid = config.base_uid + slot
+        self.config = config
+        self.namespaces = bool(found["namespaces"])
+        self.cgroup = _Cgroup(found["cgroups"], config, slot)
+        # Opened here, before the zygote remounts /sys read-only in its own namespace: writes
+        # through these descriptors still reach the real cgroup files.
+        self.cgroup_fds = [os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in self.cgroup.paths]
+        request_r, self.request_w = os.pipe()
+        self.response_r, response_w = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [python, "-I", "-S", "-B", str(ZYGOTE), str(request_r), str(response_w), json.dumps(self.cgroup_fds),
+                 "1" if self.namespaces else "0"],
+                pass_fds=[request_r, response_w, *self.cgroup_fds], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={}, start_new_session=True)
+        finally:
+            os.close(request_r)
+            os.close(response_w)
+        hello = self._receive(60.0)
+        if not hello or not hello.get("ready"):
+            error = self.process.stderr.read(4000).decode("utf-8", "replace") if self.process.poll() is not None \
+                else ""
+            self.close()
+            raise OSError(f"the sandbox worker did not start with {python}: {error.strip()[-300:] or hello}")
+        self.report = hello.get("report") or []
+
+    def _receive(self, timeout: float) -> dict | None:
+        chunks, need, header = [], 4, True
+        deadline = time.monotonic() + timeout
+        while need:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.response_r], [], [], remaining)[0]:
+                return None
+            block = os.read(self.response_r, need)
+            if not block:
+                return None
+            chunks.append(block)
+            need -= len(block)
+            if not need and header:
+                need, header, chunks = struct.unpack(">I", b"".join(chunks))[0], False, []
+        return json.loads(b"".join(chunks))
+
+    def run(self, program: str) -> Outcome:
+        config = self.config
+        started = time.monotonic()
+        workdir = None
+        if not self.namespaces:  # no private tmpfs: a directory of the program's own
+            workdir = tempfile.mkdtemp(prefix="codemill-sandbox-")
+            os.chown(workdir, self.uid, self.uid)
+        limits = {"cpu_seconds": config.cpu_seconds, "memory_bytes": config.memory_bytes,
+                  "file_bytes": config.max_file_bytes, "processes": config.max_processes,
+                  "tmp_bytes": config.tmp_bytes, "timeout": config.timeout,
+                  "max_output_bytes": config.max_output_bytes}
+        try:
+            data = json.dumps({"program": program, "uid": self.uid, "limits": limits, "workdir": workdir}).encode()
+            _write_all(self.request_w, struct.pack(">I", len(data)) + data)
+            # The zygote enforces the wall-clock limit; this bound only catches a worker that hung.
+            reply = self._receive(config.timeout + 30.0)
+        except OSError as err:
+            reply = {"failure": str(err)}
+        finally:
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+        seconds = time.monotonic() - started
+        if reply is None or "failure" in reply:
+            self.close()
+            detail = "the worker stopped answering" if reply is None else reply["failure"]
+            return Outcome("error", f"the sandbox could not run the program: {detail}", None, "", "", seconds)
+        code, stdout, stderr = reply["returncode"], reply["stdout"], reply["stderr"]
+        if reply["verdict"]:
+            status, reason = reply["verdict"]
+            return Outcome(status, reason, code, stdout, stderr, seconds)
+        if code == 0:
+            return Outcome("passed", "", code, stdout, stderr, seconds)
+        return Outcome("failed", _reason(code, stderr), code, stdout, stderr, seconds)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        for fd in (self.request_w, self.response_r, *self.cgroup_fds):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.cgroup_fds = []
+        self.request_w = self.response_r = -1
+        try:
+            self.process.wait(timeout=5)  # EOF on its request pipe ends it
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.cgroup.remove()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _close_workers(workers: list) -> None:
+    for worker in workers:
+        if worker is not None:
+            worker.close()
+    workers.clear()
+
+
+class Sandbox:
+    """Runs programs in isolation, `workers` at a time. With root, each worker slot is a zygote
+    (sandbox_zygote.py) that forks an isolated child per program; without root, each program is a
+    fresh interpreter under rlimits. Close it (or use it as a context manager) to stop the workers;
+    they also stop when this process exits."""
+
+    def __init__(self, config: SandboxConfig = SandboxConfig()) -> None:
+        self.config = config
+        self.found = _probe()
+        self._free = list(range(max(1, config.workers)))
+        self._workers: list = [None] * max(1, config.workers)
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _close_workers, self._workers)
+        self.python = self._find_python()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            _close_workers(self._workers)
+            self._workers.extend([None] * max(1, self.config.workers))
+
+    def _find_python(self) -> str:
+        """The first interpreter that runs programs inside the sandbox exactly as programs will run
+        (the project's own may live under a home the sandbox user cannot read)."""
+        candidates = [self.config.python] if self.config.python else [sys.executable, "/usr/bin/python3"]
+        tried = []
+        for python in candidates:
+            self.python = python
+            outcome = self.run("import unittest, xml.dom.minidom\nprint('ok')")
+            if outcome.status == "passed" and outcome.stdout.strip() == "ok":
+                return python
+            tried.append(f"{python}: {outcome.reason or outcome.stderr.strip()[-200:]}")
+            self.close()
+        raise RuntimeError("no Python interpreter runs programs inside the sandbox (" + "; ".join(tried) +
+                           "); give SandboxConfig(python=...)")
+
+    def run(self, program: str) -> Outcome:
+        """Run one program; passed = exit status 0 within the limits."""
+        with self._lock:
+            slot = self._free.pop() if self._free else None
+        if slot is None:  # more threads than workers: wait for a slot
+            while slot is None:
+                time.sleep(0.001)
+                with self._lock:
+                    slot = self._free.pop() if self._free else None
+        try:
+            if not self.found["root"]:
+                return _run_unprivileged(program, self.python, self.config)
+            worker = self._workers[slot]
+            if worker is None or not worker.alive:
+                try:
+                    worker = self._workers[slot] = _Worker(self.python, slot, self.config, self.found)
+                except OSError as err:
+                    return Outcome("error", f"the sandbox could not run the program: {err}", None, "", "", 0.0)
+            return worker.run(program)
+        finally:
+            with self._lock:
+                self._free.append(slot)
+
+    def run_many(self, programs: list[str], progress: bool = False) -> list[Outcome]:
+        """Every program, `workers` at a time, in input order."""
+        with ThreadPoolExecutor(self.config.workers) as pool:
+            futures = [pool.submit(self.run, p) for p in programs]
+            if progress and os.environ.get("CODEMILL_PROGRESS", "1") != "0":
+                from tqdm import tqdm
+
+                for _ in tqdm(futures, desc="execute", unit="program"):
+                    _.result()
+            return [f.result() for f in futures]
+
+
+def _run_unprivileged(program: str, python: str, config: SandboxConfig) -> Outcome:
+    """Without root: a fresh interpreter as this user, under rlimits, in its own process group."""
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="codemill-sandbox-"))
+    try:
+        program_file = workdir / "main.py"
+        program_file.write_text(program)
+        process = subprocess.Popen([python, "-I", "-S", "-B", str(program_file)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd=str(workdir),
+                                   preexec_fn=_rlimits_only(config))
+        outs: list[bytes] = []
+        errs: list[bytes] = []
+        overflow = threading.Event()
+        readers = [threading.Thread(target=_read_capped, args=(stream, config.max_output_bytes, sink, overflow),
+                                    daemon=True) for stream, sink in ((process.stdout, outs), (process.stderr, errs))]
+        for reader in readers:
+            reader.start()
+        timed_out = False
+        deadline = started + config.timeout
+        while process.poll() is None:
+            if overflow.is_set() or time.monotonic() > deadline:
+                timed_out = not overflow.is_set()
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        process.wait()
+        for reader in readers:
+            reader.join(timeout=5)
+        stdout = b"".join(outs).decode("utf-8", "replace")
+        stderr = b"".join(errs).decode("utf-8", "replace")
+        seconds = time.monotonic() - started
+        code = process.returncode
+        if overflow.is_set():
+            return Outcome("error", f"output over {config.max_output_bytes} bytes: killed", code, stdout, stderr,
+                           seconds)
+        if timed_out:
+            return Outcome("timeout", f"timed out after {config.timeout:g} s", code, stdout, stderr, seconds)
+        if code == 0:
+            return Outcome("passed", "", code, stdout, stderr, seconds)
+        return Outcome("failed", _reason(code, stderr), code, stdout, stderr, seconds)
+    except OSError as err:
+        return Outcome("error", f"the sandbox could not run the program: {err}", None, "", "",
+                       time.monotonic() - started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _read_capped(stream, cap: int, out: list, overflow: threading.Event) -> None:
@@ -154,139 +414,6 @@ def _read_capped(stream, cap: int, out: list, overflow: threading.Event) -> None
         if size > cap:
             overflow.set()
     stream.close()
-
-
-class Sandbox:
-    def __init__(self, config: SandboxConfig = SandboxConfig()) -> None:
-        self.config = config
-        self.found = _probe()
-        self._slots = list(range(max(1, config.workers)))
-        self._lock = threading.Lock()
-        self.python = self._find_python()
-
-    def _find_python(self) -> str:
-        """The first interpreter that starts inside the sandbox exactly as programs will (the
-        running one may live under a home the sandbox user cannot enter)."""
-        candidates = [self.config.python] if self.config.python else [sys.executable, "/usr/bin/python3"]
-        tried = []
-        for python in candidates:
-            outcome = self._run("print('ok')", self.config.base_uid, python)
-            if outcome.status == "passed" and outcome.stdout.strip() == "ok":
-                return python
-            tried.append(f"{python}: {outcome.reason or outcome.stderr.strip()[-200:]}")
-        raise RuntimeError("no Python interpreter starts inside the sandbox (" + "; ".join(tried) +
-                           "); give SandboxConfig(python=...)")
-
-    def _take_slot(self) -> int:
-        with self._lock:
-            return self._slots.pop() if self._slots else -1
-
-    def _give_slot(self, slot: int) -> None:
-        if slot >= 0:
-            with self._lock:
-                self._slots.append(slot)
-
-    def run(self, program: str) -> Outcome:
-        """Run one program; passed = exit status 0 within the limits."""
-        slot = self._take_slot()
-        try:
-            return self._run(program, self.config.base_uid + max(slot, 0), self.python)
-        finally:
-            self._give_slot(slot)
-
-    def run_many(self, programs: list[str], progress: bool = False) -> list[Outcome]:
-        """Every program, `workers` at a time, in input order."""
-        with ThreadPoolExecutor(self.config.workers) as pool:
-            futures = [pool.submit(self.run, p) for p in programs]
-            if progress and os.environ.get("CODEMILL_PROGRESS", "1") != "0":
-                from tqdm import tqdm
-
-                for _ in tqdm(futures, desc="execute", unit="program"):
-                    _.result()
-            return [f.result() for f in futures]
-
-    def _run(self, program: str, uid: int, python: str) -> Outcome:
-        config, found = self.config, self.found
-        started = time.monotonic()
-        workdir = Path(tempfile.mkdtemp(prefix="codemill-sandbox-"))  # 0700, the parent's own
-        cgroup = _Cgroup(found["cgroups"], config)
-        try:
-            program_file = workdir / "program.py"
-            program_file.write_text(program)
-            limits = {"cpu_seconds": config.cpu_seconds, "memory_bytes": config.memory_bytes,
-                      "file_bytes": config.max_file_bytes, "processes": config.max_processes,
-                      "tmp_bytes": config.tmp_bytes, "mounts": found["namespaces"],
-                      "cgroups": [str(p) for p in cgroup.paths]}
-            if found["root"]:
-                if not found["namespaces"]:
-                    os.chown(workdir, uid, uid)
-                command = [sys.executable, "-I", "-S", str(LAUNCHER), str(program_file), str(uid), str(uid), python,
-                           json.dumps(limits)]
-                if found["namespaces"]:
-                    command = [found["unshare"], "--net", "--pid", "--fork", "--kill-child", "--mount",
-                               "--mount-proc"] + command
-                preexec = os.setsid
-            else:  # no root: rlimits only, as this user
-                command = [python, "-I", "-S", "-B", str(program_file)]
-                preexec = _rlimits_only(config)
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env={}, cwd=str(workdir), preexec_fn=preexec)
-            outs: list[bytes] = []
-            errs: list[bytes] = []
-            overflow = threading.Event()
-            readers = [threading.Thread(target=_read_capped, args=(process.stdout, config.max_output_bytes, outs,
-                                                                   overflow), daemon=True),
-                       threading.Thread(target=_read_capped, args=(process.stderr, config.max_output_bytes, errs,
-                                                                   overflow), daemon=True)]
-            for reader in readers:
-                reader.start()
-            timed_out = False
-            deadline = started + config.timeout
-            while process.poll() is None:
-                if overflow.is_set() or time.monotonic() > deadline:
-                    timed_out = not overflow.is_set()
-                    _kill_group(process)
-                    break
-                time.sleep(0.002)
-            process.wait()
-            for reader in readers:
-                reader.join(timeout=5)
-            stdout = b"".join(outs).decode("utf-8", "replace")
-            stderr = b"".join(errs).decode("utf-8", "replace")
-            seconds = time.monotonic() - started
-            code = process.returncode
-            if overflow.is_set():
-                return Outcome("error", f"output over {config.max_output_bytes} bytes: killed", code, stdout, stderr,
-                               seconds)
-            if timed_out:
-                return Outcome("timeout", f"timed out after {config.timeout:g} s", code, stdout, stderr, seconds)
-            if code == 0:
-                return Outcome("passed", "", code, stdout, stderr, seconds)
-            return Outcome("failed", _reason(code, stderr), code, stdout, stderr, seconds)
-        except OSError as err:
-            return Outcome("error", f"the sandbox could not run the program: {err}", None, "", "",
-                           time.monotonic() - started)
-        finally:
-            cgroup.remove()
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """Kill unshare's child first (pid 1 of the program's pid namespace: its death takes every
-    process inside with it, even one that left the process group), then the group."""
-    try:
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for pid in children:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _reason(code: int, stderr: str) -> str:

@@ -7,7 +7,7 @@ sandbox gives each program a fresh interpreter, its own uid, mount/pid/network n
 read-only filesystem, cgroups and rlimits (README: the isolation table).
 
 Second part: cached greedy decoding, new tokens per second, of our model (prefill, then
-`HybridLM.step` with the KV cache and conv/SSM states) against transformers' FalconH1 `generate`
+`training.decode.Decoder` steps with the KV cache and conv/SSM states) against transformers' FalconH1 `generate`
 with the same weights (our export), batch 1, the same prompt, a fixed number of new tokens.
 
 Usage: python benchmarks/bench_eval.py [--workers 2] [--repeat 3] [--new-tokens 128]
@@ -72,6 +72,7 @@ def decoding(args) -> None:
     import torch
     from transformers import FalconH1ForCausalLM
 
+    from codemill.training.decode import Decoder
     from codemill.training.export_hf import export_hf
     from codemill.training.model import HybridLM, named_config
 
@@ -88,13 +89,14 @@ def decoding(args) -> None:
             theirs = FalconH1ForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
         prompt = torch.randint(0, overrides["vocab_size"], (1, 64), generator=torch.Generator().manual_seed(1))
 
-        @torch.no_grad()
+        @torch.inference_mode()
         def run_ours() -> torch.Tensor:
-            cache = ours.new_cache()
-            token = ours(prompt, cache)[:, -1].argmax(-1)
+            decoder = Decoder(ours)  # made per generation, as generate_ours does: its cost counts
+            logits, state = decoder.start(ours, prompt, args.new_tokens)
+            token = logits.argmax(-1)
             out = [token]
             for _ in range(args.new_tokens - 1):
-                token = ours.step(token, cache).argmax(-1)
+                token = decoder.step(token, state).argmax(-1)
                 out.append(token)
             return torch.stack(out, 1)
 

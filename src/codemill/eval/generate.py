@@ -1,5 +1,6 @@
 """Sampling completions: our model through its cached decoding (one prefill, then one step per
-token with the KV cache and the conv/SSM states), or any transformers causal LM through
+token with the KV cache and the conv/SSM states, through `training.decode.Decoder`), or any
+transformers causal LM through
 `generate`, behind one function.
 
 The n samples of a prompt decode together as one batch (same prompt, so no padding: a padded
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from codemill.training.decode import Decoder
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -66,7 +68,7 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text, False) if cut == -1 else (text[:cut], True)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequence[str],
                   config: SamplingConfig, progress: bool = False) -> list[list[str]]:
     """Per prompt, n completions (text after the prompt, cut at the first stop sequence)."""
@@ -76,11 +78,11 @@ def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequen
         from tqdm import tqdm
 
         iterator = tqdm(prompts, desc="generate", unit="prompt")
+    decoder = Decoder(model)
     for index, prompt in enumerate(iterator):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + index)
         ids = torch.tensor([codec.encode(prompt)] * config.n, dtype=torch.long)
-        cache = model.new_cache()
-        logits = model(ids, cache)[:, -1]
+        logits, state = decoder.start(model, ids, config.max_new_tokens)
         produced: list[list[int]] = [[] for _ in range(config.n)]
         done = [False] * config.n
         for _ in range(config.max_new_tokens):
@@ -96,7 +98,7 @@ def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequen
                     done[row] = True
             if all(done):
                 break
-            logits = model.step(token, cache)
+            logits = decoder.step(token, state)
         out.append([_cut(codec.decode(p), stops)[0] for p in produced])
     return out
 

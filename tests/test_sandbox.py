@@ -184,3 +184,28 @@ def test_gsm8k_answers_and_pal_programs(tmp_path: Path) -> None:
     pal_metrics = json.loads((tmp_path / "out" / "gsm8k-pal" / "metrics.json").read_text())["gsm8k-pal"]
     assert cot_metrics["accuracy"] == 1.0
     assert pal_metrics["accuracy"] == 1.0 and pal_metrics["pass@1"] == pytest.approx(0.5)
+
+
+def test_gsm8k_prompts_exemplars_and_generations_that_repeat_the_prompt(sandbox: Sandbox) -> None:
+    from codemill.eval.gsm8k import (EXEMPLARS, MathProblem, cot_prompt, extract_answer, pal_answer, pal_program,
+                                     pal_prompt, score_cot)
+
+    assert len(EXEMPLARS) == 8
+    question = "Ann has 2 pens and buys 3 more. How many pens does she have?"
+    pal, cot = pal_prompt(question), cot_prompt(question)
+    assert pal.count("# solution in Python:\n\n\ndef solution():") == 8
+    assert pal.endswith(f"Q: {question}\n\n# solution in Python:\n\n\n")
+    assert cot.count("The answer is") == 8 and cot.endswith(f"Q: {question}\nA:")
+    # Every exemplar program, run in the sandbox, returns its chain of thought's answer.
+    programs = [pal_program("def solution():\n" + "\n".join("    " + line for line in body.split("\n")))
+                for _, _, body in EXEMPLARS]
+    for (_, thought, _), outcome in zip(EXEMPLARS, sandbox.run_many(programs)):
+        assert outcome.status == "passed" and pal_answer(outcome.stdout) == extract_answer(thought)
+    # Texts that carry the prompt (as the harness stores them) are scored on the model's part only.
+    generated = pal + 'def solution():\n    """..."""\n    return 2 + 3\n\n\n\nQ: next question'
+    outcome = sandbox.run(pal_program(generated))
+    assert outcome.status == "passed" and pal_answer(outcome.stdout) == 5.0
+    problem = MathProblem("t/0", question, "#### 5", 5.0)
+    metrics, _ = score_cot([problem, problem], [[cot + " She has 2 + 3 = 5. The answer is 5.\n\nQ: Bob has 9"],
+                                                [cot + " I do not know.\n\nQ: The answer is 5."]])
+    assert metrics["accuracy"] == 0.5  # the second states no answer of its own (the exemplars' and the next Q's do)

@@ -231,3 +231,16 @@ def test_eval_generates_with_our_model_and_with_its_transformers_export(token_da
     assert ours == theirs
     metrics = json.loads((tmp_path / "ours" / "humaneval" / "metrics.json").read_text())["humaneval"]
     assert metrics["pass@1"] == 0.0 and metrics["problems"] == 3
+
+    # GSM8K: 8-shot prompts (chain of thought and PAL) generated and scored end to end.
+    questions = tmp_path / "gsm8k.jsonl"
+    questions.write_text("\n".join(json.dumps({"question": q, "answer": f"so it is {a}\n#### {a}"})
+                                   for q, a in (("Tom has 3 apples and buys 4 more. How many now?", 7),
+                                                ("A box holds 6 eggs. How many eggs in 5 boxes?", 30))))
+    assert main(["eval", "--model", str(run), "--tasks", "gsm8k,gsm8k-pal", "--data", f"gsm8k={questions}",
+                 "--max-new-tokens", "8", "--out", str(tmp_path / "math")]) == 0
+    for task, marker in (("gsm8k", "\nA:"), ("gsm8k-pal", "# solution in Python:\n\n\n")):
+        raw = json.loads((tmp_path / "math" / task / "generations_raw.json").read_text())
+        assert len(raw) == 2 and raw[0][0].startswith("Q: Olivia has $23.") and raw[0][0].count(marker) == 9
+        metrics = json.loads((tmp_path / "math" / task / "metrics.json").read_text())[task]
+        assert metrics["problems"] == 2 and 0.0 <= metrics["accuracy"] <= 1.0

@@ -374,26 +374,22 @@ def _generate_for_tasks(args: argparse.Namespace, tasks: list[str]) -> list[str]
     (prompt + completion) per task and return their paths."""
     import json
 
-    from codemill.eval.code_tasks import TASKS
     from codemill.eval.generate import SamplingConfig, load_generator
+    from codemill.eval.score import task_prompts
 
-    not_code = [t for t in tasks if t not in TASKS]
-    if not_code:
-        raise ValueError(f"generation is available for {', '.join(TASKS)} so far, not {not_code}; score other "
-                         "tasks' generations with --load-generations")
     generate, description = load_generator(Path(args.model))
     config = SamplingConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
                             max_new_tokens=args.max_new_tokens, seed=args.seed)
     data = dict(item.split("=", 1) for item in (args.data or []) if "=" in item)
     files = []
     for task in tasks:
-        problems = TASKS[task](Path(data[task]) if task in data else None)[: args.limit or None]
-        completions = generate([p.prompt for p in problems], problems[0].stops if problems else (), config,
-                               progress=True)
+        source = data.get(task) or data.get(task.split("-")[0])
+        prompts, stops = task_prompts(task, Path(source) if source else None, args.limit)
+        completions = generate(prompts, stops, config, progress=True)
         out = Path(args.out) / task
         out.mkdir(parents=True, exist_ok=True)
         path = out / "generations_raw.json"
-        path.write_text(json.dumps([[p.prompt + c for c in comps] for p, comps in zip(problems, completions)]))
+        path.write_text(json.dumps([[prompt + c for c in comps] for prompt, comps in zip(prompts, completions)]))
         print(f"{task}: {sum(len(c) for c in completions)} completions from {description}", file=sys.stderr)
         files.append(str(path))
     return files

@@ -70,6 +70,21 @@ def score(problems: Sequence[CodeProblem], generations: Sequence[Sequence[str]],
 TASK_NAMES = ("humaneval", "mbpp", "gsm8k", "gsm8k-pal")
 
 
+def task_prompts(task: str, data: Path | None, limit: int | None = None) -> tuple[list[str], tuple[str, ...]]:
+    """(the prompts a model completes, in task order; the stop sequences) for one task."""
+    from codemill.eval import gsm8k
+    from codemill.eval.code_tasks import TASKS
+
+    if task in TASKS:
+        problems = TASKS[task](data)[: limit or None]
+        return [p.prompt for p in problems], tuple(problems[0].stops) if problems else ()
+    if task == "gsm8k":
+        return [gsm8k.cot_prompt(p.question) for p in gsm8k.load_gsm8k(data)[: limit or None]], gsm8k.COT_STOPS
+    if task == "gsm8k-pal":
+        return [gsm8k.pal_prompt(p.question) for p in gsm8k.load_gsm8k(data)[: limit or None]], gsm8k.PAL_STOPS
+    raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
+
+
 def evaluate_task(task: str, data: Path | None, generations_file: Path, sandbox: Sandbox, ks: Sequence[int],
                   progress: bool = False, limit: int | None = None) -> tuple[dict, list, list[list[str]]]:
     """Score one task's generations file: (metrics, per-sample rows, texts to store); with

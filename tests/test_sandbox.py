@@ -187,8 +187,16 @@ def test_gsm8k_answers_and_pal_programs(tmp_path: Path) -> None:
 
 
 def test_gsm8k_prompts_exemplars_and_generations_that_repeat_the_prompt(sandbox: Sandbox) -> None:
-    from codemill.eval.gsm8k import (EXEMPLARS, MathProblem, cot_prompt, extract_answer, pal_answer, pal_program,
-                                     pal_prompt, score_cot)
+    from codemill.eval.gsm8k import (
+        EXEMPLARS,
+        MathProblem,
+        cot_prompt,
+        extract_answer,
+        pal_answer,
+        pal_program,
+        pal_prompt,
+        score_cot,
+    )
 
     assert len(EXEMPLARS) == 8
     question = "Ann has 2 pens and buys 3 more. How many pens does she have?"

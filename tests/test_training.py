@@ -205,9 +205,12 @@ def test_eval_signal_over_the_checkpoints_of_a_run(token_data: Path, tmp_path: P
     run = tmp_path / "run"
     train(_config(token_data, run, steps=6, checkpoint_every=2, keep_checkpoints=10,
                   optim=OptimConfig(warmup_steps=1, lr=0.01)))
-    assert main(["eval-signal", str(run), "--tasks", "humaneval,code", "--limit", "4"]) == 0
+    assert main(["eval-signal", str(run), "--tasks", "humaneval,code", "--limit", "4", "--pass-limit", "3",
+                 "--max-new-tokens", "8"]) == 0
     report = json.loads((run / "signal" / "signal.json").read_text())
-    assert set(report) == {"humaneval loglik", "humaneval -bpb", "code loglik", "code -bpb"}
+    assert set(report) == {"humaneval loglik", "humaneval -bpb", "code loglik", "code -bpb", "humaneval pass@1"}
+    assert report["humaneval pass@1"]["scores"] == [0.0, 0.0, 0.0]  # flat: 8 tokens of a 6-step model
+    assert report["humaneval pass@1"]["sq"] == 0.0 and report["humaneval pass@1"]["snr"] == 0.0
     for entry in report.values():
         assert entry["steps"] == [2, 4, 6] and 0 <= entry["sq"] <= 1
     assert report["code -bpb"]["scores"][-1] > report["code -bpb"]["scores"][0]  # it learned something

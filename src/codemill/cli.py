@@ -26,6 +26,8 @@ commands:
   eval       score generations: HumanEval, MBPP (sandboxed pass@k), GSM8K (answers; PAL programs sandboxed)
   eval-signal  likelihood metrics over a run's checkpoints: curves, signal quality (SQ), SNR, a plot
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
+  run        the whole job, resumable: curate -> dedup -> tokenize -> train -> eval -> dataset -> report.html
+  config     `codemill config show [--config run.yaml]`: the effective run config with every default
 
 Run `codemill COMMAND --help` for the options of a command.
 """
@@ -64,9 +66,11 @@ def _load_config_section(path: str | None, section_name: str, config_class):
         return config_class()
     import yaml
 
+    from codemill.settings import load_yaml
+
     config_path = Path(path)
     try:
-        data = yaml.safe_load(config_path.read_text()) or {}
+        data = load_yaml(config_path.read_text()) or {}
     except OSError as err:
         raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
@@ -195,11 +199,15 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
+    from codemill.pipelines.run_config import TokenizerStageConfig
     from codemill.shards import iter_rows
     from codemill.tokenize.tokenizer import TokenizerConfig, train_tokenizer
 
+    section = _load_config_section(args.config, "tokenizer", TokenizerStageConfig)
+    vocab_size = args.vocab_size or section.vocab_size
+    max_files = args.max_files or section.max_files
     try:
-        config = TokenizerConfig(vocab_size=args.vocab_size)
+        config = TokenizerConfig(vocab_size=vocab_size, min_frequency=section.min_frequency)
     except ValueError as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2
@@ -210,13 +218,13 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
     def texts():
         for count, row in enumerate(iter_rows(data, columns=["content"])):
-            if count >= args.max_files:
+            if count >= max_files:
                 return
             if row["content"]:
                 yield row["content"]
 
     path = train_tokenizer(texts(), Path(args.out), config)
-    print(f"tokenizer ({args.vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
+    print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
           f"transformers.AutoTokenizer.from_pretrained({str(Path(args.out))!r})")
     return 0
 
@@ -442,18 +450,100 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_signal(args: argparse.Namespace) -> int:
     from codemill.eval.code_tasks import TaskDataError
     from codemill.eval.curves import run_signal
+    from codemill.pipelines.run_config import EvalConfig
 
-    data = {k: Path(v) for k, v in (item.split("=", 1) for item in (args.data or []) if "=" in item)}
+    section = _load_config_section(args.config, "eval", EvalConfig)
+    data = {k: Path(v) for k, v in section.data.items()}
+    data.update({k: Path(v) for k, v in (item.split("=", 1) for item in (args.data or []) if "=" in item)})
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(section.likelihood_tasks)
+    pass_tasks = (tuple(t.strip() for t in args.pass_at_1.split(",") if t.strip()) if args.pass_at_1 is not None
+                  else section.pass_tasks)
     try:
-        report = run_signal(Path(args.run_dir), [t.strip() for t in args.tasks.split(",")], data, args.limit)
+        report = run_signal(Path(args.run_dir), tasks, data, args.limit or section.likelihood_limit,
+                            max_tokens=section.max_tokens, pass_tasks=pass_tasks,
+                            pass_limit=args.pass_limit or section.curve_pass_limit or 20,
+                            max_new_tokens=args.max_new_tokens or section.max_new_tokens, progress=True)
     except (TaskDataError, ValueError, FileNotFoundError, KeyError) as err:
         print(f"codemill eval-signal: {err}", file=sys.stderr)
         return 2
     for name, entry in report.items():
         snr = entry["snr"]
         print(f"{name:22s} {entry['scores'][0]:9.4f} -> {entry['scores'][-1]:9.4f}   SQ {entry['sq']:.2f}   "
-              f"SNR {snr:.1f}" if snr is not None else name)
+              + (f"SNR {snr:.1f}" if snr is not None else "SNR -"))
     print(f"  curves : {Path(args.run_dir) / 'signal' / 'curves.png'}\n  report : {Path(args.run_dir) / 'signal' / 'signal.json'}")
+    return 0
+
+
+def _load_run_config(path: str | None):
+    from codemill.pipelines.run_config import RunConfig
+
+    return RunConfig() if path is None else RunConfig.from_yaml(Path(path))
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from codemill.pipelines.run_config import RunConfigError
+
+    try:
+        config = _load_run_config(args.config)
+    except RunConfigError as err:
+        print(f"codemill config: {err}", file=sys.stderr)
+        return 2
+    print(f"# effective run config{' from ' + args.config if args.config else ' (defaults)'}")
+    print(config.to_yaml(), end="")
+    return 0
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from codemill.curation.sources import SourceError
+    from codemill.pipelines.run import RunError, run_job
+    from codemill.pipelines.run_config import RunConfigError
+
+    try:
+        config = _load_run_config(args.config)
+    except RunConfigError as err:
+        print(f"codemill run: {err}", file=sys.stderr)
+        return 2
+    stage = {"name": "planning"}
+
+    def say(line: str) -> None:
+        stage["name"] = line.split("] ", 1)[-1].split(":", 1)[0].split(" ", 1)[0]
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        result = run_job(config, Path(args.out), beam_args, fresh=args.fresh, say=say)
+    except KeyboardInterrupt:
+        print(f"\ncodemill run: interrupted during stage {stage['name']}; nothing of it is marked finished. "
+              "Rerun the same command to resume (finished stages are reused, training continues from its last "
+              "checkpoint).", file=sys.stderr)
+        return 130
+    except (RunError, SourceError, RunConfigError, ValueError, FileNotFoundError) as err:
+        print(f"codemill run: stage {stage['name']}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only output: name the path
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"codemill run: stage {stage['name']}: {err.strerror or err}{where}; free space or choose another "
+              "--out, then rerun the same command", file=sys.stderr)
+        return 1
+    out = result.out
+    print(f"\ncodemill run finished in {sum(result.seconds.values()):.0f} s "
+          f"({', '.join(result.reused) + ' reused' if result.reused else 'every stage ran'})")
+    summaries = result.summaries
+    curate, tokenize = summaries.get("curate", {}), summaries.get("tokenize", {})
+    train, published = summaries.get("train", {}), summaries.get("publish", {})
+    print(f"  corpus    {curate.get('kept_files', 0):,} of {curate.get('files', 0):,} files kept -> {out / 'curated'}")
+    print(f"  dataset   {published.get('rows', 0):,} rows, {published.get('shards', 0)} Parquet shard(s) + manifest "
+          f"-> {out / 'dataset'}")
+    print(f"  tokens    {tokenize.get('tokens', 0):,} in {tokenize.get('documents', 0):,} documents -> {out / 'tokens'}")
+    if train.get("first_loss") is not None:
+        print(f"  training  {train.get('steps')} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f} "
+              f"-> {out / 'train'}")
+    print(f"  model     Hugging Face FalconH1 export -> {out / 'model'}")
+    evaluation = summaries.get("eval", {})
+    passes = ", ".join(f"{task} {name} {value:.3f}" for task, metrics in evaluation.items() if task != "signal"
+                       for name, value in metrics.items() if name.startswith("pass@"))
+    print(f"  eval      {len(evaluation.get('signal', {}))} curves (SQ, SNR){'; ' + passes if passes else ''} "
+          f"-> {out / 'eval'}")
+    print(f"  report    {out / 'report.html'}")
     return 0
 
 
@@ -517,8 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = tokenizer_commands.add_parser("train", help="train a byte-level BPE on the kept records of IN")
     train.add_argument("input", metavar="IN", help="a curation or dedup output directory")
     train.add_argument("--out", required=True, help="tokenizer folder (tokenizer.json + transformers config)")
-    train.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size (default: %(default)s)")
-    train.add_argument("--max-files", type=int, default=20000, help="train on at most this many files")
+    train.add_argument("--config", help="YAML file with tokenizer settings (vocab_size, min_frequency, max_files), "
+                       "optionally under 'tokenizer:'")
+    train.add_argument("--vocab-size", type=int, help="vocabulary size (default 8192)")
+    train.add_argument("--max-files", type=int, help="train on at most this many files (default 20000)")
 
     tokenize = commands.add_parser(
         "tokenize", help="decontaminate and tokenize into Megatron .bin/.idx shards with a trace index",
@@ -613,9 +705,34 @@ def build_parser() -> argparse.ArgumentParser:
                     "and bits per byte of reference answers; held-out code BPB), then per metric its curve, "
                     "E2LM signal quality, AI2 signal-to-noise ratio, and RUN_DIR/signal/curves.png.")
     signal.add_argument("run_dir", metavar="RUN_DIR", help="a `codemill train` output directory")
-    signal.add_argument("--tasks", default="humaneval,code", help="humaneval, mbpp, gsm8k, code (default: %(default)s)")
+    signal.add_argument("--config", help="YAML file whose 'eval:' section gives the defaults below "
+                        "(likelihood_tasks, likelihood_limit, max_tokens, pass_tasks, curve_pass_limit, data)")
+    signal.add_argument("--tasks", help="humaneval, mbpp, gsm8k, code (default: humaneval,code)")
     signal.add_argument("--data", metavar="TASK=PATH", action="append", help="mbpp=..., gsm8k=... data files")
-    signal.add_argument("--limit", type=int, default=40, help="problems per task (default: %(default)s)")
+    signal.add_argument("--limit", type=int, help="problems per task (default 20)")
+    signal.add_argument("--pass-at-1", metavar="TASKS",
+                        help="code tasks whose greedy pass@1 is drawn beside the likelihood curves ('' for none; "
+                             "default: humaneval)")
+    signal.add_argument("--pass-limit", type=int, help="problems per pass@1 task (default 20)")
+    signal.add_argument("--max-new-tokens", type=int, help="per pass@1 completion (default 128)")
+
+    run = commands.add_parser(
+        "run", help="the whole job: curate, dedup, tokenize, train, evaluate, publish, report",
+        description="Curate (the embedded default corpus unless run.sources says otherwise), deduplicate, "
+                    "decontaminate, train a tokenizer, write the mixture shards, train the small hybrid model "
+                    "with periodic checkpoints, evaluate every checkpoint (likelihood curves, SQ, SNR) and the "
+                    "last one (sandboxed pass@k), publish the dataset folder and write report.html. Stages are "
+                    "resumable: rerun the same command after an interruption.",
+        epilog="Any Apache Beam pipeline option passes through to the curation and tokenize pipelines.")
+    run.add_argument("--config", help="run config YAML (sections: run, curate, dedup, tokenizer, tokenize, train, "
+                     "eval, publish); `codemill config show` prints every default")
+    run.add_argument("--out", default="out", help="output directory (default: %(default)s)")
+    run.add_argument("--fresh", action="store_true", help="redo every stage, even finished ones")
+
+    config_cmd = commands.add_parser("config", help="run config tools")
+    config_commands = config_cmd.add_subparsers(dest="config_command", metavar="ACTION")
+    show = config_commands.add_parser("show", help="print the effective run config, defaults included")
+    show.add_argument("--config", help="run config YAML (default: only defaults)")
 
     manifest = commands.add_parser("manifest", help="provenance manifest tools")
     manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
@@ -635,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         return _dedup(args, rest)
     if args.command == "tokenize":
         return _tokenize(args, rest)
+    if args.command == "run":
+        return _run(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "manifest" and args.manifest_command == "verify":
@@ -651,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval(args)
     if args.command == "eval-signal":
         return _eval_signal(args)
+    if args.command == "config" and args.config_command == "show":
+        return _config_show(args)
     parser.print_help()
     return 0 if args.command is None else 2
 

@@ -2,12 +2,94 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+import types
+import typing
+from dataclasses import fields, is_dataclass
+from functools import lru_cache
+
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+@lru_cache(maxsize=None)
+def _hints(config_class: type) -> dict:
+    try:
+        return typing.get_type_hints(config_class)
+    except (NameError, TypeError):  # an annotation this module cannot resolve: nothing to check
+        return {}
+
+
+def _accepts(annotation, value) -> bool | None:
+    """Whether `value` (as YAML gives it) fits `annotation`; None when the annotation is not one
+    this checker knows (a nested config, a custom type: its own from_dict checks it)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_accepts(arm, value) for arm in typing.get_args(annotation)]
+        return True if any(v for v in verdicts) else (None if None in verdicts else False)
+    if annotation is type(None):
+        return value is None
+    if annotation is typing.Any:
+        return True
+    if annotation in _SCALARS:
+        if annotation is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if annotation is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, annotation)
+    if origin in (tuple, list) or annotation in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _describe(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    if origin in (tuple, list) or annotation in (tuple, list):
+        return "a list"
+    if origin is dict or annotation is dict:
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def reject_unknown(config_class: type, values: dict, what: str) -> None:
-    """A clear error naming the unknown keys and the known ones (typos must not pass silently)."""
+    """Clear errors for a config mapping: unknown keys (typos must not pass silently) and values of
+    the wrong type (a string where a number goes), each naming the setting and what it takes."""
+    if not isinstance(values, dict):
+        raise ValueError(f"the {what} settings must be a mapping of names to values, got {type(values).__name__}")
     known = {f.name for f in fields(config_class)}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown {what} setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    hints = _hints(config_class)
+    for name, value in values.items():
+        annotation = hints.get(name)
+        if annotation is None or (is_dataclass(annotation) and isinstance(value, dict)):
+            continue
+        if _accepts(annotation, value) is False:
+            raise ValueError(f"{what} setting {name!r} must be {_describe(annotation)}, got {value!r} "
+                             f"({type(value).__name__})")
+
+
+def load_yaml(text: str):
+    """yaml.safe_load, except that numbers such as 1e-3 or 3e5 are numbers: PyYAML follows YAML
+    1.1, where a float needs a dot ("1.0e-3"), and would hand back the string "1e-3"."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+                   r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."))
+    # Integers stay integers: the int resolver (registered first) matches plain digits before this one.
+    return yaml.load(text, Loader=Loader)

@@ -34,7 +34,12 @@ class CurationConfig:
             kwargs["limits"] = IngestLimits(**(kwargs["limits"] or {}))
         if kwargs.get("dedup") is not None:
             kwargs["dedup"] = DedupConfig.from_dict(kwargs["dedup"])
-        if "optout" in kwargs:
+        if isinstance(kwargs.get("optout"), dict):  # as `codemill config show` prints it
+            reject_unknown(OptOutList, kwargs["optout"], "optout")
+            kwargs["optout"] = OptOutList(**{k: frozenset(v or ()) for k, v in kwargs["optout"].items()})
+        elif kwargs.get("optout") is None:
+            kwargs.pop("optout", None)
+        else:  # a file of SWHIDs, origins and repository names
             path = Path(kwargs["optout"])
             kwargs["optout"] = OptOutList.from_file(path if path.is_absolute() or base_dir is None else base_dir / path)
         return cls(**kwargs)

@@ -1,5 +1,6 @@
-"""`codemill eval-signal RUN_DIR`: every checkpoint of a training run through the likelihood metrics,
-then each metric's curve, its signal quality and SNR, and a plot.
+"""`codemill eval-signal RUN_DIR`: every checkpoint of a training run through the likelihood metrics
+(and, beside them, greedy pass@1 on a code task, the metric they are meant to foretell), then each
+metric's curve, its signal quality and SNR, and a plot.
 
 Pairs per task: HumanEval and MBPP (prompt, canonical solution), GSM8K (question, reference answer),
 and held-out code (no prompt): standard-library modules of the running Python, which the embedded
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from codemill.eval.likelihood import Pair, likelihood_metrics, logits_fn
 from codemill.eval.signal import curve_report, plot_curves
+from codemill.progress import bar
 
 SIGNAL_TASKS = ("humaneval", "mbpp", "gsm8k", "code")
 
@@ -37,9 +39,17 @@ def task_pairs(task: str, data: Path | None, limit: int | None) -> list[Pair]:
 
 
 def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: int | None = 40,
-               max_tokens: int = 1024) -> dict:
+               max_tokens: int = 1024, pass_tasks: tuple[str, ...] = (), pass_limit: int = 20,
+               max_new_tokens: int = 128, progress: bool = False, out_dir: Path | None = None) -> dict:
+    """Curves over every checkpoint of `run_dir`: likelihood metrics of `tasks`, and greedy pass@1
+    on the first `pass_limit` problems of each of `pass_tasks` (sandboxed). Writes signal.json and
+    curves.png to `out_dir` (default RUN_DIR/signal)."""
     import torch
 
+    from codemill.eval.code_tasks import TASKS
+    from codemill.eval.generate import SamplingConfig, codec_for, generate_ours
+    from codemill.eval.sandbox import Sandbox
+    from codemill.eval.score import score
     from codemill.tokenize.tokenizer import load_tokenizer
     from codemill.training.checkpoint import checkpoint_dir
     from codemill.training.loop import load_model
@@ -52,20 +62,36 @@ def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: in
     if len(checkpoints) < 2:
         raise ValueError(f"{run_dir} has {len(checkpoints)} checkpoint(s); a curve needs several "
                          "(train with keep_checkpoints large enough)")
+    unknown = [t for t in pass_tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"pass@1 curves are for code tasks ({', '.join(TASKS)}), not {unknown}")
     pairs = {task: task_pairs(task, data.get(task), limit) for task in tasks}
+    problems = {task: TASKS[task](data.get(task))[:pass_limit] for task in pass_tasks}
+    greedy = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    sandbox = Sandbox() if pass_tasks else None
     steps, curves = [], {}
-    for path in checkpoints:
-        model = load_model(path)
-        steps.append(int(path.name.split("-")[1]))
-        run = logits_fn(model)
-        with torch.no_grad():  # a context, not set_grad_enabled: the caller's autograd state is not ours
-            for task, task_pairs_ in pairs.items():
-                metrics = likelihood_metrics(run, encode, task_pairs_, max_tokens=max_tokens)
-                curves.setdefault(f"{task} loglik", []).append(metrics["loglik"])
-                curves.setdefault(f"{task} -bpb", []).append(-metrics["bpb"])
+    iterator = bar(checkpoints, desc="checkpoints", unit="checkpoint", disable=not progress)
+    try:
+        for path in iterator:
+            model = load_model(path)
+            steps.append(int(path.name.split("-")[1]))
+            run = logits_fn(model)
+            with torch.no_grad():  # a context, not set_grad_enabled: the caller's autograd state is not ours
+                for task, task_pairs_ in pairs.items():
+                    metrics = likelihood_metrics(run, encode, task_pairs_, max_tokens=max_tokens)
+                    curves.setdefault(f"{task} loglik", []).append(metrics["loglik"])
+                    curves.setdefault(f"{task} -bpb", []).append(-metrics["bpb"])
+            for task, task_problems in problems.items():
+                completions = generate_ours(model, codec_for(tokenizer), [p.prompt for p in task_problems],
+                                            task_problems[0].stops, greedy)
+                passed, _, _ = score(task_problems, completions, sandbox, ks=(1,))
+                curves.setdefault(f"{task} pass@1", []).append(passed["pass@1"])
+    finally:
+        if sandbox is not None:
+            sandbox.close()
     report = curve_report(steps, curves)
-    out = run_dir / "signal"
-    out.mkdir(exist_ok=True)
+    out = Path(out_dir) if out_dir is not None else run_dir / "signal"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "signal.json").write_text(json.dumps(report, indent=2))
     plot_curves(report, out / "curves.png")
     return report

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from codemill.progress import bar
 from codemill.training.decode import Decoder
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -73,11 +75,7 @@ def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequen
                   config: SamplingConfig, progress: bool = False) -> list[list[str]]:
     """Per prompt, n completions (text after the prompt, cut at the first stop sequence)."""
     out = []
-    iterator = prompts
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(prompts, desc="generate", unit="prompt")
+    iterator = bar(prompts, desc="generate", unit="prompt", disable=not progress)
     decoder = Decoder(model)
     for index, prompt in enumerate(iterator):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + index)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from codemill.progress import bar
+
 ZYGOTE = Path(__file__).with_name("sandbox_zygote.py")
 
 
@@ -347,11 +349,8 @@ class Sandbox:
         """Every program, `workers` at a time, in input order."""
         with ThreadPoolExecutor(self.config.workers) as pool:
             futures = [pool.submit(self.run, p) for p in programs]
-            if progress and os.environ.get("CODEMILL_PROGRESS", "1") != "0":
-                from tqdm import tqdm
-
-                for _ in tqdm(futures, desc="execute", unit="program"):
-                    _.result()
+            for future in bar(futures, desc="execute", unit="program", disable=not progress):
+                future.result()
             return [f.result() for f in futures]
 
 

@@ -58,7 +58,13 @@ def signal_to_noise(final_scores: Sequence[float], last_checkpoint_scores: Seque
     scale = abs(float(finals.mean())) or 1.0
     signal = float(finals.max() - finals.min()) / scale
     noise = float(last.std()) / (abs(float(last.mean())) or 1.0)
-    return signal / noise if noise > 0 else float("inf")
+    if noise == 0:  # a flat end: no noise; a flat curve has no signal either
+        return 0.0 if signal == 0 else float("inf")
+    return signal / noise
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None  # JSON has no infinity
 
 
 def curve_report(steps: Sequence[int], curves: dict[str, Sequence[float]], last: int = 3) -> dict[str, dict]:
@@ -66,7 +72,7 @@ def curve_report(steps: Sequence[int], curves: dict[str, Sequence[float]], last:
     report = {}
     for name, scores in curves.items():
         report[name] = {"steps": list(steps), "scores": list(scores), "sq": signal_quality(steps, scores),
-                        "snr": signal_to_noise(scores, scores[-last:]) if len(scores) >= 2 else None}
+                        "snr": _finite(signal_to_noise(scores, scores[-last:])) if len(scores) >= 2 else None}
     return report
 
 

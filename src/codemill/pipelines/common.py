@@ -86,11 +86,10 @@ class ProgressBar(beam.DoFn):
         self.total, self.desc, self.unit, self.position = total, desc, unit, position
 
     def setup(self) -> None:
-        from tqdm import tqdm
+        from codemill.progress import bar
 
-        self.bar = tqdm(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
-                        position=self.position,
-                        disable=os.environ.get("CODEMILL_PROGRESS", "1") == "0")
+        self.bar = bar(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
+                       position=self.position)
 
     def process(self, element):
         self.bar.update(1)

@@ -112,8 +112,10 @@ class MixtureSpec:
     def from_yaml(cls, path: Path) -> "MixtureSpec":
         import yaml
 
+        from codemill.settings import load_yaml
+
         try:
-            data = yaml.safe_load(Path(path).read_text())
+            data = load_yaml(Path(path).read_text())
         except OSError as err:
             raise MixtureError(f"cannot read mixture spec {path}: {err.strerror or err}") from None
         except yaml.YAMLError as err:

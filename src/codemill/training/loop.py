@@ -166,10 +166,9 @@ class _Metrics:
 
 
 def _progress(total: int, initial: int, env: DistEnv):
-    from tqdm import tqdm
+    from codemill.progress import bar
 
-    disable = not env.main or os.environ.get("CODEMILL_PROGRESS", "1") == "0"
-    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=disable)
+    return bar(total=total, initial=initial, desc="train", unit="step", disable=not env.main)
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -1,0 +1,181 @@
+"""Dataset publication: the kept records of a curation (or dedup) output as a Hugging Face dataset
+folder, with its provenance manifest beside it.
+
+    DIR/dataset/data/train-00000-of-0000N.parquet   the records (content, SWHIDs, licence, language, ...)
+    DIR/dataset/README.md                           the dataset card (YAML header + the numbers)
+    DIR/dataset/manifest/part-*.parquet             every input file with its SWHID and verdict
+    DIR/dataset/stats.json, dedup.json              the curation's own counts
+
+`datasets.load_dataset("parquet", data_dir="DIR/dataset/data")` (or `load_dataset("DIR/dataset")`,
+which reads the card's `configs:`) loads it. Rows are written in the curation's shard order, so the
+folder is byte-identical for an identical curation output.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from codemill.pipelines.run_config import PublishConfig
+from codemill.shards import shard_paths
+
+# The columns a dataset user needs; the curation's internal ones (filters fired, stored hashes) stay
+# in the curation output.
+COLUMNS = ("content", "repo", "path", "language", "language_type", "license_spdx", "license_type", "license_source",
+           "swhid", "qualified_swhid", "origin_url", "origin_swhid", "size_bytes", "is_vendor", "is_generated",
+           "pii_types", "pii_count", "dup_cluster")
+
+
+class PublishError(ValueError):
+    """Nothing to publish, or an input that is not a finished curation output."""
+
+
+@dataclass
+class Published:
+    dataset_dir: Path
+    rows: int
+    shards: int
+    languages: Counter
+    licenses: Counter
+    license_types: Counter
+
+
+def publish_dataset(curated: Path, out_dir: Path, config: PublishConfig = PublishConfig()) -> Published:
+    curated, out_dir = Path(curated), Path(out_dir)
+    if not (curated / "_SUCCESS.json").exists():
+        raise PublishError(f"{curated} is not a finished curation output (no _SUCCESS.json)")
+    dataset = out_dir / "dataset"
+    shutil.rmtree(dataset, ignore_errors=True)
+    (dataset / "data").mkdir(parents=True)
+    tables = []
+    for path in shard_paths(curated / "data"):
+        table = pq.read_table(path, columns=list(COLUMNS))
+        if config.permissive_only:
+            table = table.filter(pa.compute.equal(table["license_type"], "permissive"))
+        if table.num_rows:
+            tables.append(table)
+    if not tables:
+        raise PublishError(f"no records to publish from {curated / 'data'}"
+                           + (" (publish.permissive_only: no permissive records)" if config.permissive_only else ""))
+    table = pa.concat_tables(tables)
+    count = max(1, -(-table.num_rows // config.rows_per_shard))
+    for index in range(count):
+        part = table.slice(index * config.rows_per_shard, config.rows_per_shard)
+        target = dataset / "data" / f"train-{index:05d}-of-{count:05d}.parquet"
+        tmp = target.with_name("." + target.name + ".tmp")
+        pq.write_table(part, tmp, compression="zstd")
+        tmp.replace(target)
+    shutil.copytree(curated / "manifest", dataset / "manifest")
+    for name in ("stats.json", "dedup.json"):
+        if (curated / name).exists():
+            shutil.copy2(curated / name, dataset / name)
+    languages = Counter(table["language"].to_pylist())
+    licenses = Counter(table["license_spdx"].to_pylist())
+    license_types = Counter(table["license_type"].to_pylist())
+    stats = json.loads((curated / "stats.json").read_text())
+    dedup = json.loads((curated / "dedup.json").read_text()) if (curated / "dedup.json").exists() else None
+    (dataset / "README.md").write_text(_card(config, table.num_rows, count, languages, licenses, license_types,
+                                             stats, dedup))
+    return Published(dataset, table.num_rows, count, languages, licenses, license_types)
+
+
+def _rows(counter: Counter, total: int, limit: int = 25) -> str:
+    lines = ["| value | files | share |", "|---|---|---|"]
+    for value, n in counter.most_common(limit):
+        lines.append(f"| {value if value is not None else '(none)'} | {n:,} | {n / max(1, total):.1%} |")
+    if len(counter) > limit:
+        rest = sum(n for _, n in counter.most_common()[limit:])
+        lines.append(f"| ({len(counter) - limit} more) | {rest:,} | {rest / max(1, total):.1%} |")
+    return "\n".join(lines)
+
+
+def _card(config: PublishConfig, rows: int, shards: int, languages: Counter, licenses: Counter,
+          license_types: Counter, stats: dict, dedup: dict | None) -> str:
+    totals = stats.get("totals", {})
+    spdx_ids = sorted({part.strip() for value in licenses if value for part in
+                       value.replace("(", " ").replace(")", " ").replace(" AND ", "|").replace(" OR ", "|")
+                       .replace(" WITH ", "|").split("|") if part.strip()})
+    drops = stats.get("drop_reasons", {})
+    drop_lines = "\n".join(f"| {reason} | {n:,} |" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]))
+    dedup_text = "No deduplication was applied."
+    if dedup:
+        d_totals, d_config = dedup.get("totals", {}), dedup.get("config", {})
+        dedup_text = (f"{d_config.get('mode', '?')} dedup (MinHash {d_config.get('num_perm', '?')} permutations, "
+                      f"{d_config.get('ngram', '?')}-gram shingles, Jaccard >= {d_config.get('threshold', '?')}): "
+                      f"{d_totals.get('removed_exact', 0):,} exact and {d_totals.get('removed_near', 0):,} near "
+                      f"duplicates removed ({d_totals.get('removed_bytes', 0) / 1e6:.1f} MB).")
+    header = {
+        "pretty_name": config.name,
+        "license": "other",
+        "license_details": "Each row carries the licence of its file (license_spdx, license_type); see below.",
+        "tags": ["code", "software-heritage", "swhid", "codemill"] + [f"spdx:{s}" for s in spdx_ids[:50]],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
+    }
+    import yaml
+
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False).strip()}
+---
+
+# {config.name}
+
+Source code curated by codemill from {stats.get('sources', '?')} repositories:
+{rows:,} files in {shards} Parquet shard(s){' (permissive licences only)' if config.permissive_only else ''}.
+Every row names its file's Software Heritage ID (`swhid`, the `swh:1:cnt` of the original bytes),
+a qualified SWHID with origin and path (`qualified_swhid`), its repository, language and licence.
+
+```python
+from datasets import load_dataset
+ds = load_dataset("parquet", data_dir="data", split="train")
+```
+
+## Licences
+
+Licences were detected from licence files with ScanCode (files inherit the licences found on their
+path) or taken from declared package metadata; `license_source` says which decided. Types:
+
+{_rows(license_types, rows)}
+
+SPDX expressions:
+
+{_rows(licenses, rows)}
+
+## Languages
+
+{_rows(languages, rows)}
+
+## Filtering and deduplication
+
+{totals.get('files', 0):,} files ({totals.get('bytes', 0) / 1e6:.1f} MB) were read; {totals.get('kept_files', 0):,}
+were kept ({totals.get('kept_bytes', 0) / 1e6:.1f} MB). Removed, by reason (StarCoder2's filters
+and thresholds, binary and oversized files):
+
+| reason | files |
+|---|---|
+{drop_lines}
+
+{dedup_text}
+
+PII: emails, IP addresses, keys and passwords were replaced by placeholders
+(`<EMAIL>`, `<IP_ADDRESS>`, `<KEY>`, `<PASSWORD>`): {stats.get('pii_redactions_total', 0):,} replacements.
+
+## Provenance: verify the SWHID manifest
+
+`manifest/` lists every input file, kept or not, with its SWHID and the verdict. Recompute the
+SWHIDs from the original sources:
+
+```
+codemill manifest verify CURATION_OUTPUT_DIR
+```
+
+or for one file, `git hash-object FILE` equals the hex digest of its `swh:1:cnt:` SWHID (Software
+Heritage content identifiers are git blob hashes). The `content` column holds the text as stored
+(after PII redaction): `git hash-object` of it, written as UTF-8, equals the manifest's
+`stored_sha1_git` for that file.
+"""

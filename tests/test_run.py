@@ -166,3 +166,51 @@ def test_an_empty_corpus_is_a_clear_error(tmp_path: Path) -> None:
     _, err = process.communicate(timeout=300)
     assert process.returncode == 2
     assert "stage curate" in err and "empty after filtering" in err
+
+
+def _copy_run(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out, symlinks=True)
+    config = _write_config(tmp_path / "run.yaml")
+    for marker in out.glob("stages/publish-*/_STAGE.json"):  # the stage the faults below hit
+        marker.unlink()
+    return out, config
+
+
+def test_a_full_disk_names_the_path_and_leaves_the_stage_unfinished(finished_run: Path, tmp_path: Path,
+                                                                     monkeypatch, capsys) -> None:
+    import errno
+
+    import pyarrow.parquet as pq
+
+    from codemill.cli import main
+
+    out, config = _copy_run(finished_run, tmp_path)
+
+    def full(table, where, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(pq, "write_table", full)
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "stage publish: No space left on device" in err and "train-00000-of-" in err
+    assert not list(out.glob("stages/publish-*/_STAGE.json"))
+
+
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(finished_run: Path, tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    from codemill.cli import main
+    from codemill.pipelines import publish
+
+    out, config = _copy_run(finished_run, tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(publish, "publish_dataset", interrupted)
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted during stage publish" in err and "Rerun the same command" in err
+    assert not list(out.glob("stages/publish-*/_STAGE.json"))

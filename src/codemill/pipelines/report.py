@@ -78,10 +78,10 @@ def _corpus(curated: Path) -> str:
     _bars(axes[0, 0], stats.get("kept_by_language", {}), "kept files by language")
     _bars(axes[0, 1], stats.get("kept_by_license_type", {}), "kept files by licence type", color="#55a868")
     parts.append(_png(fig))
-    removals = {reason: n for reason, n in stats.get("drop_reasons", {}).items()}
-    if dedup:
-        removals["dedup: exact"] = dedup.get("totals", {}).get("removed_exact", 0)
-        removals["dedup: near"] = dedup.get("totals", {}).get("removed_near", 0)
+    removals = dict(stats.get("drop_reasons", {}))
+    if dedup and not any("duplicate" in reason for reason in removals):  # a separate dedup stage's removals
+        removals["exact_duplicate_of"] = dedup.get("totals", {}).get("removed_exact", 0)
+        removals["near_duplicate_of"] = dedup.get("totals", {}).get("removed_near", 0)
     parts.append("<h2>What filters and dedup removed</h2>")
     fig, axes = _figure(height=3.4)
     _bars(axes[0, 0], removals, "files removed, by reason", top=20, color="#c44e52")

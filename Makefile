@@ -20,7 +20,7 @@ $(BIN)/codemill: pyproject.toml constraints.txt
 setup: $(BIN)/codemill
 
 run: setup
-	$(BIN)/codemill curate --out $(OUT) --dedup near
+	$(BIN)/codemill run --out $(OUT)
 
 test: setup
 	$(BIN)/pytest -q -n 2 tests

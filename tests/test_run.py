@@ -214,3 +214,16 @@ def test_ctrl_c_says_where_it_stopped_and_how_to_resume(finished_run: Path, tmp_
     err = capsys.readouterr().err
     assert "interrupted during stage publish" in err and "Rerun the same command" in err
     assert not list(out.glob("stages/publish-*/_STAGE.json"))
+
+
+def test_two_runs_cannot_share_an_output_directory(tmp_path: Path) -> None:
+    import fcntl
+
+    from codemill.pipelines.run import RunError, run_job
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RunError, match="another codemill run is using"):
+            run_job(RunConfig.from_dict(SMALL), out)

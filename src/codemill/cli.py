@@ -10,9 +10,10 @@ from pathlib import Path
 
 DESCRIPTION = """\
 codemill turns source-code archives into curated, deduplicated, tokenized training data with
-provenance for every token: each file gets its Software Heritage ID (SWHID), language, licence,
-quality-filter verdict and PII redaction, a manifest accounts for every input file, and every token
-of the Megatron shards traces back to the SWHID and licence of the file it came from.
+provenance for every token, and trains and evaluates code models on it: each file gets its Software
+Heritage ID (SWHID), language, licence, quality-filter verdict and PII redaction, a manifest accounts
+for every input file, and every token of the Megatron shards traces back to the SWHID and licence of
+the file it came from. `codemill run` does the whole job; the commands below do one stage each.
 
 commands:
   curate     read sources, label and filter every file, write data/, dropped/, manifest/, trees/, stats.json

@@ -15,6 +15,7 @@ the current stages' outputs.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -88,6 +89,21 @@ def run_job(config: RunConfig, out: Path, beam_args: list[str] | None = None, fr
             say: Callable[[str], None] = print) -> RunResult:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".lock", "w")  # noqa: SIM115 - held for the whole run, released when the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RunError(f"another codemill run is using {out}; wait for it or choose another --out") from None
+    try:
+        return _run_stages(config, out, beam_args, fresh, say)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _run_stages(config: RunConfig, out: Path, beam_args: list[str] | None, fresh: bool,
+                say: Callable[[str], None]) -> RunResult:
     (out / "config.yaml").write_text(config.to_yaml())
     specs = _plan_sources(config)
     if not specs:

@@ -31,7 +31,8 @@ SHAPES = {
 }
 
 
-def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, compile_model: bool) -> dict:
+def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, compile_model: bool,
+           activation_checkpointing: bool = False) -> dict:
     import resource
     import time
 
@@ -45,6 +46,10 @@ def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, 
     if side == "codemill":
         model = HybridLM(config)
         model.reset_parameters(seed=0)
+        if activation_checkpointing:
+            from codemill.training.distributed import apply_activation_checkpointing
+
+            apply_activation_checkpointing(model)
         if compile_model:
             model = torch.compile(model)
 
@@ -105,14 +110,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also run codemill under torch.compile")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="also run codemill with activation checkpointing (the trainer's option)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         import torch
 
         torch.set_num_threads(args.threads)
-        side, shape, checkpoint_dir, compile_flag = args.worker.split(",")
-        print(json.dumps(worker(side, shape, args.steps, args.warmup, checkpoint_dir, compile_flag == "1")))
+        side, shape, checkpoint_dir, variant = args.worker.split(",")
+        print(json.dumps(worker(side, shape, args.steps, args.warmup, checkpoint_dir, variant == "compile",
+                                variant == "ac")))
         return
 
     import torch
@@ -132,14 +140,16 @@ def main() -> None:
             model.reset_parameters(seed=0)
             export_hf(model, Path(tmp))
             del model
-            sides = [("transformers", "0"), ("codemill", "0")] + ([("codemill", "1")] if args.compile else [])
-            for side, compiled in sides:
-                out = subprocess.run([sys.executable, __file__, "--worker", f"{side},{shape},{tmp},{compiled}",
+            sides = ([("transformers", "eager"), ("codemill", "eager")] + ([("codemill", "compile")] if args.compile
+                     else []) + ([("codemill", "ac")] if args.activation_checkpointing else []))
+            for side, variant in sides:
+                out = subprocess.run([sys.executable, __file__, "--worker", f"{side},{shape},{tmp},{variant}",
                                       "--steps", str(args.steps), "--warmup", str(args.warmup),
                                       "--threads", str(args.threads)],
                                      check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
                 row = json.loads(out.stdout.strip().splitlines()[-1])
-                row["label"] = side + (" (torch.compile)" if compiled == "1" else "")
+                row["label"] = side + {"eager": "", "compile": " (torch.compile)",
+                                       "ac": " (activation checkpointing)"}[variant]
                 rows.append(row)
 
     print(f"\n### Training step benchmark ({platform.machine()}, {args.threads} threads, torch {torch.__version__})\n")

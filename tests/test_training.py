@@ -247,3 +247,11 @@ def test_eval_generates_with_our_model_and_with_its_transformers_export(token_da
         assert len(raw) == 2 and raw[0][0].startswith("Q: Olivia has $23.") and raw[0][0].count(marker) == 9
         metrics = json.loads((tmp_path / "math" / task / "metrics.json").read_text())[task]
         assert metrics["problems"] == 2 and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_activation_checkpointing_gives_the_same_losses(token_data: Path, tmp_path: Path) -> None:
+    plain = train(_config(token_data, tmp_path / "plain", steps=4, checkpoint_every=4))
+    recomputed = train(_config(token_data, tmp_path / "ac", steps=4, checkpoint_every=4, activation_checkpointing=True))
+    assert recomputed.losses == pytest.approx(plain.losses, rel=1e-5)
+    plain_state = load_latest(tmp_path / "plain").model
+    assert set(load_latest(tmp_path / "ac").model) == set(plain_state)  # checkpoints keep the same names

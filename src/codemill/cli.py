@@ -341,6 +341,8 @@ def _train(args: argparse.Namespace) -> int:
         changes["optim"] = dataclasses.replace(config.optim, **optim)
     if args.tensorboard:
         changes["tensorboard"] = True
+    if args.activation_checkpointing:
+        changes["activation_checkpointing"] = True
     try:
         config = dataclasses.replace(config, **changes)
         if not config.data.path:
@@ -648,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
                "model_overrides (any model field), data {path, seq_len, seed}, optim {optimizer, lr, schedule, "
                "warmup_steps, decay_fraction, weight_decay, multiplier_weight_decay, grad_clip, mup_base_width, ...}, "
                "steps, micro_batch, grad_accum, checkpoint_every, keep_checkpoints, max_bad_steps, parallel, "
-               "tensorboard, peak_flops.")
+               "tensorboard, activation_checkpointing, peak_flops.")
     train.add_argument("--config", help="YAML training config")
     train.add_argument("--data", help="a `codemill tokenize` output directory (or its blend.json)")
     train.add_argument("--out", help="run directory: checkpoints, metrics.jsonl (default runs/train)")
@@ -666,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     train.add_argument("--parallel", choices=("ddp", "fsdp"), help="data parallelism under torchrun (default ddp)")
     train.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
+    train.add_argument("--activation-checkpointing", action="store_true",
+                       help="recompute each block's activations in backward: less memory, ~1/3 more compute")
 
     export = commands.add_parser("export-hf", help="write a checkpoint as a Hugging Face FalconH1 model")
     export.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",

@@ -68,6 +68,17 @@ def parallelize(model: torch.nn.Module, env: DistEnv, mode: str) -> torch.nn.Mod
     return model
 
 
+def apply_activation_checkpointing(model: torch.nn.Module) -> torch.nn.Module:
+    """Recompute each block's activations in the backward pass instead of keeping them (torch's
+    composable checkpoint: parameter names and checkpoints are unchanged). Peak memory falls to
+    about one block's activations plus the residual stream per block, for ~1/3 more compute."""
+    from torch.distributed._composable import checkpoint
+
+    for block in model.layers:
+        checkpoint(block)
+    return model
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 

@@ -29,6 +29,7 @@ from codemill.training.data import DataConfig, PackedSamples
 from codemill.training.distributed import (
     DistEnv,
     all_mean,
+    apply_activation_checkpointing,
     gather_objects,
     init_distributed,
     no_gradient_sync,
@@ -68,6 +69,7 @@ class TrainConfig:
     max_bad_steps: int = 10
     parallel: str = "ddp"  # with several ranks: ddp | fsdp
     tensorboard: bool = False
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~1/3 more compute
     peak_flops: float | None = None  # for MFU; measured (fp32 matmul) when not given
     fail_after_step: int | None = None  # fault injection for resume tests: hard exit after this step
 
@@ -194,6 +196,8 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
                          f"{model_config.vocab_size}")
     model = HybridLM(model_config).to(env.device)
     model.reset_parameters(seed=config.seed)
+    if config.activation_checkpointing:  # before sharding, as torchtitan orders them
+        apply_activation_checkpointing(model)
     model = parallelize(model, env, config.parallel)
     optimizers = Optimizers(model, config.optim, model_config.hidden_size)
     if env.main:

@@ -227,3 +227,22 @@ def test_two_runs_cannot_share_an_output_directory(tmp_path: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(RunError, match="another codemill run is using"):
             run_job(RunConfig.from_dict(SMALL), out)
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    config = _write_config(tmp_path / "conf" / "run.yaml", {"run": {"sources": ["repos/a.tar.gz", "/abs/b"]},
+                                                            "eval": {"data": {"mbpp": "data/mbpp.jsonl"}}})
+    loaded = RunConfig.from_yaml(config)
+    assert loaded.run.sources == (str(tmp_path / "conf" / "repos" / "a.tar.gz"), "/abs/b")
+    assert loaded.eval.data == {"mbpp": str(tmp_path / "conf" / "data" / "mbpp.jsonl")}
+
+
+def test_missing_eval_data_stops_the_run_before_any_stage(tmp_path: Path) -> None:
+    from codemill.pipelines.run import RunError, run_job
+
+    config = RunConfig.from_dict({**SMALL, "eval": {**SMALL["eval"], "pass_tasks": ["mbpp"],
+                                                    "data": {"mbpp": str(tmp_path / "missing.jsonl")}}})
+    with pytest.raises(RunError, match="eval stage needs mbpp data"):
+        run_job(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "stages").exists()

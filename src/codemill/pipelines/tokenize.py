@@ -26,6 +26,7 @@ import apache_beam as beam
 import numpy as np
 
 from codemill.pipelines.common import (
+    ProgressBar,
     StatsCombine,
     default_pipeline_options,
     is_single_process,
@@ -39,6 +40,7 @@ from codemill.pipelines.outputs import (
     WriteShards,
 )
 from codemill.pipelines.pooled import PooledDoFn
+from codemill.progress import bar
 from codemill.records import MANIFEST_SCHEMA, FileRecord
 from codemill.shards import shard_name, shard_of
 from codemill.tokenize.config import TokenizeConfig
@@ -94,7 +96,17 @@ class WriteTokenShard(beam.DoFn):
                     yield doc
 
         name = f"{component}/{shard_name(index, self.num_shards).removesuffix('.parquet')}"
-        info = write_shard(Path(self.out_dir) / "tokens" / name, documents(), dtype)
+        progress = bar(desc=f"tokenize {name}", unit=" docs", mininterval=2.0, leave=False)
+
+        def counted(docs: Iterator[Document]) -> Iterator[Document]:
+            for doc in docs:
+                progress.update(1)
+                yield doc
+
+        try:
+            info = write_shard(Path(self.out_dir) / "tokens" / name, counted(documents()), dtype)
+        finally:
+            progress.close()
         yield from events
         if info.documents:
             yield "shard", name, info.documents, info.tokens
@@ -124,6 +136,7 @@ class Tokenize(beam.PTransform):
         checked = (
             records
             | "Kept" >> beam.Filter(lambda r: r.kept and r.content is not None)
+            | "Progress" >> beam.ParDo(ProgressBar(None, "tokenize: decontaminate", " files"))
             | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes))
         )
         assigned = (

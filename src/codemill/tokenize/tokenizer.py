@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from codemill.progress import enabled as progress_enabled
+
 EOS = "<|endoftext|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"
 REPO_NAME, FILE_SEP = "<repo_name>", "<file_sep>"
@@ -45,7 +47,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, config: TokenizerConfig
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=progress_enabled(),
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return save_for_transformers(tokenizer, Path(out_dir))

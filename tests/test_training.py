@@ -255,3 +255,21 @@ def test_activation_checkpointing_gives_the_same_losses(token_data: Path, tmp_pa
     assert recomputed.losses == pytest.approx(plain.losses, rel=1e-5)
     plain_state = load_latest(tmp_path / "plain").model
     assert set(load_latest(tmp_path / "ac").model) == set(plain_state)  # checkpoints keep the same names
+
+
+def test_older_checkpoints_can_keep_weights_only(token_data: Path, tmp_path: Path) -> None:
+    from codemill.training.checkpoint import checkpoint_dir, load_checkpoint
+    from codemill.training.loop import load_model
+
+    run = tmp_path / "run"
+    train(_config(token_data, run, steps=8, checkpoint_every=2, keep_checkpoints=10, keep_optimizer_states=1))
+    checkpoints = sorted(checkpoint_dir(run).glob("step-*"))
+    assert [p.name for p in checkpoints] == ["step-00000002", "step-00000004", "step-00000006", "step-00000008"]
+    assert [(p / "optim.pt").exists() for p in checkpoints] == [False, False, False, True]
+    assert load_model(checkpoints[0]) is not None  # evaluation reads a weights-only checkpoint
+    with pytest.raises(CheckpointCorrupt, match="weights only"):
+        load_checkpoint(checkpoints[0])  # but it cannot resume a run
+    # Resuming past the end continues from the newest (full) one.
+    result = train(_config(token_data, run, steps=10, checkpoint_every=2, keep_checkpoints=10,
+                           keep_optimizer_states=1))
+    assert result.resumed_from == 8 and result.last_step == 10

@@ -116,9 +116,10 @@ class PublishConfig:
 
 
 def default_train() -> TrainConfig:
-    """The small hybrid for a run of minutes on 2 cores: every checkpoint kept for the eval curves."""
+    """The small hybrid for a run of minutes on 2 cores: every checkpoint kept for the eval curves,
+    the optimiser state only in the newest two (resume needs one; the other is a fallback)."""
     return TrainConfig(out_dir="", model="small", data=DataConfig(seq_len=256, seed=1234), steps=80, micro_batch=4,
-                       log_every=5, checkpoint_every=10, keep_checkpoints=1000,
+                       log_every=5, checkpoint_every=10, keep_checkpoints=1000, keep_optimizer_states=2,
                        optim=OptimConfig(lr=2e-3, warmup_steps=10, decay_fraction=0.2))
 
 

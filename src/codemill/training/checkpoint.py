@@ -10,7 +10,11 @@
 A checkpoint is written into a temporary directory and renamed into place, so a crash leaves either
 the previous checkpoint or the new one, never half of one. On resume the newest checkpoint whose
 manifest checks out is used; a corrupt or partial one is reported (which file, why) and skipped for
-the one before it. The last `keep` checkpoints are kept.
+the one before it. The last `keep` checkpoints are kept; with `keep_full`, only the newest
+`keep_full` of them keep their optimiser and RNG states: the older ones become weights-only (model.pt
+and state.json, the manifest rewritten and marked), which evaluation reads and resumption skips.
+An optimiser state is twice the model's size, so a run kept whole for eval curves needs a third of
+the disk.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 FILES = ("model.pt", "optim.pt", "rng.pt", "state.json")
+WEIGHTS_FILES = ("model.pt", "state.json")
 
 
 class CheckpointCorrupt(RuntimeError):
@@ -39,8 +44,8 @@ class CheckpointCorrupt(RuntimeError):
 class Checkpoint:
     path: Path
     model: dict
-    optim: dict
-    rng: list
+    optim: dict | None  # None: a weights-only checkpoint
+    rng: list | None
     state: dict
 
 
@@ -62,8 +67,9 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def save_checkpoint(run_dir: Path, step: int, model_state: dict, optim_state: dict, rng: list, state: dict,
-                    keep: int = 3) -> Path:
-    """Write checkpoint `step` atomically and prune to the last `keep`; returns its directory."""
+                    keep: int = 3, keep_full: int | None = None) -> Path:
+    """Write checkpoint `step` atomically, prune to the last `keep`, and make all but the newest
+    `keep_full` weights-only; returns its directory."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
@@ -89,11 +95,34 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict, optim_state: di
         raise
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    if keep_full is not None and keep_full > 0:
+        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep_full]:
+            _strip_to_weights(old)
     return final
 
 
-def verify(path: Path) -> dict:
-    """The manifest of a complete, unaltered checkpoint; CheckpointCorrupt otherwise."""
+def _strip_to_weights(path: Path) -> None:
+    """Drop the optimiser and RNG states of a checkpoint; the manifest (rewritten atomically first)
+    marks it weights-only, so a crash half-way leaves a checkpoint that still verifies."""
+    manifest_file = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # corrupt: left for load_latest to report
+    if manifest.get("weights_only"):
+        return
+    manifest["files"] = {name: entry for name, entry in manifest.get("files", {}).items() if name in WEIGHTS_FILES}
+    manifest["weights_only"] = True
+    tmp = path / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, manifest_file)
+    for name in set(FILES) - set(WEIGHTS_FILES):
+        (path / name).unlink(missing_ok=True)
+
+
+def verify(path: Path, weights_only_ok: bool = False) -> dict:
+    """The manifest of a complete, unaltered checkpoint; CheckpointCorrupt otherwise (also for a
+    weights-only checkpoint unless `weights_only_ok`: it cannot resume a run)."""
     manifest_file = path / MANIFEST
     if not manifest_file.exists():
         raise CheckpointCorrupt(f"{path}: no {MANIFEST} (the write did not finish)")
@@ -110,17 +139,23 @@ def verify(path: Path) -> dict:
                                     "(truncated?)")
         if _sha256(file) != expected["sha256"]:
             raise CheckpointCorrupt(f"{file}: contents differ from the manifest's sha256 (corrupted)")
-    if set(manifest.get("files", {})) != set(FILES):
-        raise CheckpointCorrupt(f"{manifest_file}: lists {sorted(manifest.get('files', {}))}, expected {list(FILES)}")
+    expected = WEIGHTS_FILES if manifest.get("weights_only") else FILES
+    if set(manifest.get("files", {})) != set(expected):
+        raise CheckpointCorrupt(f"{manifest_file}: lists {sorted(manifest.get('files', {}))}, expected {list(expected)}")
+    if manifest.get("weights_only") and not weights_only_ok:
+        raise CheckpointCorrupt(f"{path}: weights only (its optimiser state was dropped, keep_optimizer_states): "
+                                "it can be evaluated, not resumed")
     return manifest
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
+def load_checkpoint(path: Path, weights_only_ok: bool = False) -> Checkpoint:
     """One checkpoint directory, verified against its manifest first."""
-    verify(path)
+    manifest = verify(path, weights_only_ok)
+    full = not manifest.get("weights_only")
     return Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True),
-                      torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
-                      torch.load(path / "rng.pt", map_location="cpu", weights_only=False),  # our own, verified
+                      torch.load(path / "optim.pt", map_location="cpu", weights_only=True) if full else None,
+                      # our own file, verified against the manifest
+                      torch.load(path / "rng.pt", map_location="cpu", weights_only=False) if full else None,
                       json.loads((path / "state.json").read_text()))
 
 

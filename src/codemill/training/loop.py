@@ -66,6 +66,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
+    keep_optimizer_states: int | None = None  # only the newest N kept checkpoints keep them (None: all)
     max_bad_steps: int = 10
     parallel: str = "ddp"  # with several ranks: ddp | fsdp
     tensorboard: bool = False
@@ -294,7 +295,8 @@ def _checkpoint(out_dir: Path, step: int, model, optimizers: Optimizers, env: Di
         state = {"step": step, "samples": step * config.micro_batch * config.grad_accum * env.world,
                  "skipped_steps": skipped, "world": env.world, "train": config.to_dict(),
                  "model": model_config.to_dict()}
-        save_checkpoint(out_dir, step, model_state, optim_state, rng, state, config.keep_checkpoints)
+        save_checkpoint(out_dir, step, model_state, optim_state, rng, state, config.keep_checkpoints,
+                        config.keep_optimizer_states)
     if env.world > 1:
         torch.distributed.barrier()
 
@@ -305,7 +307,7 @@ def load_model(run_or_checkpoint: Path) -> HybridLM:
 
     path = Path(run_or_checkpoint)
     if (path / MANIFEST).exists():
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, weights_only_ok=True)
     else:
         checkpoint = load_latest(path)
         if checkpoint is None:

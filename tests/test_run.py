@@ -195,7 +195,7 @@ def test_a_full_disk_names_the_path_and_leaves_the_stage_unfinished(finished_run
     monkeypatch.setattr(pq, "write_table", full)
     assert main(["run", "--config", str(config), "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "stage publish: No space left on device" in err and "train-00000-of-" in err
+    assert "stage publish: " in err and "No space left on device" in err and "train-00000-of-" in err
     assert not list(out.glob("stages/publish-*/_STAGE.json"))
 
 

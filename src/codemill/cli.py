@@ -201,8 +201,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from codemill.pipelines.run_config import TokenizerStageConfig
-    from codemill.shards import iter_rows
-    from codemill.tokenize.tokenizer import TokenizerConfig, train_tokenizer
+    from codemill.tokenize.tokenizer import TokenizerConfig, kept_texts, train_tokenizer
 
     section = _load_config_section(args.config, "tokenizer", TokenizerStageConfig)
     vocab_size = args.vocab_size or section.vocab_size
@@ -217,14 +216,7 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         print(f"codemill: {data} does not exist: give a curation or dedup output", file=sys.stderr)
         return 2
 
-    def texts():
-        for count, row in enumerate(iter_rows(data, columns=["content"])):
-            if count >= max_files:
-                return
-            if row["content"]:
-                yield row["content"]
-
-    path = train_tokenizer(texts(), Path(args.out), config)
+    path = train_tokenizer(kept_texts(Path(args.input), max_files), Path(args.out), config)
     print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
           f"transformers.AutoTokenizer.from_pretrained({str(Path(args.out))!r})")
     return 0

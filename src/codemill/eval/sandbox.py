@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import shutil
 import signal
@@ -53,7 +54,7 @@ class SandboxConfig:
     max_output_bytes: int = 64 << 10  # stdout and stderr, each
     workers: int = os.cpu_count() or 1
     python: str | None = None  # interpreter for the programs; default: this one, else /usr/bin/python3
-    base_uid: int = 200_000  # worker slot i runs as uid/gid base_uid + i
+    base_uid: int = 200_000  # slot i of process P runs as uid/gid base_uid + (P mod 50,000) * 256 + i
 
 
 @dataclass
@@ -171,7 +172,9 @@ class _Worker:
     program, its cgroups, and the pipes to it. Used by one thread at a time."""
 
     def __init__(self, python: str, slot: int, config: SandboxConfig, found: dict) -> None:
-        self.uid = config.base_uid + slot
+        # A uid of its own per slot and per process: RLIMIT_NPROC counts per uid, so neither another
+        # slot nor another process's sandbox (parallel test workers, two eval jobs) shares its quota.
+        self.uid = config.base_uid + (os.getpid() % 50_000) * 256 + slot % 256
         self.config = config
         self.namespaces = bool(found["namespaces"])
         self.cgroup = _Cgroup(found["cgroups"], config, slot)
@@ -290,7 +293,9 @@ class Sandbox:
     def __init__(self, config: SandboxConfig = SandboxConfig()) -> None:
         self.config = config
         self.found = _probe()
-        self._free = list(range(max(1, config.workers)))
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()  # idle worker slots; run() waits for one
+        for slot in range(max(1, config.workers)):
+            self._free.put(slot)
         self._workers: list = [None] * max(1, config.workers)
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_workers, self._workers)
@@ -324,13 +329,7 @@ class Sandbox:
 
     def run(self, program: str) -> Outcome:
         """Run one program; passed = exit status 0 within the limits."""
-        with self._lock:
-            slot = self._free.pop() if self._free else None
-        if slot is None:  # more threads than workers: wait for a slot
-            while slot is None:
-                time.sleep(0.001)
-                with self._lock:
-                    slot = self._free.pop() if self._free else None
+        slot = self._free.get()
         try:
             if not self.found["root"]:
                 return _run_unprivileged(program, self.python, self.config)
@@ -342,8 +341,7 @@ class Sandbox:
                     return Outcome("error", f"the sandbox could not run the program: {err}", None, "", "", 0.0)
             return worker.run(program)
         finally:
-            with self._lock:
-                self._free.append(slot)
+            self._free.put(slot)
 
     def run_many(self, programs: list[str], progress: bool = False) -> list[Outcome]:
         """Every program, `workers` at a time, in input order."""

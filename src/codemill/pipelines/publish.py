@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codemill.pipelines.run_config import PublishConfig
-from codemill.shards import shard_paths
+from codemill.shards import shard_paths, write_table_atomic
 
 # The columns a dataset user needs; the curation's internal ones (filters fired, stored hashes) stay
 # in the curation output.
@@ -67,10 +67,7 @@ def publish_dataset(curated: Path, out_dir: Path, config: PublishConfig = Publis
     count = max(1, -(-table.num_rows // config.rows_per_shard))
     for index in range(count):
         part = table.slice(index * config.rows_per_shard, config.rows_per_shard)
-        target = dataset / "data" / f"train-{index:05d}-of-{count:05d}.parquet"
-        tmp = target.with_name("." + target.name + ".tmp")
-        pq.write_table(part, tmp, compression="zstd")
-        tmp.replace(target)
+        write_table_atomic(dataset / "data" / f"train-{index:05d}-of-{count:05d}.parquet", part)
     shutil.copytree(curated / "manifest", dataset / "manifest")
     for name in ("stats.json", "dedup.json"):
         if (curated / name).exists():

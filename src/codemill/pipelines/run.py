@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from codemill.pipelines.common import write_json
 from codemill.pipelines.run_config import RunConfig, plain, stage_key
 
 MARKER = "_STAGE.json"
@@ -154,12 +155,12 @@ def _run_stages(config: RunConfig, out: Path, beam_args: list[str] | None, fresh
         started = time.monotonic()
         summary = steps[name](stage)
         seconds = time.monotonic() - started
-        _write_json(stage.path / MARKER, {"stage": name, "key": stage.key, "seconds": round(seconds, 1),
+        write_json(stage.path / MARKER, {"stage": name, "key": stage.key, "seconds": round(seconds, 1),
                                           "summary": summary})
         result.seconds[name] = seconds
         result.summaries[name] = summary
     _link_outputs(out, stages)
-    _write_json(out / "run.json", {"stages": {n: {"dir": str(s.path), "key": s.key, "reused": n in result.reused,
+    write_json(out / "run.json", {"stages": {n: {"dir": str(s.path), "key": s.key, "reused": n in result.reused,
                                                   "seconds": round(result.seconds.get(n, 0.0), 1),
                                                   "summary": result.summaries.get(n, {})}
                                               for n, s in stages.items()}})
@@ -181,12 +182,6 @@ def _link_outputs(out: Path, stages: dict[str, Stage]) -> None:
         os.replace(tmp, path)
 
 
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------ stages
 def _curate(config: RunConfig, specs: list, stage: Stage, beam: list[str], workers: int) -> dict:
     from codemill.pipelines.curate import run_curation
@@ -205,20 +200,10 @@ def _curate(config: RunConfig, specs: list, stage: Stage, beam: list[str], worke
 
 
 def _tokenizer(config: RunConfig, curate: Stage, stage: Stage) -> dict:
-    from codemill.shards import iter_rows
-    from codemill.tokenize.tokenizer import TokenizerConfig, train_tokenizer
+    from codemill.tokenize.tokenizer import TokenizerConfig, kept_texts, train_tokenizer
 
     section = config.tokenizer
-    limit = section.max_files
-
-    def texts():
-        for count, row in enumerate(iter_rows(curate.path / "data", columns=["content"])):
-            if count >= limit:
-                return
-            if row["content"]:
-                yield row["content"]
-
-    path = train_tokenizer(texts(), stage.path,
+    path = train_tokenizer(kept_texts(curate.path, section.max_files), stage.path,
                            TokenizerConfig(vocab_size=section.vocab_size, min_frequency=section.min_frequency))
     return {"tokenizer": str(path), "vocab_size": section.vocab_size}
 
@@ -303,8 +288,8 @@ def _publish(config: RunConfig, curate: Stage, stage: Stage) -> dict:
 
     published = publish_dataset(curate.path, stage.path, config.publish)
     return {"dataset": str(published.dataset_dir), "rows": published.rows, "shards": published.shards,
-            "languages": dict(published.languages.most_common(10)),
-            "license_types": dict(published.license_types)}
+            "languages": {str(k): n for k, n in published.languages.most_common(10)},  # None: no language found
+            "license_types": {str(k): n for k, n in published.license_types.items()}}
 
 
 def _report(config: RunConfig, stages: dict[str, Stage], stage: Stage) -> dict:

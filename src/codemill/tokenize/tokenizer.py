@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from codemill.progress import enabled as progress_enabled
 
@@ -32,6 +32,18 @@ class TokenizerConfig:
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and the "
                              f"special tokens), got {self.vocab_size}")
+
+
+def kept_texts(curated: Path, max_files: int) -> Iterator[str]:
+    """The non-empty texts of the first `max_files` kept records of a curation or dedup output: what
+    the tokenizer is trained on (`codemill tokenizer train` and the run's tokenizer stage)."""
+    from codemill.shards import iter_rows
+
+    for count, row in enumerate(iter_rows(Path(curated) / "data", columns=["content"])):
+        if count >= max_files:
+            return
+        if row["content"]:
+            yield row["content"]
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: Path, config: TokenizerConfig = TokenizerConfig()) -> Path:

@@ -23,17 +23,18 @@ def die_on_seven(x: int) -> list[int]:
     return [x]
 
 
-def run(function, processes: int, values, expected=None) -> None:
+def run(function, processes: int, values, expected=None, threads: bool = False) -> None:
     options, runner = default_pipeline_options([])
     with beam.Pipeline(runner=runner, options=options) as pipeline:
-        outputs = pipeline | beam.Create(values) | beam.ParDo(PooledDoFn(function, (), processes, batch_size=4))
+        outputs = pipeline | beam.Create(values) | beam.ParDo(
+            PooledDoFn(function, (), processes, batch_size=4, threads=threads))
         if expected is not None:
             assert_that(outputs, equal_to(expected))
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_pool_gives_the_inline_outputs(processes: int) -> None:
-    run(square, processes, range(50), expected=[x * x for x in range(50)])
+@pytest.mark.parametrize("processes,threads", [(1, False), (2, False), (2, True)])
+def test_pool_gives_the_inline_outputs(processes: int, threads: bool) -> None:
+    run(square, processes, range(50), expected=[x * x for x in range(50)], threads=threads)
 
 
 def test_a_dead_worker_fails_the_run() -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codemill.cli import main
 from codemill.tokenize.decontam import (
@@ -107,6 +109,45 @@ def test_exact_matching_equals_plain_substring_search() -> None:
         assert (found is None) == (not expected)
         if expected:
             assert found.label == min(t.label for t in expected)
+
+
+def test_scan_tables_follow_python() -> None:
+    """The kernel's whitespace, lowercase and word tables agree with str.isspace / str.lower /
+    `re`'s \\w for every code point."""
+    import re
+
+    from codemill.tokenize.decontam import _char_tables
+
+    classes, lower = _char_tables()
+    word = re.compile(r"\w")
+    for c in range(0x110000):
+        ch = chr(c)
+        low = ch.lower()[0]
+        assert bool(classes[c] & 1) == ch.isspace(), hex(c)
+        assert lower[c] == ord(low), hex(c)
+        assert bool(classes[c] & 2) == bool(word.match(low)), hex(c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 2**64 - 1), max_size=300), st.lists(st.integers(0, 2**64 - 1), max_size=300))
+def test_hash_set_reports_exact_members(members: set[int], probes: list[int]) -> None:
+    from codemill.tokenize.decontam import HashSet, _member_of
+
+    table = HashSet.of(members)
+    for value in list(members) + probes:
+        assert _member_of(table.rows, table.bits, table.values, np.uint64(value)) == (value in members)
+
+
+def test_benchmark_gram_counts_equal_the_dedup_shingles() -> None:
+    """The scan's 13-grams are the dedup shingles' (lowercased \\w runs): the same number of
+    distinct grams per task."""
+    from codemill.dedup.minhash import shingle_sets
+
+    config = DecontamConfig()
+    tasks = config.load_tasks()
+    matcher = Decontaminator(tasks, config)
+    expected = [len(s) for s in shingle_sets(["\n".join(t.texts) for t in tasks], config.ngram)]
+    assert matcher.ngram_counts.tolist() == expected
 
 
 def test_bad_benchmark_input_is_named(tmp_path: Path) -> None:

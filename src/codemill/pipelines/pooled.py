@@ -10,6 +10,11 @@ worker already owns a core, so `processes` stays 1 there and the work runs inlin
 Pool workers are started with "spawn", so the calling program must be importable (a script or
 the `codemill` command; not code piped into `python -`, where spawn cannot re-import __main__).
 
+With `threads=True` the pool is threads in this process instead: for functions whose heavy part
+releases the GIL (a `nogil` numba kernel), where shipping every element to another process and
+back would cost more than the work (the tokenize stage's decontamination: 200 MB of records
+pickled both ways, and the matcher built once per process).
+
 Outputs are emitted as the pool finishes them, so order differs from input order; every stage
 downstream is keyed or sorted, so the written output does not depend on it.
 """
@@ -17,8 +22,9 @@ downstream is keyed or sorted, so the written output does not depend on it.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
@@ -29,20 +35,38 @@ from apache_beam.utils.windowed_value import WindowedValue
 from codemill.pipelines.pool_worker import run_batch
 
 
+def _quietly(function: Callable[..., None], extra: tuple) -> None:
+    try:
+        function(*extra)
+    except Exception:  # noqa: BLE001 - the first real call raises it where it can be reported
+        pass
+
+
 class PooledDoFn(beam.DoFn):
     """Apply `function(element, *extra) -> iterable of outputs` to each element, in `processes`
-    pool workers when processes > 1 (batches of `batch_size`, a bounded number in flight)."""
+    pool workers when processes > 1 (batches of `batch_size`, a bounded number in flight); the
+    workers are threads of this process with `threads=True`."""
 
     def __init__(self, function: Callable[..., Iterable], extra: tuple = (), processes: int = 1,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, threads: bool = False, warmup: Callable[..., None] | None = None) -> None:
         self.function = function
         self.extra = extra
         self.processes = processes
         self.batch_size = batch_size
+        self.threads = threads
+        # Run once at setup in a background thread (inline and thread modes), so a slow one-off
+        # such as building a matcher overlaps the reading of the first elements. Its errors are
+        # left to the first real call, which raises them with the element's context.
+        self.warmup = warmup
 
     def setup(self) -> None:
         self.pool = None
-        if self.processes > 1:
+        if self.warmup is not None and (self.threads or self.processes == 1):
+            threading.Thread(target=_quietly, args=(self.warmup, self.extra), daemon=True,
+                             name="codemill-warmup").start()
+        if self.processes > 1 and self.threads:
+            self.pool = ThreadPoolExecutor(self.processes, thread_name_prefix="codemill-pool")
+        elif self.processes > 1:
             # spawn, not fork: the in-process runner holds gRPC threads that must not be forked.
             # An executor, not multiprocessing.Pool: when a worker dies (killed for memory, say)
             # its futures fail with BrokenProcessPool instead of waiting forever.

@@ -1,6 +1,6 @@
 """The tokenize stage as Beam PTransforms, and its driver.
 
-    records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard))─WriteTokenShard─>
+    records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard), SourceText)─WriteTokenShard─>
                  │                      tokens/<component>/part-NNNNN-of-MMMMM.{bin,idx,trace.parquet}
                  └─> contaminated (manifest rows, contaminated_by <benchmark>:<task>)
 
@@ -44,7 +44,7 @@ from codemill.progress import bar
 from codemill.records import MANIFEST_SCHEMA, FileRecord
 from codemill.shards import shard_name, shard_of
 from codemill.tokenize.config import TokenizeConfig
-from codemill.tokenize.decontam import decontaminate_record
+from codemill.tokenize.decontam import decontaminate_record, warm_matcher
 from codemill.tokenize.documents import (
     Document,
     DocumentConfig,
@@ -77,12 +77,12 @@ class WriteTokenShard(beam.DoFn):
     def setup(self) -> None:
         self.tokenizer = load_tokenizer(Path(self.tokenizer_path))
 
-    def process(self, grouped: tuple[tuple[str, int], Iterable[FileRecord]]) -> Iterator[tuple]:
-        (component, index), records = grouped
+    def process(self, grouped: tuple[tuple[str, int], Iterable[tuple]]) -> Iterator[tuple]:
+        (component, index), sources = grouped
         by_repo: dict[str, list[SourceText]] = defaultdict(list)
-        for r in records:
-            by_repo[r.repo].append(SourceText(r.swhid, r.qualified_swhid, r.repo, r.path, r.content,
-                                              r.license_spdx, r.license_type))
+        for source in sources:
+            source = SourceText(*source)  # Beam may hand the tuples back as plain tuples
+            by_repo[source.repo].append(source)
         plans = (plan for plan in (plan_repository(repo, by_repo.pop(repo), self.config) for repo in sorted(by_repo))
                  if plan is not None)
         events: list[tuple] = []
@@ -114,12 +114,15 @@ class WriteTokenShard(beam.DoFn):
 
 def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> Iterator[tuple]:
     """A record goes to its mixture component, and to a shard by its repository: a repository's
-    files meet in one place, where its documents are made."""
+    files meet in one place, where its documents are made. Only what the documents need travels
+    (a SourceText, a tuple: the whole FileRecord cost ~1 s more to pickle and unpickle on 200 MB)."""
     component = mixture.component_of(record)
     if component is None:
         yield "event", ("outside_mixture",)
     else:
-        yield "record", ((component, shard_of(record.repo, num_shards)), record)
+        source = SourceText(record.swhid, record.qualified_swhid, record.repo, record.path, record.content,
+                            record.license_spdx, record.license_type)
+        yield "record", ((component, shard_of(record.repo, num_shards)), tuple(source))
 
 
 class Tokenize(beam.PTransform):
@@ -137,7 +140,11 @@ class Tokenize(beam.PTransform):
             records
             | "Kept" >> beam.Filter(lambda r: r.kept and r.content is not None)
             | "Progress" >> beam.ParDo(ProgressBar(None, "tokenize: decontaminate", " files"))
-            | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes))
+            # Threads, not processes: the matcher's scan releases the GIL, and a process pool would
+            # pickle every record there and back and build the matcher once per process. The
+            # matcher (~2 s) is built while the first records are read.
+            | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes,
+                                                       threads=True, warmup=warm_matcher))
         )
         assigned = (
             checked

@@ -9,18 +9,23 @@ Two tests per file, against every task of every benchmark (prompts and solutions
   shingles with n = 13) that the file contains; `ngram_overlap` or more flags it. A file that
   merely shares a few common lines with a task holds a small share of its 13-grams and is kept.
 
-Exact patterns are found by a rolling hash: one compiled pass normalises the file's whitespace on
-the fly, rolls the hash of every 32-character window and looks it up in a table of the patterns'
-first 32 characters; only a window that hits is compared with its patterns. A pattern present in
-the file always hits at its position, so nothing is missed; a hash collision costs one string
-compare. The 13-grams come from the dedup shingle kernel and pass a table of the benchmark
-grams' low bits, so only the few candidates reach the exact dict. Why compiled: the
-numpy version (window hashes by prefix sums, gathers) ran at ~22 MB/s a core and cost the tokenize
-stage 6 s of its 97; pyahocorasick, the first version, scanned at 24 MB/s for the exact test alone.
+Both tests share one compiled pass over the file's code points (`_scan_kernel`). It normalises
+whitespace on the fly and rolls the hash of every 32-character window, looking it up among the
+hashes of the patterns' first 32 characters; only a window that is one is compared with its
+patterns. A pattern present in the file always hits at its position, so nothing is missed; a hash
+collision costs one string compare. In the same pass it hashes the word tokens (lowercased `\\w`
+runs, as the dedup shingles) and rolls the hash of every 13 consecutive ones, looking each up
+among the benchmark grams. Lookups go through a packed two-row bit table that stays in cache,
+then a binary search, so the kernel reports exact members. Why one compiled pass: the previous
+two (window hashes, then the dedup shingle kernel and a bool table of 2^24 entries, a DRAM miss a
+lookup) ran at ~28 MB/s a core; this one at ~85 MB/s. pyahocorasick, the first version, scanned
+at 24 MB/s for the exact test alone. The kernel releases the GIL, so threads share one matcher.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,7 +35,7 @@ from typing import Iterable
 import numba
 import numpy as np
 
-from codemill.dedup.minhash import shingle_hashes, shingle_sets
+from codemill.dedup.minhash import _TOKEN_P, _mix64, word_char_table
 from codemill.jsonl import read_jsonl
 
 
@@ -131,19 +136,51 @@ class DecontamConfig:
 _ANCHOR = 32
 
 
-def _low_bit_table(hashes: Iterable[int], bits: int) -> np.ndarray:
-    """A set of 64-bit hashes as bool tables of 2^bits entries: row r marks bits [r*bits, (r+1)*bits)
-    of each hash, so a lookup is one load per row (a Bloom filter with disjoint hash slices);
-    false hits are resolved by the caller's exact dict. Two rows: the second is read only after
-    the first hits, and turns the 0.4% false hits of a 2^20 row into ~1 in 50,000."""
-    values = np.array(sorted(hashes), dtype=np.uint64)
-    mask = np.uint64((1 << bits) - 1)
-    table = np.zeros((2, 1 << bits), dtype=np.bool_)
-    for row in range(2):
-        table[row, (values >> np.uint64(row * bits)) & mask] = True
-    return table
+@dataclass(frozen=True)
+class HashSet:
+    """A set of 64-bit hashes for the scan kernel: a two-row bit table in front of the sorted
+    values. Row r marks bits [r*bits, (r+1)*bits) of each hash (a Bloom filter with disjoint hash
+    slices, ~16 bits per member: ~6% of lookups pass the first row, ~0.4% both), and only those
+    are binary-searched, so the kernel reports exact members, not candidates. Packed bits, not
+    bools: the scan looks up every window and every 13-gram, and a row must stay in the core's
+    cache (bool rows of 2^24 entries made every lookup a DRAM miss: 40 MB/s instead of ~150)."""
+
+    rows: np.ndarray  # uint64[2, 2^bits / 64]
+    bits: int
+    values: np.ndarray  # sorted uint64
+
+    @classmethod
+    def of(cls, hashes: Iterable[int]) -> HashSet:
+        values = np.unique(np.fromiter(hashes, dtype=np.uint64))
+        bits = int(min(30, max(12, np.ceil(np.log2(max(1, len(values)) * 16)))))
+        rows = np.zeros((2, (1 << bits) // 64), dtype=np.uint64)
+        mask = np.uint64((1 << bits) - 1)
+        for row in range(2):
+            slots = (values >> np.uint64(row * bits)) & mask
+            np.bitwise_or.at(rows[row], (slots >> np.uint64(6)).astype(np.intp),
+                             np.left_shift(np.uint64(1), slots & np.uint64(63)))
+        return cls(rows, bits, values)
 
 
+@numba.njit(cache=True, inline="always")
+def _member(rows, bits, values, h):
+    mask = _U((1 << bits) - 1)
+    low = h & mask
+    if not (rows[0, low >> _U(6)] >> (low & _U(63))) & _U(1):
+        return False
+    high = (h >> _U(bits)) & mask
+    if not (rows[1, high >> _U(6)] >> (high & _U(63))) & _U(1):
+        return False
+    at = np.searchsorted(values, h)
+    return at < values.shape[0] and values[at] == h
+
+
+@numba.njit(cache=True)
+def _member_of(rows, bits, values, h):  # `_member` callable from Python, for tests
+    return _member(rows, bits, values, h)
+
+
+_U = numba.uint64
 _HASH_BASE = np.uint64(0x100000001B3)  # odd, so it has an inverse mod 2^64
 _HASH_BASE_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)]  # base^i, base^-i
@@ -161,7 +198,7 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _window_hashes(text: str, k: int) -> np.ndarray:
     """Polynomial hash (mod 2^64) of every k-character window of text, by prefix sums: the
-    definition `_anchor_kernel` rolls, used here for the patterns' anchors."""
+    definition `_scan_kernel` rolls, used here for the patterns' anchors."""
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     n = len(cps)
     if n < k:
@@ -173,64 +210,108 @@ def _window_hashes(text: str, k: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _space_table() -> np.ndarray:
-    """bool[0x110000]: the code points `str.split()` splits on (Python's own definition)."""
-    return np.array([chr(c).isspace() for c in range(0x110000)], dtype=np.bool_)
+def _char_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(class uint8[0x110000], lower uint32[0x110000]) for the scan kernel. class bit 0: the code
+    point is whitespace as `str.split()` sees it (`re`'s `\\s` is the same set); bit 1: its
+    lowercase is a word character (`\\w`, the dedup shingles' definition). lower: its lowercase
+    code point (U+0130, the one character whose lowercase is two, maps to its first, `i`). Built
+    from CPython's own tables in whole-string passes (~0.2 s), not a call per code point."""
+    every = "".join(map(chr, range(0x110000)))
+    spaces = np.frombuffer(re.sub(r"\s", "\x00", every).encode("utf-32-le", "surrogatepass"), dtype=np.uint32) == 0
+    spaces[0] = False  # NUL itself is not whitespace
+    lowered = every.replace("\u0130", "i").lower()
+    if len(lowered) != len(every):  # a future Unicode with another expanding lowercase
+        lowered = "".join(c.lower()[0] for c in every)
+    lower = np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).copy()
+    classes = spaces.astype(np.uint8) | (word_char_table()[lower].astype(np.uint8) << 1)
+    return classes, lower
 
 
-_U = numba.uint64
-_GRAM_BITS = 24
-_ANCHOR_BITS = 20
-_GRAM_MASK = np.uint64((1 << _GRAM_BITS) - 1)
+_GRAM_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: the 13-gram hash rolls over token hashes
 
 
-@numba.njit(cache=True)
-def _anchor_kernel(cps, space, k, base, inverse_base, table, bits, out_positions, out_hashes):
-    """One pass over a text's code points: whitespace-normalise on the fly (as `normalise`: a run
-    of whitespace becomes one space, none at either end), roll the `_window_hashes` hash of every
-    k-character window of the normalised text, and write the (normalised position, hash) of each
-    window the table marks. Returns how many windows hit; only the first len(out_positions) are
-    written."""
-    mask = _U(table.shape[1] - 1)
-    shift = _U(bits)  # table.shape[1] == 2^bits
+@numba.njit(cache=True, nogil=True)
+def _scan_kernel(cps, classes, lower, k, base, inverse_base, anchor_rows, anchor_bits, anchor_values, ngram,
+                 gram_power, gram_rows, gram_bits, gram_values, all_grams, out_positions, out_anchors, out_grams):
+    """One pass over a text's code points doing the hashing of both tests.
+
+    Exact test: whitespace-normalise on the fly (as `normalise`: a run of whitespace becomes one
+    space, none at either end), roll the `_window_hashes` hash of every k-character window of the
+    normalised text, and write (normalised position, hash) of each window whose hash is an anchor.
+    N-gram test: tokens are the runs of word characters of the lowercased text, each hashed; the
+    hash of the last n tokens rolls (g = g * B + newest - oldest * B^n) and is written when it is
+    a benchmark gram, or always with `all_grams` (the benchmark side).
+    Returns (windows hit, grams written); only as many as the out arrays hold are written."""
     ring = np.zeros(k, dtype=np.uint64)
     slot = 0  # == emitted % k, kept without a division
     h = _U(0)
     power = _U(1)  # base^min(emitted, k - 1): the weight of the newest character
     emitted = 0  # normalised characters so far
     pending_space = False
-    written = 0
-    i = 0
+    anchors = 0
+    token_ring = np.zeros(ngram, dtype=np.uint64)
+    token_slot = 0
+    tokens = 0
+    token_hash = _U(0)
+    token_length = 0
+    g = _U(0)
+    grams = 0
     n = cps.shape[0]
-    while i < n:
-        c = cps[i]
-        if space[c]:
+    for i in range(n + 1):
+        c = cps[i] if i < n else 32  # a space after the end closes the last token
+        kind = classes[c]
+        if kind & 2:
+            token_hash = token_hash * _TOKEN_P + _U(lower[c])
+            token_length += 1
+        elif token_length > 0:
+            token = _mix64(token_hash + _U(token_length))
+            g = g * _GRAM_BASE + token - token_ring[token_slot] * gram_power
+            token_ring[token_slot] = token
+            token_slot += 1
+            if token_slot == ngram:
+                token_slot = 0
+            tokens += 1
+            token_hash = _U(0)
+            token_length = 0
+            if tokens >= ngram:
+                gram = _mix64(g)
+                if all_grams or _member(gram_rows, gram_bits, gram_values, gram):
+                    if grams < out_grams.shape[0]:
+                        out_grams[grams] = gram
+                    grams += 1
+        if i == n:
+            break
+        if kind & 1:
             pending_space = emitted > 0
-            i += 1
             continue
-        if pending_space:
-            ch = _U(32)  # the space that stands for the run just ended; `c` comes next round
-            pending_space = False
-        else:
-            ch = _U(c)
-            i += 1
-        if emitted < k:
-            h += ch * power
-            if emitted + 1 < k:
-                power *= base
-        else:
-            h = (h - ring[slot]) * inverse_base + ch * power
-        ring[slot] = ch
-        slot += 1
-        if slot == k:
-            slot = 0
-        emitted += 1
-        if emitted >= k and table[0, h & mask] and table[1, (h >> shift) & mask]:
-            if written < out_positions.shape[0]:
-                out_positions[written] = emitted - k
-                out_hashes[written] = h
-            written += 1
-    return written
+        # The space standing for the run just ended (if any), then this character.
+        for step in range(2 if pending_space else 1):
+            ch = _U(32) if pending_space and step == 0 else _U(c)
+            if emitted < k:
+                h += ch * power
+                if emitted + 1 < k:
+                    power *= base
+            else:
+                h = (h - ring[slot]) * inverse_base + ch * power
+            ring[slot] = ch
+            slot += 1
+            if slot == k:
+                slot = 0
+            emitted += 1
+            if emitted >= k and _member(anchor_rows, anchor_bits, anchor_values, h):
+                if anchors < out_positions.shape[0]:
+                    out_positions[anchors] = emitted - k
+                    out_anchors[anchors] = h
+                anchors += 1
+        pending_space = False
+    return anchors, grams
+
+
+_EMPTY = HashSet.of(())
+
+
+def _code_point_array(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 class Decontaminator:
@@ -239,6 +320,7 @@ class Decontaminator:
     def __init__(self, tasks: list[BenchmarkTask], config: DecontamConfig) -> None:
         self.config = config
         self.tasks = tasks
+        self.classes, self.lower = _char_tables()
         patterns: dict[str, set[int]] = defaultdict(set)
         for index, task in enumerate(tasks):
             for text in task.texts:
@@ -251,74 +333,96 @@ class Decontaminator:
         for pattern in sorted(patterns):
             anchor = _window_hashes(pattern[: self.anchor_length], self.anchor_length)[0]
             self.by_anchor[int(anchor)].append(pattern)
-        # Membership by a low-bit table, then the dict for the few windows that pass. 2^20 entries
-        # (1 MB, in cache) for a few thousand anchors; 2^24 for ~200,000 benchmark 13-grams (~1%
-        # false hits).
-        self.anchor_table = _low_bit_table(self.by_anchor, _ANCHOR_BITS)
-        self.ngram_tasks: dict[int, list[int]] = defaultdict(list)
-        self.ngram_counts = np.zeros(len(tasks), dtype=np.int64)
-        for index, grams in enumerate(shingle_sets(["\n".join(t.texts) for t in tasks], config.ngram)):
-            self.ngram_counts[index] = len(grams)
-            for gram in grams.tolist():
-                self.ngram_tasks[gram].append(index)
-        self.gram_table = _low_bit_table(self.ngram_tasks, _GRAM_BITS)
+        self.anchor_set = HashSet.of(self.by_anchor)
+        self.gram_power = np.uint64(pow(int(_GRAM_BASE), config.ngram, 1 << 64))
+        # Every task's distinct 13-grams, as arrays sorted by gram: gram_owners[i] is the task of
+        # task_grams[i] (numpy, not a dict of ~200,000 lists: the build went from 0.6 to ~0.1 s).
+        per_task = []
+        for task in tasks:
+            cps = _code_point_array("\n".join(task.texts))
+            grams = np.empty(len(cps) // 2 + 1, dtype=np.uint64)  # a token takes a character and a separator
+            _, found = self._scan(cps, _EMPTY, True, grams)  # all grams: the set is not read
+            per_task.append(np.unique(grams[:found]))
+        self.ngram_counts = np.array([len(g) for g in per_task], dtype=np.int64)
+        task_grams = np.concatenate(per_task) if per_task else np.zeros(0, dtype=np.uint64)
+        owners = np.repeat(np.arange(len(tasks), dtype=np.int64), self.ngram_counts)
+        order = np.argsort(task_grams, kind="stable")
+        self.task_grams, self.gram_owners = task_grams[order], owners[order]
+        self.gram_set = HashSet.of(self.task_grams)
+
+    def _scan(self, cps: np.ndarray, gram_set: HashSet, all_grams: bool, grams: np.ndarray,
+              positions: np.ndarray | None = None, anchors: np.ndarray | None = None) -> tuple[int, int]:
+        anchor_set = self.anchor_set
+        if positions is None:  # the benchmark side: no anchor is looked for
+            positions, anchors, anchor_set = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64), _EMPTY
+        return _scan_kernel(cps, self.classes, self.lower, self.anchor_length, _HASH_BASE, _HASH_BASE_INVERSE,
+                            anchor_set.rows, anchor_set.bits, anchor_set.values, self.config.ngram, self.gram_power,
+                            gram_set.rows, gram_set.bits, gram_set.values, all_grams, positions, anchors, grams)
 
     def match(self, text: str) -> BenchmarkTask | None:
         """The task (smallest label first, so runs are deterministic) the text is contaminated by."""
+        cps = _code_point_array(text)
+        capacity = 256  # hits are rare; a text with more is scanned again with room for all
+        while True:
+            positions = np.empty(capacity, dtype=np.int64)
+            anchors = np.empty(capacity, dtype=np.uint64)
+            grams = np.empty(capacity, dtype=np.uint64)
+            found_anchors, found_grams = self._scan(cps, self.gram_set, False, grams, positions, anchors)
+            if max(found_anchors, found_grams) <= capacity:
+                break
+            capacity = max(found_anchors, found_grams)
         hits: set[int] = set()
-        if self.by_anchor:
-            cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            capacity = 256  # hits are rare; a text with more is scanned again with room for all
-            while True:
-                positions = np.empty(capacity, dtype=np.int64)
-                hashes = np.empty(capacity, dtype=np.uint64)
-                found = _anchor_kernel(cps, _space_table(), self.anchor_length, _HASH_BASE, _HASH_BASE_INVERSE,
-                                       self.anchor_table, _ANCHOR_BITS, positions, hashes)
-                if found <= capacity:
-                    break
-                capacity = found
-            if found:
-                normal = normalise(text)  # rare: only a text with a candidate window pays for it
-                for position, anchor in zip(positions[:found].tolist(), hashes[:found].tolist()):
-                    for pattern in self.by_anchor.get(anchor, ()):
-                        if normal.startswith(pattern, position):
-                            hits.update(self.patterns[pattern])
-        shared: dict[int, int] = defaultdict(int)
-        # Every 13-gram of the text through the benchmark grams' table; only the few that pass are
-        # made distinct and looked up (sorting all of a file's grams cost more).
-        grams, _ = shingle_hashes([text], self.config.ngram)
-        grams = grams[self.gram_table[0, (grams & _GRAM_MASK).view(np.intp)]]  # masked: non-negative
-        for gram in np.unique(grams).tolist():
-            for index in self.ngram_tasks.get(gram, ()):
-                shared[index] += 1
-        for index, count in shared.items():
-            if count >= self.config.ngram_overlap * self.ngram_counts[index]:
-                hits.add(index)
+        if found_anchors and self.by_anchor:
+            normal = normalise(text)  # rare: only a text with a candidate window pays for it
+            for position, anchor in zip(positions[:found_anchors].tolist(), anchors[:found_anchors].tolist()):
+                for pattern in self.by_anchor.get(anchor, ()):
+                    if normal.startswith(pattern, position):
+                        hits.update(self.patterns[pattern])
+        if found_grams:  # the file's distinct benchmark grams -> how many each task shares
+            found = np.unique(grams[:found_grams])
+            lo = np.searchsorted(self.task_grams, found, side="left")
+            hi = np.searchsorted(self.task_grams, found, side="right")
+            owners = np.concatenate([self.gram_owners[a:b] for a, b in zip(lo.tolist(), hi.tolist())])
+            shared = np.bincount(owners, minlength=len(self.tasks))
+            flagged = np.flatnonzero((shared > 0) & (shared >= self.config.ngram_overlap * self.ngram_counts))
+            hits.update(flagged.tolist())
         if not hits:
             return None
         return min((self.tasks[i] for i in hits), key=lambda t: (t.benchmark, t.task_id))
 
 
 _MATCHERS: dict[bytes, Decontaminator] = {}
-_LAST: list = [None, None]  # (config object, matcher): skips pickling the config for every record
+_LAST: tuple = (None, None)  # (config object, matcher): skips pickling the config for every record
+_BUILDING = threading.Lock()  # pool threads share one matcher, built once
 
 
 def _matcher_for(config: DecontamConfig) -> Decontaminator:
-    if _LAST[0] is config:
-        return _LAST[1]
+    global _LAST
+    last_config, last_matcher = _LAST
+    if last_config is config:
+        return last_matcher
     import pickle
 
-    key = pickle.dumps(config)  # a pool worker gets a fresh copy of the config with every batch
-    matcher = _MATCHERS.get(key)
-    if matcher is None:
-        matcher = _MATCHERS[key] = Decontaminator(config.load_tasks(), config)
-    _LAST[:] = [config, matcher]
+    key = pickle.dumps(config)  # a pool process gets a fresh copy of the config with every batch
+    with _BUILDING:
+        matcher = _MATCHERS.get(key)
+        if matcher is None:
+            matcher = _MATCHERS[key] = Decontaminator(config.load_tasks(), config)
+    _LAST = (config, matcher)
     return matcher
+
+
+def warm_matcher(config: DecontamConfig | None) -> None:
+    """Build (and cache) the matcher ahead of the first record."""
+    if config is not None:
+        _matcher_for(config)
+        _matcher_for(config).match("")  # loads the compiled kernel too
 
 
 def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
     """One kept record -> [('clean', record)] or [('contaminated', dropped record)], plus stats
-    events. The matcher is built once per process (pool workers included) and cached by config."""
+    events. The matcher is built once per process and cached by config; threads share it (its
+    scan releases the GIL)."""
     events: list[tuple] = [("event", ("file", True))]
     if config is None:
         return events + [("clean", record)]

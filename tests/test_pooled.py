@@ -40,3 +40,21 @@ def test_pool_gives_the_inline_outputs(processes: int, threads: bool) -> None:
 def test_a_dead_worker_fails_the_run() -> None:
     with pytest.raises(Exception, match="(?i)terminated abruptly|BrokenProcessPool"):
         run(die_on_seven, 2, range(20))
+
+
+def test_record_coder_round_trips_dataclasses_frozen_or_not() -> None:
+    import pickle
+
+    import codemill.pipelines.curate  # noqa: F401 - registers the record coders
+    import codemill.pipelines.dedup  # noqa: F401
+    from codemill.dedup.ranking import DedupEntry
+    from codemill.records import FileRecord
+
+    record = FileRecord("swh:1:cnt:" + "0" * 40, "a/b.py", "org/repo", content="x = 1\n", filters=["long_lines"],
+                        pii_types=["email"], kept=False, drop_reason="long_lines")
+    coder = beam.coders.registry.get_coder(FileRecord)
+    assert coder.decode(coder.encode(record)) == record
+    assert pickle.loads(pickle.dumps(coder)) == coder  # runners ship coders to workers
+    entry = DedupEntry.of(record)  # frozen: rebuilt without __init__ or __setattr__
+    entry_coder = beam.coders.registry.get_coder(DedupEntry)
+    assert entry_coder != coder and entry_coder.decode(entry_coder.encode(entry)) == entry

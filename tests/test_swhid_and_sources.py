@@ -121,6 +121,26 @@ def test_installed_corpus_plan_is_capped_and_deterministic() -> None:
     assert all(s.option("origin_url") for s in first)
 
 
+def test_installed_corpus_ignores_vendored_trees_put_on_sys_path(tmp_path: Path, monkeypatch) -> None:
+    """Importing setuptools puts site-packages/setuptools/_vendor on sys.path; its dist-infos must
+    not become repositories of their own (the plan, and `codemill run`'s keys, would depend on
+    what the process imported)."""
+    root = tmp_path / "site"
+    vendored = root / "host" / "_vendor"
+    info = vendored / "sneaky-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sneaky\nVersion: 1.0\n")
+    (vendored / "sneaky.py").write_text("x = 1\n")
+    (info / "LICENSE").write_text("MIT License\n")  # licence files are always taken
+    (info / "RECORD").write_text("sneaky.py,,\nsneaky-1.0.dist-info/METADATA,,\nsneaky-1.0.dist-info/LICENSE,,\n")
+    before = plan_sources([], max_files=50)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.syspath_prepend(str(vendored))
+    after = plan_sources([], max_files=50)
+    assert not any(s.repo.startswith("sneaky") for s in after)
+    assert after == before
+
+
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     from codemill.curation.sources import SourceError
 

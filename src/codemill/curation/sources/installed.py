@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import re
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -106,6 +107,17 @@ def _distribution_files(dist: md.Distribution) -> tuple[list[tuple[str, str]], l
     return sources, licences
 
 
+def _search_path() -> list[str]:
+    """sys.path without the entries nested inside another entry. Those are vendored trees put on
+    sys.path by an import (importing setuptools adds site-packages/setuptools/_vendor, whose
+    dist-infos then look installed); their files already belong to the distribution that vendors
+    them. Without this the default corpus, and so `codemill run`'s stage keys, depended on what
+    the process had imported before."""
+    entries = [Path(p or ".").resolve() for p in sys.path]
+    kept = [e for e in entries if not any(e != other and e.is_relative_to(other) for other in entries)]
+    return list(dict.fromkeys(str(e) for e in kept))
+
+
 def plan_installed(max_files: int | None = None) -> list[SourceSpec]:
     """One SourceSpec per installed distribution, holding the exact file list to read.
 
@@ -115,7 +127,7 @@ def plan_installed(max_files: int | None = None) -> list[SourceSpec]:
     """
     seen: set[str] = set()
     dists = []
-    for dist in sorted(md.distributions(), key=lambda d: (_norm_name(d.metadata["Name"] or ""), str(d._path))):  # type: ignore[attr-defined]
+    for dist in sorted(md.distributions(path=_search_path()), key=lambda d: (_norm_name(d.metadata["Name"] or ""), str(d._path))):  # type: ignore[attr-defined]
         name = _norm_name(dist.metadata["Name"] or "")
         if not name or name in seen or not dist.files:
             continue

@@ -134,6 +134,10 @@ def test_installed_corpus_ignores_vendored_trees_put_on_sys_path(tmp_path: Path,
     (info / "LICENSE").write_text("MIT License\n")  # licence files are always taken
     (info / "RECORD").write_text("sneaky.py,,\nsneaky-1.0.dist-info/METADATA,,\nsneaky-1.0.dist-info/LICENSE,,\n")
     before = plan_sources([], max_files=50)
+    import site
+
+    real_sites = site.getsitepackages()
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(root), *real_sites])  # root plays site-packages
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.syspath_prepend(str(vendored))
     after = plan_sources([], max_files=50)

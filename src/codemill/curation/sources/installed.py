@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import re
+import site
 import sys
+import sysconfig
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -108,13 +110,16 @@ def _distribution_files(dist: md.Distribution) -> tuple[list[tuple[str, str]], l
 
 
 def _search_path() -> list[str]:
-    """sys.path without the entries nested inside another entry. Those are vendored trees put on
-    sys.path by an import (importing setuptools adds site-packages/setuptools/_vendor, whose
-    dist-infos then look installed); their files already belong to the distribution that vendors
-    them. Without this the default corpus, and so `codemill run`'s stage keys, depended on what
-    the process had imported before."""
+    """sys.path without the entries nested inside a site-packages directory. Those are vendored
+    trees put on sys.path by an import (importing setuptools adds site-packages/setuptools/_vendor,
+    whose dist-infos then look installed); their files already belong to the distribution that
+    vendors them. Without this the default corpus, and so `codemill run`'s stage keys, depended
+    on what the process had imported before. (Only site directories count as outer entries: a
+    virtualenv inside the working directory, which is on sys.path too, must stay.)"""
+    sites = [Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages(),
+                                         sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]]
     entries = [Path(p or ".").resolve() for p in sys.path]
-    kept = [e for e in entries if not any(e != other and e.is_relative_to(other) for other in entries)]
+    kept = [e for e in entries if not any(e != s and e.is_relative_to(s) for s in sites)]
     return list(dict.fromkeys(str(e) for e in kept))
 
 

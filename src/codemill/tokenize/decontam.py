@@ -415,8 +415,7 @@ def _matcher_for(config: DecontamConfig) -> Decontaminator:
 def warm_matcher(config: DecontamConfig | None) -> None:
     """Build (and cache) the matcher ahead of the first record."""
     if config is not None:
-        _matcher_for(config)
-        _matcher_for(config).match("")  # loads the compiled kernel too
+        _matcher_for(config).match("")  # the first match loads the compiled kernel too
 
 
 def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:

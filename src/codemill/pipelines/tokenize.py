@@ -81,7 +81,7 @@ class WriteTokenShard(beam.DoFn):
         (component, index), sources = grouped
         by_repo: dict[str, list[SourceText]] = defaultdict(list)
         for source in sources:
-            source = SourceText(*source)  # Beam may hand the tuples back as plain tuples
+            source = SourceText(*source)  # shuffled as a plain tuple (see _assign_shard)
             by_repo[source.repo].append(source)
         plans = (plan for plan in (plan_repository(repo, by_repo.pop(repo), self.config) for repo in sorted(by_repo))
                  if plan is not None)

@@ -150,8 +150,8 @@ class HashSet:
     values: np.ndarray  # sorted uint64
 
     @classmethod
-    def of(cls, hashes: Iterable[int]) -> HashSet:
-        values = np.unique(np.fromiter(hashes, dtype=np.uint64))
+    def of(cls, hashes: np.ndarray | Iterable[int]) -> HashSet:
+        values = np.unique(hashes if isinstance(hashes, np.ndarray) else np.fromiter(hashes, dtype=np.uint64))
         bits = int(min(30, max(12, np.ceil(np.log2(max(1, len(values)) * 16)))))
         rows = np.zeros((2, (1 << bits) // 64), dtype=np.uint64)
         mask = np.uint64((1 << bits) - 1)

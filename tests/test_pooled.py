@@ -58,3 +58,24 @@ def test_record_coder_round_trips_dataclasses_frozen_or_not() -> None:
     entry = DedupEntry.of(record)  # frozen: rebuilt without __init__ or __setattr__
     entry_coder = beam.coders.registry.get_coder(DedupEntry)
     assert entry_coder != coder and entry_coder.decode(entry_coder.encode(entry)) == entry
+
+
+def test_records_from_a_table_equal_records_from_its_rows() -> None:
+    """The column-at-a-time reader gives the records `from_dict` gives row by row, and the
+    dataclass defaults for columns a table lacks."""
+    import pyarrow as pa
+
+    from codemill.records import FILE_RECORD_SCHEMA, FileRecord, records_from_table
+
+    records = [
+        FileRecord("swh:1:cnt:" + "1" * 40, "a.py", "org/one", content="print(1)\n", stars=3, filters=["x"],
+                   pii_types=["email", "key"], parse_error_ratio=0.25),
+        FileRecord(None, "b.bin", "org/two", kept=False, drop_reason="binary"),
+    ]
+    table = pa.Table.from_pylist([r.to_dict() for r in records], schema=FILE_RECORD_SCHEMA)
+    assert list(records_from_table(table)) == records
+    assert list(records_from_table(table)) == [FileRecord.from_dict(row) for row in table.to_pylist()]
+    partial = table.drop_columns(["stars", "filters", "kept"])
+    assert list(records_from_table(partial)) == [FileRecord.from_dict(row) for row in partial.to_pylist()]
+    assert [r.filters for r in records_from_table(partial)] == [[], []]
+    assert list(records_from_table(table.slice(0, 0))) == []

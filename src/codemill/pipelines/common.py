@@ -127,12 +127,13 @@ def tagged(element: tuple, tag: str):
 
 
 def read_records(pipeline, in_dir: Path, table: str):
-    """FileRecords from a stage output's table (data, dropped, ...)."""
-    from codemill.records import FileRecord
+    """FileRecords from a stage output's table (data, dropped, ...), read as Arrow tables and
+    turned into records a column at a time (`records_from_table`)."""
+    from codemill.records import records_from_table
 
     pattern = str(Path(in_dir) / table / "part-*.parquet")
     return (
         pipeline
-        | f"Read{table}" >> beam.io.ReadFromParquet(pattern)
-        | f"Records{table}" >> beam.Map(FileRecord.from_dict)
+        | f"Read{table}" >> beam.io.ReadFromParquetBatched(pattern)
+        | f"Records{table}" >> beam.FlatMap(records_from_table)
     )

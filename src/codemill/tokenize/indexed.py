@@ -109,7 +109,7 @@ def write_shard(prefix: Path, documents: Iterable[Document], dtype: type) -> Sha
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp = prefix.with_name(f".{prefix.name}.tmp-{os.getpid()}")
-    rows: dict[str, list] = {name: [] for name in TRACE_SCHEMA.names}
+    rows: list[tuple] = []
     limit = np.iinfo(dtype).max
     offset = number = 0
     try:
@@ -131,23 +131,20 @@ def write_shard(prefix: Path, documents: Iterable[Document], dtype: type) -> Sha
     finally:
         for suffix in (".bin", ".idx"):
             Path(str(tmp) + suffix).unlink(missing_ok=True)
-    write_table_atomic(Path(str(prefix) + ".trace.parquet"), pa.table(rows, schema=TRACE_SCHEMA))
+    columns = list(zip(*rows)) if rows else [()] * len(TRACE_SCHEMA.names)
+    trace_table = pa.table({name: list(column) for name, column in zip(TRACE_SCHEMA.names, columns)}, schema=TRACE_SCHEMA)
+    write_table_atomic(Path(str(prefix) + ".trace.parquet"), trace_table)
     return ShardInfo(str(prefix), number, offset)
 
 
-def _trace_rows(rows: dict[str, list], number: int, offset: int, doc: Document) -> None:
-    def add(**values) -> None:
-        for name in TRACE_SCHEMA.names:
-            rows[name].append(values.get(name))
-
-    add(kind="document", document=number, token_start=offset, content_token_start=offset,
-        token_end=offset + len(doc.tokens), repo=doc.repo, repo_document=doc.index)
+def _trace_rows(rows: list[tuple], number: int, offset: int, doc: Document) -> None:
+    """One row per document and one per file span, as tuples in TRACE_SCHEMA's column order."""
+    rows.append(("document", number, offset, offset, offset + len(doc.tokens), doc.repo, doc.index,
+                 None, None, None, None, None, None, None, None))
     for s in doc.spans:
-        add(kind="file", document=number, token_start=offset + s.token_start,
-            content_token_start=offset + s.content_token_start, token_end=offset + s.token_end, repo=s.repo,
-            repo_document=doc.index, swhid=s.swhid, qualified_swhid=s.qualified_swhid, path=s.path,
-            license_spdx=s.license_spdx, license_type=s.license_type, char_start=s.char_start,
-            char_end=s.char_end, fim=s.fim)
+        rows.append(("file", number, offset + s.token_start, offset + s.content_token_start, offset + s.token_end,
+                     s.repo, doc.index, s.swhid, s.qualified_swhid, s.path, s.license_spdx, s.license_type,
+                     s.char_start, s.char_end, s.fim))
 
 
 @dataclass(frozen=True)

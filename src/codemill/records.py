@@ -109,22 +109,29 @@ _FIELD_NAMES = [f.name for f in dataclasses.fields(FileRecord)]
 assert _FIELD_NAMES == list(_ARROW_TYPES), "FileRecord fields and Arrow schema must match"
 
 
+def rebuild(record_type: type, names: Iterable[str], values: Iterable[Any]):
+    """A dataclass instance from its field names and values, without __init__ (frozen ones too):
+    for data that was one already (a shuffle's field tuple, a table's columns), where __init__
+    and its defaults would only cost time."""
+    record = object.__new__(record_type)
+    record.__dict__.update(zip(names, values))
+    return record
+
+
 def records_from_table(table: pa.Table) -> Iterator[FileRecord]:
     """FileRecords from an Arrow table of FILE_RECORD_SCHEMA columns, converted a column at a time.
     Row dicts first (Beam's ReadFromParquet) then `from_dict` cost ~0.9 s per 16,000 records of
-    200 MB against ~0.4 s here (cProfile, inside the tokenize pipeline). A table missing columns (an older or partial output) gets the
-    dataclass defaults for them."""
+    200 MB against ~0.4 s here (cProfile, inside the tokenize pipeline). A table missing columns
+    (an older or partial output) gets the dataclass defaults for them."""
     columns = table.to_pydict()
     names = [name for name in _FIELD_NAMES if name in columns]
+    rows = zip(*(columns[name] for name in names))
     if len(names) < len(_FIELD_NAMES):
-        for values in zip(*(columns[name] for name in names)):
+        for values in rows:
             yield FileRecord(**dict(zip(names, values)))
-        return
-    new = object.__new__
-    for values in zip(*(columns[name] for name in names)):
-        record = new(FileRecord)
-        record.__dict__.update(zip(names, values))
-        yield record
+    else:
+        for values in rows:
+            yield rebuild(FileRecord, names, values)
 
 
 FILE_RECORD_SCHEMA = pa.schema([pa.field(name, typ) for name, typ in _ARROW_TYPES.items()])

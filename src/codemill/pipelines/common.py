@@ -11,6 +11,8 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from codemill.records import rebuild, records_from_table
+
 
 class DataclassCoder(beam.coders.Coder):
     """A record dataclass as the pickled tuple of its field values, rebuilt without __init__.
@@ -31,9 +33,7 @@ class DataclassCoder(beam.coders.Coder):
         return pickle.dumps(tuple([getattr(value, name) for name in self.names]), protocol=5)
 
     def decode(self, encoded: bytes):
-        record = object.__new__(self.record_type)
-        record.__dict__.update(zip(self.names, pickle.loads(encoded)))  # frozen ones too
-        return record
+        return rebuild(self.record_type, self.names, pickle.loads(encoded))
 
     def is_deterministic(self) -> bool:
         return False
@@ -129,8 +129,6 @@ def tagged(element: tuple, tag: str):
 def read_records(pipeline, in_dir: Path, table: str):
     """FileRecords from a stage output's table (data, dropped, ...), read as Arrow tables and
     turned into records a column at a time (`records_from_table`)."""
-    from codemill.records import records_from_table
-
     pattern = str(Path(in_dir) / table / "part-*.parquet")
     return (
         pipeline

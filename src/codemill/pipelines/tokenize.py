@@ -1,6 +1,6 @@
 """The tokenize stage as Beam PTransforms, and its driver.
 
-    records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard), SourceText)─WriteTokenShard─>
+    records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard), SourceText bytes)─WriteTokenShard─>
                  │                      tokens/<component>/part-NNNNN-of-MMMMM.{bin,idx,trace.parquet}
                  └─> contaminated (manifest rows, contaminated_by <benchmark>:<task>)
 
@@ -145,7 +145,7 @@ class Tokenize(beam.PTransform):
             | "Progress" >> beam.ParDo(ProgressBar(None, "tokenize: decontaminate", " files"))
             # Threads, not processes: the matcher's scan releases the GIL, and a process pool would
             # pickle every record there and back and build the matcher once per process. The
-            # matcher (~2 s) is built while the first records are read.
+            # matcher (~1.5 s) is built while the first records are read.
             | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes,
                                                        threads=True, warmup=warm_matcher))
         )

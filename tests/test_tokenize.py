@@ -473,3 +473,64 @@ def test_tokenize_is_deterministic_across_runs_and_workers(tmp_path: Path, repo_
     assert len(files) == 3 * len(first.report["shards"]) and files
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """A curation output is laid out by repository, so tokenize reads it shard by shard without a
+    shuffle; forcing the shuffle must give the same shards, contaminated rows and counts."""
+    from codemill.pipelines.tokenize import run_tokenize
+    from codemill.shards import read_table
+    from codemill.tokenize.config import TokenizeConfig
+    from codemill.tokenize.mixture import MixtureSpec
+
+    rows = [{"repo": f"org/repo-{i % 7}", "path": f"lib/{p.name}", "content": p.read_text()}
+            for i, p in enumerate(CODE_FILES)]
+    rows += [{"repo": f"org/repo-{i}", "path": "README.md", "content": f"# Repository {i}\n\nNotes on usage of repo {i}.\n"}
+             for i in range(7)]
+    rows.append({"repo": "org/repo-3", "path": "lib/solved.py", "content": "# copied\n" + load_humaneval()[0].texts[2]})
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curated = tmp_path / "curated"
+    assert main(["curate", str(source), "--out", str(curated), "--workers", "1", "--no-licenses", "--shards", "3"]) == 0
+    mixture = MixtureSpec.from_dict({"components": [{"name": "python", "select": {"language": "Python"}},
+                                                    {"name": "rest"}]})
+    config = TokenizeConfig(documents=DocumentConfig(max_tokens=256), mixture=mixture, num_shards=3)
+    direct = run_tokenize(curated, tmp_path / "direct", tokenizer_dir, config)
+    shuffled = run_tokenize(curated, tmp_path / "shuffled", tokenizer_dir, config, shuffle=True)
+    assert (direct.report["input_read"], shuffled.report["input_read"]) == ("by repository, no shuffle", "shuffled")
+    assert len({name.split("/")[1] for name in direct.report["shards"]}) == 3  # every input shard made documents
+    assert {name.split("/")[0] for name in direct.report["shards"]} == {"python", "rest"}
+    for key in ("totals", "shards", "contaminated_by_benchmark", "tokens_by_component"):
+        assert direct.report[key] == shuffled.report[key], key
+    assert direct.report["contaminated_by_benchmark"] == {"humaneval": 1}
+    files = sorted(p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*.*")
+                   if p.is_file() and p.parts[-2] != "tokenizer" and p.name != "_SUCCESS.json")
+    assert len(files) > 3 * len(direct.report["shards"])
+    for name in files:
+        if name.suffix == ".json":
+            continue
+        assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "shuffled" / name).read_bytes(), name
+    assert [r["path"] for r in read_table(tmp_path / "direct" / "contaminated").to_pylist()] == ["lib/solved.py"]
+
+
+def test_an_input_shard_out_of_repository_order_is_refused(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """A shard whose marker promises the repository layout but whose rows break it is named, not
+    tokenized into documents that differ from the shuffle's."""
+    import pyarrow.parquet as pq
+
+    from codemill.pipelines.tokenize import run_tokenize
+    from codemill.tokenize.config import TokenizeConfig
+
+    rows = [{"repo": f"org/r{i}", "path": f"m{j}.py", "content": CODE_FILES[i * 3 + j].read_text()}
+            for i in range(6) for j in range(3)]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curated = tmp_path / "curated"
+    assert main(["curate", str(source), "--out", str(curated), "--workers", "1", "--no-licenses", "--shards", "1"]) == 0
+    shard = next((curated / "data").glob("part-*.parquet"))
+    table = pq.read_table(shard)
+    pq.write_table(table.take(list(reversed(range(table.num_rows)))), shard)
+    with pytest.raises(Exception, match="not sorted by repository"):
+        run_tokenize(curated, tmp_path / "out", tokenizer_dir, TokenizeConfig(decontam=None, num_shards=1))
+    assert not (tmp_path / "out" / "_SUCCESS.json").exists()
+    assert not list((tmp_path / "out").rglob("*.bin"))

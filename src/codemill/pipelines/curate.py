@@ -50,6 +50,7 @@ from codemill.pipelines.outputs import (  # noqa: F401 (re-exported: the stage's
     WriteShards,
     check_outputs,
     clear_outputs,
+    write_success,
 )
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import (
@@ -200,7 +201,7 @@ def run_curation(
 
         stats["dedup"] = finish_dedup_report(out_dir, result, config.dedup, dedup_rounds)["totals"]
     write_json(out_dir / "stats.json", stats)
-    write_json(out_dir / SUCCESS_MARKER, {"stage": "curate", "seconds": round(seconds, 2), "sources": len(specs)})
+    write_success(out_dir, "curate", seconds, config.num_shards, sources=len(specs))
     return CurationResult(out_dir, stats, seconds)
 
 

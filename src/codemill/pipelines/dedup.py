@@ -431,6 +431,7 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
         WriteShards,
         check_outputs,
         clear_outputs,
+        write_success,
     )
     from codemill.shards import shard_paths
 
@@ -471,5 +472,5 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     report = finish_dedup_report(out_dir, result, config, rounds)
     stats["dedup"] = report["totals"]
     write_json(out_dir / "stats.json", stats)
-    write_json(out_dir / SUCCESS_MARKER, {"stage": "dedup", "seconds": round(seconds, 2), "input": str(in_dir)})
+    write_success(out_dir, "dedup", seconds, num_shards, input=str(in_dir))
     return DedupResult(out_dir, stats, report, seconds)

@@ -1,9 +1,10 @@
 """Stage outputs shared by every stage: sorted Parquet shards per table, the stats file, the
 finished marker, and the check that refuses to mark an incomplete output finished.
 
-Every output table is written as a fixed number of shards, rows assigned by a hash of the record
-key and sorted inside a shard, so the output is byte-identical on any runner with any number of
-workers.
+Every output table is written as a fixed number of shards, rows assigned by a hash of their
+repository and sorted by repository inside a shard, so the output is byte-identical on any runner
+with any number of workers, and a repository's files sit together in one shard: the tokenize stage
+reads such an input shard by shard, a repository at a time, without a shuffle (`SHARD_LAYOUT`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from codemill.records import (
     FILE_RECORD_SCHEMA,
     MANIFEST_SCHEMA,
     TREE_SCHEMA,
-    record_key,
     records_to_table,
 )
 from codemill.shards import shard_name, shard_of, write_table_atomic
@@ -31,8 +31,12 @@ OUTPUT_TABLES = ("data", "dropped", "manifest", "trees")
 SUCCESS_MARKER = "_SUCCESS.json"
 
 
+# What a stage's finished marker says about its shards; `repo_layout_shards` reads it back.
+SHARD_LAYOUT = {"shard_key": "repo", "order": ["repo", "source_uri", "path", "swhid"]}
+
+
 def _row_sort_key(row) -> tuple:
-    return (row.source_uri, row.repo, row.path, getattr(row, "swhid", None) or "")
+    return (row.repo, row.source_uri, row.path, getattr(row, "swhid", None) or "")
 
 
 # (table, schema, which rows): the record tables written from one grouping of the records.
@@ -81,7 +85,7 @@ class WriteShards(beam.PTransform):
         name = self.writer.tables[0][0]
 
         def key_of(row) -> tuple[int, object]:
-            return shard_of(record_key(row), n), row
+            return shard_of(row.repo, n), row
 
         keyed = pcoll | f"Key{name}" >> beam.Map(key_of)
         empty = pcoll.pipeline | f"Empty{name}" >> beam.Create([(i, None) for i in range(n)])
@@ -142,6 +146,25 @@ def check_outputs(out_dir: Path, num_shards: int) -> dict:
     if rows != expected:
         raise IncompleteOutputError(f"manifest under {out_dir} holds {rows} rows but {expected} files were curated")
     return stats
+
+
+def write_success(out_dir: Path, stage: str, seconds: float, num_shards: int, **details) -> None:
+    """The finished marker, written last; it records the shard layout for the next stage."""
+    write_json(Path(out_dir) / SUCCESS_MARKER, {"stage": stage, "seconds": round(seconds, 2), **details,
+                                                "layout": dict(SHARD_LAYOUT, num_shards=num_shards)})
+
+
+def repo_layout_shards(stage_dir: Path) -> int | None:
+    """The number of data shards when a finished stage output declares `SHARD_LAYOUT` (placed and
+    sorted by repository), else None (an output of an older codemill: read it with a shuffle)."""
+    marker = Path(stage_dir) / SUCCESS_MARKER
+    try:
+        layout = json.loads(marker.read_text()).get("layout") or {}
+    except (OSError, ValueError):
+        return None
+    if {k: layout.get(k) for k in SHARD_LAYOUT} != SHARD_LAYOUT or not isinstance(layout.get("num_shards"), int):
+        return None
+    return layout["num_shards"]
 
 
 def clear_outputs(out_dir: Path) -> None:

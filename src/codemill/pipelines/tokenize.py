@@ -1,24 +1,30 @@
 """The tokenize stage as Beam PTransforms, and its driver.
 
+Input laid out by repository (every curate and dedup output: `outputs.SHARD_LAYOUT`), the default:
+
+    data/part-i ─TokenizeRepoShard─> tokens/<component>/part-i.{bin,idx,trace.parquet}, + contaminated, events
+
+Each input shard is read a repository at a time, decontaminated, assigned to mixture components,
+and tokenized into the token shards of the same index: no shuffle, and the reading and scanning
+overlap the encoder. Any other input (or `shuffle=True`) goes through one shuffle of records:
+
     records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard), SourceText bytes)─WriteTokenShard─>
-                 │                      tokens/<component>/part-NNNNN-of-MMMMM.{bin,idx,trace.parquet}
                  └─> contaminated (manifest rows, contaminated_by <benchmark>:<task>)
 
-A repository goes to a shard by a hash of its name, and a shard's repositories are made into
-documents in name order, so shards are byte-identical on any runner with any number of workers.
-One shuffle, of records: documents are written where they are made (a second shuffle of the
-documents by shard cost ~3 s of a 97 s run on 200 MB). A shard's records are held in memory
-while it is written, so `num_shards` bounds the memory per worker as well as the parallelism of
-this step: choose it so a shard's text fits a worker (e.g. ~1 GB of text per shard).
+Both write the same bytes: a repository goes to a shard by a hash of its name, and a shard's
+repositories are made into documents in name order, so shards are byte-identical on any runner
+with any number of workers. The shuffle path holds a shard's records in memory while it is
+written (`num_shards` bounds the memory per worker); the repository path holds one repository's.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import re
 import shutil
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -39,22 +45,23 @@ from codemill.pipelines.outputs import (
     SUCCESS_MARKER,
     IncompleteOutputError,
     WriteShards,
+    repo_layout_shards,
 )
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.progress import bar
-from codemill.records import MANIFEST_SCHEMA, FileRecord
-from codemill.shards import shard_name, shard_of
+from codemill.records import MANIFEST_SCHEMA, FileRecord, records_from_table
+from codemill.shards import shard_name, shard_of, shard_paths
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.decontam import decontaminate_record, warm_matcher
 from codemill.tokenize.documents import (
-    Document,
     DocumentConfig,
+    RepositoryPlan,
     SourceText,
     assemble_documents,
     encode_plans,
     plan_repository,
 )
-from codemill.tokenize.indexed import token_dtype, write_shard
+from codemill.tokenize.indexed import TokenShardWriter, token_dtype
 from codemill.tokenize.mixture import MixtureSpec, blend
 from codemill.tokenize.stats import TokenizeStats
 from codemill.tokenize.tokenizer import load_tokenizer
@@ -64,11 +71,54 @@ log = logging.getLogger(__name__)
 REPORT = "tokenize.json"
 
 
+def write_token_shards(plans: Iterable[tuple[str, RepositoryPlan | None]], index: int, tokenizer,
+                       config: DocumentConfig, out_dir: str, num_shards: int, dtype: type,
+                       batch_chars: int = 4_000_000) -> Iterator[tuple]:
+    """(component, repository plan) in repository-name order -> token shard `index` of each
+    component written under out_dir/tokens/<component>/, and the stats events. A component named
+    with a None plan (its files there were all empty) still gets its shard, empty. Planning,
+    assembly and writing overlap the encoding of the next batch (`encode_plans`); documents stream
+    to disk one at a time, so the same bytes come out whatever fed the plans."""
+    base = shard_name(index, num_shards).removesuffix(".parquet")
+    writers: dict[str, TokenShardWriter] = {}
+    waiting: deque[str] = deque()  # the component of each plan inside encode_plans, in order
+    events: list[tuple] = []
+
+    def planned() -> Iterator[RepositoryPlan]:
+        for component, plan in plans:
+            if component not in writers:
+                writers[component] = TokenShardWriter(Path(out_dir) / "tokens" / component / base, dtype)
+            if plan is not None:
+                waiting.append(component)
+                yield plan
+
+    progress = bar(desc=f"tokenize {base}", unit=" docs", mininterval=2.0, leave=False)
+    try:
+        for plan, ids in encode_plans(tokenizer, planned(), batch_chars):
+            component = waiting.popleft()
+            writer = writers[component]
+            for doc in assemble_documents(plan, ids, tokenizer, config):
+                writer.add(doc)
+                events.append(("document", component, len(doc.tokens), sum(1 for s in doc.spans if s.fim),
+                               len(doc.spans), doc.split_file))
+                progress.update(1)
+        infos = {component: writers[component].close() for component in sorted(writers)}
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        progress.close()
+    yield from events
+    for component, info in infos.items():
+        if info.documents:
+            yield "shard", f"{component}/{base}", info.documents, info.tokens
+
+
 class WriteTokenShard(beam.DoFn):
     """((component, shard), records) -> the shard's .bin/.idx/.trace.parquet written, plus stats
-    events. Repositories come in name order and their documents in order, so the shard is the same
-    bytes on any runner with any number of workers. Planning, assembly and writing overlap the
-    encoding of the next batch (`encode_plans`); documents stream to disk one at a time."""
+    events. Repositories are made into documents in name order, so the shard is the same bytes on
+    any runner with any number of workers."""
 
     def __init__(self, tokenizer_path: str, config: DocumentConfig, out_dir: str, num_shards: int, dtype: str,
                  batch_chars: int = 4_000_000) -> None:
@@ -84,33 +134,14 @@ class WriteTokenShard(beam.DoFn):
         for blob in sources:
             source = SourceText(*pickle.loads(blob))  # shuffled as bytes (see _assign_shard)
             by_repo[source.repo].append(source)
-        plans = (plan for plan in (plan_repository(repo, by_repo.pop(repo), self.config) for repo in sorted(by_repo))
-                 if plan is not None)
-        events: list[tuple] = []
-        dtype = np.dtype(self.dtype).type
+        plans = ((component, plan_repository(repo, by_repo.pop(repo), self.config)) for repo in sorted(by_repo))
+        yield from write_token_shards(plans, index, self.tokenizer, self.config, self.out_dir, self.num_shards,
+                                      np.dtype(self.dtype).type, self.batch_chars)
 
-        def documents() -> Iterator[Document]:
-            for plan, ids in encode_plans(self.tokenizer, plans, self.batch_chars):
-                for doc in assemble_documents(plan, ids, self.tokenizer, self.config):
-                    events.append(("document", component, len(doc.tokens), sum(1 for s in doc.spans if s.fim),
-                                   len(doc.spans), doc.split_file))
-                    yield doc
 
-        name = f"{component}/{shard_name(index, self.num_shards).removesuffix('.parquet')}"
-        progress = bar(desc=f"tokenize {name}", unit=" docs", mininterval=2.0, leave=False)
-
-        def counted(docs: Iterator[Document]) -> Iterator[Document]:
-            for doc in docs:
-                progress.update(1)
-                yield doc
-
-        try:
-            info = write_shard(Path(self.out_dir) / "tokens" / name, counted(documents()), dtype)
-        finally:
-            progress.close()
-        yield from events
-        if info.documents:
-            yield "shard", name, info.documents, info.tokens
+def _source_text(record: FileRecord) -> SourceText:
+    return SourceText(record.swhid, record.qualified_swhid, record.repo, record.path, record.content,
+                      record.license_spdx, record.license_type)
 
 
 def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> Iterator[tuple]:
@@ -123,9 +154,92 @@ def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> 
     if component is None:
         yield "event", ("outside_mixture",)
     else:
-        source = SourceText(record.swhid, record.qualified_swhid, record.repo, record.path, record.content,
-                            record.license_spdx, record.license_type)
+        source = _source_text(record)
         yield "record", ((component, shard_of(record.repo, num_shards)), pickle.dumps(tuple(source), protocol=5))
+
+
+class InputLayoutError(ValueError):
+    """An input shard that does not hold what its stage's marker promised (names the shard)."""
+
+
+_SHARD_FILE = re.compile(r"part-(\d+)-of-(\d+)\.parquet$")
+
+
+def _repositories(path: str, rows: int) -> Iterator[tuple[str, list[FileRecord]]]:
+    """(repository, its kept records) of one input shard, read a batch of rows at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    current, files = None, []
+    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
+            for record in records_from_table(pa.Table.from_batches([batch])):
+                if not record.kept or record.content is None:
+                    continue
+                if record.repo != current:
+                    if files:
+                        yield current, files
+                    current, files = record.repo, []
+                files.append(record)
+    if files:
+        yield current, files
+
+
+class TokenizeRepoShard(beam.DoFn):
+    """An input data shard laid out by repository (`outputs.SHARD_LAYOUT`: placed by a hash of the
+    repository, sorted by it) -> the token shards of the same index, one per mixture component,
+    with no shuffle. Records stream from the file a repository at a time through decontamination
+    and the mixture into `write_token_shards`, so reading, scanning and planning overlap the
+    encoding of the previous batch, and a worker holds one repository's records, not a shard's.
+    The shuffle path (`Tokenize`) writes the same bytes."""
+
+    def __init__(self, tokenizer_path: str, config: TokenizeConfig, out_dir: str, dtype: str,
+                 batch_chars: int = 4_000_000, read_rows: int = 1024) -> None:
+        self.tokenizer_path, self.config, self.out_dir, self.dtype = tokenizer_path, config, out_dir, dtype
+        self.batch_chars, self.read_rows = batch_chars, read_rows
+
+    def setup(self) -> None:
+        self.tokenizer = load_tokenizer(Path(self.tokenizer_path))
+        warm_matcher(self.config.decontam)
+
+    def process(self, path: str) -> Iterator[tuple]:
+        config = self.config
+        found = _SHARD_FILE.search(path)
+        if found is None or int(found.group(2)) != config.num_shards:
+            raise InputLayoutError(f"{path}: expected a shard named part-NNNNN-of-{config.num_shards:05d}.parquet")
+        index = int(found.group(1))
+        side: list[tuple] = []  # events and contaminated records, emitted when the shard is done
+
+        def plans() -> Iterator[tuple[str, RepositoryPlan | None]]:
+            previous = None
+            for repo, records in _repositories(path, self.read_rows):
+                if previous is not None and repo <= previous:
+                    raise InputLayoutError(f"{path}: repository {repo!r} comes after {previous!r}, so the shard is "
+                                           "not sorted by repository; re-run the stage that wrote it")
+                if shard_of(repo, config.num_shards) != index:
+                    raise InputLayoutError(f"{path}: repository {repo!r} belongs to shard "
+                                           f"{shard_of(repo, config.num_shards)}; re-run the stage that wrote it")
+                previous = repo
+                by_component: dict[str, list[SourceText]] = defaultdict(list)
+                for record in records:
+                    for tag, value in decontaminate_record(record, config.decontam):
+                        if tag != "clean":
+                            side.append((tag, value))
+                            continue
+                        component = config.mixture.component_of(value)
+                        if component is None:
+                            side.append(("event", ("outside_mixture",)))
+                        else:
+                            by_component[component].append(_source_text(value))
+                for component in sorted(by_component):
+                    yield component, plan_repository(repo, by_component[component], config.documents)
+
+        events = list(write_token_shards(plans(), index, self.tokenizer, config.documents, self.out_dir,
+                                         config.num_shards, np.dtype(self.dtype).type, self.batch_chars))
+        yield from side
+        for event in events:
+            yield "event", event
 
 
 class Tokenize(beam.PTransform):
@@ -171,6 +285,25 @@ class Tokenize(beam.PTransform):
 
 
 
+class TokenizeByRepository(beam.PTransform):
+    """Paths of input data shards laid out by repository -> {'contaminated', 'events'}; writes the
+    token shards of the same indices (`TokenizeRepoShard`)."""
+
+    def __init__(self, config: TokenizeConfig, tokenizer_path: str, out_dir: str, dtype: str) -> None:
+        super().__init__()
+        self.config, self.tokenizer_path, self.out_dir, self.dtype = config, tokenizer_path, out_dir, dtype
+
+    def expand(self, paths):
+        tagged_outputs = (
+            paths
+            | "Spread" >> beam.Reshuffle()  # one input shard per worker on a distributed runner
+            | "TokenizeShard" >> beam.ParDo(TokenizeRepoShard(self.tokenizer_path, self.config, self.out_dir,
+                                                               self.dtype))
+        )
+        return {"contaminated": tagged_outputs | "Contaminated" >> beam.FlatMap(tagged, "contaminated"),
+                "events": tagged_outputs | "Events" >> beam.FlatMap(tagged, "event")}
+
+
 @dataclass
 class TokenizeResult:
     out_dir: Path
@@ -179,8 +312,10 @@ class TokenizeResult:
 
 
 def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeConfig = TokenizeConfig(),
-                 pipeline_args: list[str] | None = None, processes: int = 1) -> TokenizeResult:
-    """`codemill tokenize IN OUT --tokenizer T`: kept records of a curation or dedup output -> token shards."""
+                 pipeline_args: list[str] | None = None, processes: int = 1, shuffle: bool = False) -> TokenizeResult:
+    """`codemill tokenize IN OUT --tokenizer T`: kept records of a curation or dedup output -> token
+    shards. An input laid out by repository with `config.num_shards` shards is read shard by shard
+    without a shuffle, unless `shuffle` (the same bytes either way)."""
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not (in_dir / SUCCESS_MARKER).exists():
         raise FileNotFoundError(f"{in_dir} is not a finished curation or dedup output (no {SUCCESS_MARKER})")
@@ -205,8 +340,16 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
         processes = 1
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    outputs = read_records(pipeline, in_dir, "data") | "Tokenize" >> Tokenize(
-        config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__, processes)
+    paths = [str(p) for p in shard_paths(in_dir / "data")]
+    by_repository = not shuffle and repo_layout_shards(in_dir) == config.num_shards == len(paths)
+    if by_repository:
+        outputs = pipeline | "InputShards" >> beam.Create(paths) | "Tokenize" >> TokenizeByRepository(
+            config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__)
+    else:
+        log.info("tokenize: %s is not laid out by repository in %d shards; shuffling its records", in_dir,
+                 config.num_shards)
+        outputs = read_records(pipeline, in_dir, "data") | "Tokenize" >> Tokenize(
+            config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__, processes)
     outputs["contaminated"] | "WriteContaminated" >> WriteShards(
         str(out_dir), (("contaminated", MANIFEST_SCHEMA, "all"),), config.num_shards)
     report_path = out_dir / REPORT
@@ -222,6 +365,7 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
         shard_tokens.setdefault(component, {})[str(out_dir / "tokens" / name)] = info["tokens"]
     write_json(out_dir / "blend.json", blend(config.mixture, shard_tokens, config.train_tokens))
     report["dtype"] = dtype.__name__
+    report["input_read"] = "by repository, no shuffle" if by_repository else "shuffled"
     report["tokenizer"] = str(out_dir / "tokenizer")
     write_json(report_path, report)
     write_json(out_dir / SUCCESS_MARKER, {"stage": "tokenize", "seconds": round(seconds, 2), "input": str(in_dir)})

@@ -113,9 +113,11 @@ class RepositoryPlan:
 
 
 def plan_repository(repo: str, files: Sequence[SourceText], config: DocumentConfig) -> RepositoryPlan | None:
-    """None when the repository has no non-empty file. Files in path order."""
+    """None when the repository has no non-empty file. Files in path order (then SWHIDs: the same
+    repository name read from two sources may repeat a path, and the order must not depend on the
+    order the files arrived in)."""
     rng = random.Random(f"{config.seed}\x00{repo}")
-    files = sorted((f for f in files if f.content), key=lambda f: f.path)
+    files = sorted((f for f in files if f.content), key=lambda f: (f.path, f.swhid, f.qualified_swhid or ""))
     if not files:
         return None
     plan = RepositoryPlan(repo, rng, [], [repo])

@@ -102,39 +102,72 @@ class ShardInfo:
     tokens: int
 
 
+class TokenShardWriter:
+    """One token shard written a document at a time: prefix.bin/.idx under temporary names until
+    `close` (atomic per file), then prefix.trace.parquet last (its presence marks a complete
+    shard). `abort` removes what was written. Push-style, so one reader can feed the shards of
+    several mixture components at once."""
+
+    def __init__(self, prefix: Path, dtype: type) -> None:
+        self.prefix, self.dtype = Path(prefix), dtype
+        self.tmp = self.prefix.with_name(f".{self.prefix.name}.tmp-{os.getpid()}")
+        self.rows: list[tuple] = []
+        self.limit = np.iinfo(dtype).max
+        self.offset = self.number = 0
+        try:
+            self.prefix.parent.mkdir(parents=True, exist_ok=True)
+            self.builder = IndexedWriter(str(self.tmp) + ".bin", dtype)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write token shard {self.prefix}: {err.strerror or err}") from err
+
+    def add(self, doc: Document) -> None:
+        if len(doc.tokens) == 0:
+            raise ShardError(f"{self.prefix}: document {doc.index} of {doc.repo} is empty")
+        if int(doc.tokens.max()) > self.limit:
+            raise ShardError(f"{self.prefix}: token id {int(doc.tokens.max())} does not fit {np.dtype(self.dtype).name}")
+        try:
+            self.builder.add_document(doc.tokens)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write token shard {self.prefix}: {err.strerror or err}") from err
+        _trace_rows(self.rows, self.number, self.offset, doc)
+        self.offset += len(doc.tokens)
+        self.number += 1
+
+    def close(self) -> ShardInfo:
+        prefix, tmp = self.prefix, str(self.tmp)
+        try:
+            self.builder.finalize(tmp + ".idx")
+            os.replace(tmp + ".bin", str(prefix) + ".bin")
+            os.replace(tmp + ".idx", str(prefix) + ".idx")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write token shard {prefix}: {err.strerror or err}") from err
+        finally:
+            self.abort()
+        rows = self.rows
+        columns = list(zip(*rows)) if rows else [()] * len(TRACE_SCHEMA.names)
+        trace_table = pa.table({name: list(column) for name, column in zip(TRACE_SCHEMA.names, columns)},
+                               schema=TRACE_SCHEMA)
+        write_table_atomic(Path(str(prefix) + ".trace.parquet"), trace_table)
+        return ShardInfo(str(prefix), self.number, self.offset)
+
+    def abort(self) -> None:
+        """Remove the temporary files (after `close` there are none left)."""
+        self.builder.data.close()
+        for suffix in (".bin", ".idx"):
+            Path(str(self.tmp) + suffix).unlink(missing_ok=True)
+
+
 def write_shard(prefix: Path, documents: Iterable[Document], dtype: type) -> ShardInfo:
     """Write prefix.bin/.idx and prefix.trace.parquet from documents in shard order (streamed: one
-    document in memory at a time); atomic per file, the trace last (its presence marks a complete
-    shard)."""
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp = prefix.with_name(f".{prefix.name}.tmp-{os.getpid()}")
-    rows: list[tuple] = []
-    limit = np.iinfo(dtype).max
-    offset = number = 0
+    document in memory at a time)."""
+    writer = TokenShardWriter(prefix, dtype)
     try:
-        builder = IndexedWriter(str(tmp) + ".bin", dtype)
         for doc in documents:
-            if len(doc.tokens) == 0:
-                raise ShardError(f"{prefix}: document {doc.index} of {doc.repo} is empty")
-            if int(doc.tokens.max()) > limit:
-                raise ShardError(f"{prefix}: token id {int(doc.tokens.max())} does not fit {np.dtype(dtype).name}")
-            builder.add_document(doc.tokens)
-            _trace_rows(rows, number, offset, doc)
-            offset += len(doc.tokens)
-            number += 1
-        builder.finalize(str(tmp) + ".idx")
-        os.replace(str(tmp) + ".bin", str(prefix) + ".bin")
-        os.replace(str(tmp) + ".idx", str(prefix) + ".idx")
-    except OSError as err:
-        raise OSError(err.errno, f"cannot write token shard {prefix}: {err.strerror or err}") from err
-    finally:
-        for suffix in (".bin", ".idx"):
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
-    columns = list(zip(*rows)) if rows else [()] * len(TRACE_SCHEMA.names)
-    trace_table = pa.table({name: list(column) for name, column in zip(TRACE_SCHEMA.names, columns)}, schema=TRACE_SCHEMA)
-    write_table_atomic(Path(str(prefix) + ".trace.parquet"), trace_table)
-    return ShardInfo(str(prefix), number, offset)
+            writer.add(doc)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def _trace_rows(rows: list[tuple], number: int, offset: int, doc: Document) -> None:

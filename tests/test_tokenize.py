@@ -477,7 +477,8 @@ def test_tokenize_is_deterministic_across_runs_and_workers(tmp_path: Path, repo_
 
 def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Path, tokenizer_dir: Path) -> None:
     """A curation output is laid out by repository, so tokenize reads it shard by shard without a
-    shuffle; forcing the shuffle must give the same shards, contaminated rows and counts."""
+    shuffle; forcing the shuffle (in one process) must give the same shards, contaminated rows and
+    counts as reading by repository (in two worker processes)."""
     from codemill.pipelines.tokenize import run_tokenize
     from codemill.shards import read_table
     from codemill.tokenize.config import TokenizeConfig
@@ -495,7 +496,8 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Pa
     mixture = MixtureSpec.from_dict({"components": [{"name": "python", "select": {"language": "Python"}},
                                                     {"name": "rest"}]})
     config = TokenizeConfig(documents=DocumentConfig(max_tokens=256), mixture=mixture, num_shards=3)
-    direct = run_tokenize(curated, tmp_path / "direct", tokenizer_dir, config)
+    direct = run_tokenize(curated, tmp_path / "direct", tokenizer_dir, config,  # two worker processes
+                          ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     shuffled = run_tokenize(curated, tmp_path / "shuffled", tokenizer_dir, config, shuffle=True)
     assert (direct.report["input_read"], shuffled.report["input_read"]) == ("by repository, no shuffle", "shuffled")
     assert len({name.split("/")[1] for name in direct.report["shards"]}) == 3  # every input shard made documents

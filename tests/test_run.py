@@ -94,6 +94,9 @@ def test_the_whole_job_writes_dataset_manifest_model_eval_and_report(finished_ru
     run = json.loads((out / "run.json").read_text())["stages"]
     assert set(run) == {"curate", "tokenizer", "tokenize", "train", "export", "eval", "publish", "report"}
     assert all((Path(stage["dir"]) / "_STAGE.json").exists() for stage in run.values())
+    # curate and tokenize both write 2 shards: tokenize reads the curation output by repository.
+    assert json.loads((Path(run["tokenize"]["dir"]) / "tokenize.json").read_text())["input_read"] == \
+        "by repository, no shuffle"
     # The dataset folder loads with the datasets library, rows carry SWHIDs, the manifest is beside it.
     from datasets import load_dataset
 

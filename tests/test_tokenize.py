@@ -536,3 +536,11 @@ def test_an_input_shard_out_of_repository_order_is_refused(tmp_path: Path, token
         run_tokenize(curated, tmp_path / "out", tokenizer_dir, TokenizeConfig(decontam=None, num_shards=1))
     assert not (tmp_path / "out" / "_SUCCESS.json").exists()
     assert not list((tmp_path / "out").rglob("*.bin"))
+
+
+def test_shard_names_parse_back() -> None:
+    from codemill.shards import parse_shard_name, shard_name
+
+    assert all(parse_shard_name(f"/data/{shard_name(i, n)}") == (i, n) for n in (1, 4, 128) for i in range(n))
+    assert parse_shard_name("/data/part-1-of-4.parquet") is None
+    assert parse_shard_name("/data/notes.parquet") is None

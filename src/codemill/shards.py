@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,15 @@ def shard_of(key: str, num_shards: int) -> int:
 
 def shard_name(index: int, num_shards: int) -> str:
     return f"part-{index:05d}-of-{num_shards:05d}.parquet"
+
+
+_SHARD_NAME = re.compile(r"part-(\d{5})-of-(\d{5})\.parquet$")
+
+
+def parse_shard_name(path: str) -> tuple[int, int] | None:
+    """(index, num_shards) of a path ending in a `shard_name`, else None."""
+    found = _SHARD_NAME.search(str(path))
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 import shutil
 import time
 from collections import defaultdict, deque
@@ -50,7 +49,7 @@ from codemill.pipelines.outputs import (
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.progress import bar
 from codemill.records import MANIFEST_SCHEMA, FileRecord, records_from_table
-from codemill.shards import shard_name, shard_of, shard_paths
+from codemill.shards import parse_shard_name, shard_name, shard_of, shard_paths
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.decontam import decontaminate_record, warm_matcher
 from codemill.tokenize.documents import (
@@ -162,9 +161,6 @@ class InputLayoutError(ValueError):
     """An input shard that does not hold what its stage's marker promised (names the shard)."""
 
 
-_SHARD_FILE = re.compile(r"part-(\d+)-of-(\d+)\.parquet$")
-
-
 def _repositories(path: str, rows: int) -> Iterator[tuple[str, list[FileRecord]]]:
     """(repository, its kept records) of one input shard, read a batch of rows at a time."""
     import pyarrow as pa
@@ -205,10 +201,10 @@ class TokenizeRepoShard(beam.DoFn):
 
     def process(self, path: str) -> Iterator[tuple]:
         config = self.config
-        found = _SHARD_FILE.search(path)
-        if found is None or int(found.group(2)) != config.num_shards:
+        named = parse_shard_name(path)
+        if named is None or named[1] != config.num_shards:
             raise InputLayoutError(f"{path}: expected a shard named part-NNNNN-of-{config.num_shards:05d}.parquet")
-        index = int(found.group(1))
+        index = named[0]
         side: list[tuple] = []  # events and contaminated records, emitted when the shard is done
 
         def plans() -> Iterator[tuple[str, RepositoryPlan | None]]:

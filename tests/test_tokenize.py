@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from pathlib import Path
@@ -109,6 +110,32 @@ def test_exact_matching_equals_plain_substring_search() -> None:
         assert (found is None) == (not expected)
         if expected:
             assert found.label == min(t.label for t in expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=400))
+def test_ascii_texts_scan_the_same_as_bytes_and_as_code_points(body: str) -> None:
+    """ASCII texts reach the kernel as one byte per character, others as UTF-32: both forms of
+    the same text give the same windows and grams."""
+    from codemill.tokenize.decontam import _code_point_array
+
+    matcher = _small_matcher()
+    text = matcher.tasks[0].texts[0][:40] + body + " ".join(matcher.tasks[1].texts)[:300]
+    narrow = _code_point_array(text)
+    assert narrow.dtype == np.uint8
+    results = []
+    for cps in (narrow, narrow.astype(np.uint32)):
+        grams, positions, anchors = (np.zeros(4096, dtype=t) for t in (np.uint64, np.int64, np.uint64))
+        found = matcher._scan(cps, matcher.gram_set, False, grams, positions, anchors)
+        results.append((found, grams.tolist(), positions.tolist(), anchors.tolist()))
+    assert results[0] == results[1]
+    assert results[0][0][0] > 0  # the task's text was found through the byte form
+
+
+@functools.lru_cache(maxsize=1)
+def _small_matcher() -> Decontaminator:
+    config = DecontamConfig(min_exact_chars=8)
+    return Decontaminator(config.load_tasks()[:20], config)
 
 
 def test_scan_tables_follow_python() -> None:
@@ -475,20 +502,41 @@ def test_tokenize_is_deterministic_across_runs_and_workers(tmp_path: Path, repo_
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Path, tokenizer_dir: Path) -> None:
+class _MatcherNeverReady:
+    """A matcher build that never reports itself done: every repository is planned before it is
+    decontaminated, and settled (waiting for the build) only when its documents are assembled."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def done(self) -> bool:
+        return False
+
+    def result(self) -> None:
+        from codemill.tokenize.decontam import warm_matcher
+
+        warm_matcher(self.config)
+
+
+def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Path, tokenizer_dir: Path,
+                                                                     monkeypatch) -> None:
     """A curation output is laid out by repository, so tokenize reads it shard by shard without a
-    shuffle; forcing the shuffle (in one process) must give the same shards, contaminated rows and
-    counts as reading by repository (in two worker processes)."""
-    from codemill.pipelines.tokenize import run_tokenize
+    shuffle. Forcing the shuffle (in one process) must give the same shards, contaminated rows and
+    counts as reading by repository in two worker processes (one element a shard) and in one
+    process (every shard in one element) with every repository planned before the matcher is
+    ready, including one whose only file is contaminated."""
+    from codemill.pipelines import tokenize as stage
     from codemill.shards import read_table
     from codemill.tokenize.config import TokenizeConfig
     from codemill.tokenize.mixture import MixtureSpec
 
+    solution = load_humaneval()[0].texts[2]
     rows = [{"repo": f"org/repo-{i % 7}", "path": f"lib/{p.name}", "content": p.read_text()}
             for i, p in enumerate(CODE_FILES)]
     rows += [{"repo": f"org/repo-{i}", "path": "README.md", "content": f"# Repository {i}\n\nNotes on usage of repo {i}.\n"}
              for i in range(7)]
-    rows.append({"repo": "org/repo-3", "path": "lib/solved.py", "content": "# copied\n" + load_humaneval()[0].texts[2]})
+    rows.append({"repo": "org/repo-3", "path": "lib/solved.py", "content": "# copied\n" + solution})
+    rows.append({"repo": "org/only-solved", "path": "NOTES.md", "content": "# kept for later\n\n" + solution})
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     curated = tmp_path / "curated"
@@ -496,23 +544,32 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Pa
     mixture = MixtureSpec.from_dict({"components": [{"name": "python", "select": {"language": "Python"}},
                                                     {"name": "rest"}]})
     config = TokenizeConfig(documents=DocumentConfig(max_tokens=256), mixture=mixture, num_shards=3)
-    direct = run_tokenize(curated, tmp_path / "direct", tokenizer_dir, config,  # two worker processes
-                          ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
-    shuffled = run_tokenize(curated, tmp_path / "shuffled", tokenizer_dir, config, shuffle=True)
-    assert (direct.report["input_read"], shuffled.report["input_read"]) == ("by repository, no shuffle", "shuffled")
+    shuffled = stage.run_tokenize(curated, tmp_path / "shuffled", tokenizer_dir, config, shuffle=True)
+    direct = stage.run_tokenize(curated, tmp_path / "direct", tokenizer_dir, config,  # two worker processes
+                                ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    monkeypatch.setattr(stage, "_matcher_in_background", lambda config: config and _MatcherNeverReady(config))
+    tentative = stage.run_tokenize(curated, tmp_path / "tentative", tokenizer_dir, config)
+    assert shuffled.report["input_read"] == "shuffled"
+    assert direct.report["input_read"] == tentative.report["input_read"] == "by repository, no shuffle"
     assert len({name.split("/")[1] for name in direct.report["shards"]}) == 3  # every input shard made documents
     assert {name.split("/")[0] for name in direct.report["shards"]} == {"python", "rest"}
-    for key in ("totals", "shards", "contaminated_by_benchmark", "tokens_by_component"):
-        assert direct.report[key] == shuffled.report[key], key
-    assert direct.report["contaminated_by_benchmark"] == {"humaneval": 1}
-    files = sorted(p.relative_to(tmp_path / "direct") for p in (tmp_path / "direct").rglob("*.*")
-                   if p.is_file() and p.parts[-2] != "tokenizer" and p.name != "_SUCCESS.json")
-    assert len(files) > 3 * len(direct.report["shards"])
-    for name in files:
-        if name.suffix == ".json":
-            continue
-        assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "shuffled" / name).read_bytes(), name
-    assert [r["path"] for r in read_table(tmp_path / "direct" / "contaminated").to_pylist()] == ["lib/solved.py"]
+    assert shuffled.report["contaminated_by_benchmark"] == {"humaneval": 2}
+
+    def written(out: Path) -> dict[Path, bytes]:
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*.*")
+                if p.is_file() and p.parts[-2] != "tokenizer" and p.suffix != ".json"}
+
+    expected = written(tmp_path / "shuffled")
+    assert len(expected) > 3 * len(shuffled.report["shards"])
+    for run in (direct, tentative):
+        for key in ("totals", "shards", "contaminated_by_benchmark", "tokens_by_component"):
+            assert run.report[key] == shuffled.report[key], key
+        files = written(run.out_dir)
+        assert sorted(files) == sorted(expected), run.out_dir
+        for name, data in files.items():
+            assert data == expected[name], (run.out_dir, name)
+    assert sorted(r["path"] for r in read_table(tmp_path / "tentative" / "contaminated").to_pylist()) == \
+        ["NOTES.md", "lib/solved.py"]
 
 
 def test_an_input_shard_out_of_repository_order_is_refused(tmp_path: Path, tokenizer_dir: Path) -> None:

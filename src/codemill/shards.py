@@ -33,12 +33,25 @@ def parse_shard_name(path: str) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
+ROW_GROUP_BYTES = 8 << 20
+
+
+def row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
+    """Rows per Parquet row group so a group holds about `target_bytes` in memory. A reader
+    decompresses a whole group at a time: groups of ~8 MB let a stage stream a 60 MB shard of file
+    contents (its first rows arrive after one group, not the whole shard) while tables of small
+    rows (manifests, traces) still get large groups."""
+    if table.num_rows == 0:
+        return 1
+    return max(64, min(table.num_rows, int(table.num_rows * target_bytes / max(1, table.nbytes))))
+
+
 def write_table_atomic(path: Path, table: pa.Table) -> None:
     """Write to a temporary name, then rename: a crash never leaves a half-written shard that looks complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True, row_group_size=row_group_rows(table))
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 Input laid out by repository (every curate and dedup output: `outputs.SHARD_LAYOUT`), the default:
 
-    data/part-i ─TokenizeRepoShard─> tokens/<component>/part-i.{bin,idx,trace.parquet}, + contaminated, events
+    data/part-i ─TokenizeRepoShards─> tokens/<component>/part-i.{bin,idx,trace.parquet}, + contaminated, events
 
 Each input shard is read a repository at a time, decontaminated, assigned to mixture components,
 and tokenized into the token shards of the same index: no shuffle, and the reading and scanning
@@ -24,9 +24,10 @@ import pickle
 import shutil
 import time
 from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -51,16 +52,17 @@ from codemill.progress import bar
 from codemill.records import MANIFEST_SCHEMA, FileRecord, records_from_table
 from codemill.shards import parse_shard_name, shard_name, shard_of, shard_paths
 from codemill.tokenize.config import TokenizeConfig
-from codemill.tokenize.decontam import decontaminate_record, warm_matcher
+from codemill.tokenize.decontam import DecontamConfig, decontaminate_record, warm_matcher
 from codemill.tokenize.documents import (
     DocumentConfig,
     RepositoryPlan,
     SourceText,
     assemble_documents,
+    encode_pieces,
     encode_plans,
     plan_repository,
 )
-from codemill.tokenize.indexed import TokenShardWriter, token_dtype
+from codemill.tokenize.indexed import ShardInfo, TokenShardWriter, token_dtype
 from codemill.tokenize.mixture import MixtureSpec, blend
 from codemill.tokenize.stats import TokenizeStats
 from codemill.tokenize.tokenizer import load_tokenizer
@@ -70,47 +72,90 @@ log = logging.getLogger(__name__)
 REPORT = "tokenize.json"
 
 
-def write_token_shards(plans: Iterable[tuple[str, RepositoryPlan | None]], index: int, tokenizer,
-                       config: DocumentConfig, out_dir: str, num_shards: int, dtype: type,
-                       batch_chars: int = 4_000_000) -> Iterator[tuple]:
-    """(component, repository plan) in repository-name order -> token shard `index` of each
-    component written under out_dir/tokens/<component>/, and the stats events. A component named
-    with a None plan (its files there were all empty) still gets its shard, empty. Planning,
-    assembly and writing overlap the encoding of the next batch (`encode_plans`); documents stream
-    to disk one at a time, so the same bytes come out whatever fed the plans."""
-    base = shard_name(index, num_shards).removesuffix(".parquet")
-    writers: dict[str, TokenShardWriter] = {}
-    waiting: deque[str] = deque()  # the component of each plan inside encode_plans, in order
+class PlannedRepository(NamedTuple):
+    """One repository's files in one mixture component, planned for token shard `index`."""
+
+    index: int
+    component: str
+    repo: str
+    plan: RepositoryPlan | None  # None: every file of it in this component is empty
+    tentative: bool = False  # planned before its files were decontaminated: settled before assembly
+
+
+def write_token_shards(items: Iterable[PlannedRepository], tokenizer, config: DocumentConfig, out_dir: str,
+                       num_shards: int, dtype: type, batch_chars: int = 4_000_000,
+                       settler: _Decontaminated | None = None) -> Iterator[tuple]:
+    """Planned repositories, by shard index and then repository name -> token shards written under
+    out_dir/tokens/<component>/part-<index>, and the stats events. A component named with a None
+    plan (its files there were all empty) still gets its shard, empty. Planning, assembly and
+    writing overlap the encoding of the next batch (`encode_plans`), across shard boundaries too;
+    documents stream to disk one at a time, so the same bytes come out whatever fed the plans.
+    A tentative item is settled by `settler` before assembly: its plan stands, or is replaced (and
+    encoded again) when decontamination removed some of its files."""
+    writers: dict[tuple[int, str], TokenShardWriter] = {}
+    closed: dict[tuple[int, str], ShardInfo] = {}
+    waiting: deque[PlannedRepository] = deque()  # the items inside encode_plans, in order
     events: list[tuple] = []
 
-    def planned() -> Iterator[RepositoryPlan]:
-        for component, plan in plans:
-            if component not in writers:
-                writers[component] = TokenShardWriter(Path(out_dir) / "tokens" / component / base, dtype)
-            if plan is not None:
-                waiting.append(component)
-                yield plan
+    def claim(index: int, component: str) -> None:
+        if (index, component) not in writers:
+            base = shard_name(index, num_shards).removesuffix(".parquet")
+            writers[index, component] = TokenShardWriter(Path(out_dir) / "tokens" / component / base, dtype)
 
-    progress = bar(desc=f"tokenize {base}", unit=" docs", mininterval=2.0, leave=False)
+    def settle() -> None:
+        if settler is not None:
+            for index, component in settler.settle():
+                claim(index, component)
+
+    def close_before(index: int | None) -> None:
+        """Close every shard below `index` (all of them with None): nothing more goes there."""
+        settle()  # a settled repository may still name a component (with an empty shard)
+        for key in sorted(writers):
+            if key not in closed and (index is None or key[0] < index):
+                closed[key] = writers[key].close()
+
+    def planned() -> Iterator[RepositoryPlan]:
+        for item in items:
+            if not item.tentative:
+                claim(item.index, item.component)
+            if item.plan is not None:
+                waiting.append(item)
+                yield item.plan
+
+    progress = bar(desc="tokenize", unit=" docs", mininterval=2.0, leave=False)
+    current = None
     try:
         for plan, ids in encode_plans(tokenizer, planned(), batch_chars):
-            component = waiting.popleft()
-            writer = writers[component]
+            item = waiting.popleft()
+            if item.index != current:
+                if current is not None:
+                    close_before(item.index)
+                current = item.index
+            if item.tentative:
+                settle()
+                plan = settler.final(item.repo, item.component)
+                if plan is None:
+                    continue
+                if plan is not item.plan:  # decontamination dropped some of its files
+                    ids = encode_pieces(tokenizer, plan.pieces)
+            writer = writers[item.index, item.component]
             for doc in assemble_documents(plan, ids, tokenizer, config):
                 writer.add(doc)
-                events.append(("document", component, len(doc.tokens), sum(1 for s in doc.spans if s.fim),
+                events.append(("document", item.component, len(doc.tokens), sum(1 for s in doc.spans if s.fim),
                                len(doc.spans), doc.split_file))
                 progress.update(1)
-        infos = {component: writers[component].close() for component in sorted(writers)}
+        close_before(None)
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
+        for key, writer in writers.items():
+            if key not in closed:
+                writer.abort()
         raise
     finally:
         progress.close()
     yield from events
-    for component, info in infos.items():
+    for (index, component), info in sorted(closed.items()):
         if info.documents:
+            base = shard_name(index, num_shards).removesuffix(".parquet")
             yield "shard", f"{component}/{base}", info.documents, info.tokens
 
 
@@ -133,8 +178,9 @@ class WriteTokenShard(beam.DoFn):
         for blob in sources:
             source = SourceText(*pickle.loads(blob))  # shuffled as bytes (see _assign_shard)
             by_repo[source.repo].append(source)
-        plans = ((component, plan_repository(repo, by_repo.pop(repo), self.config)) for repo in sorted(by_repo))
-        yield from write_token_shards(plans, index, self.tokenizer, self.config, self.out_dir, self.num_shards,
+        items = (PlannedRepository(index, component, repo, plan_repository(repo, by_repo.pop(repo), self.config))
+                 for repo in sorted(by_repo))
+        yield from write_token_shards(items, self.tokenizer, self.config, self.out_dir, self.num_shards,
                                       np.dtype(self.dtype).type, self.batch_chars)
 
 
@@ -182,13 +228,99 @@ def _repositories(path: str, rows: int) -> Iterator[tuple[str, list[FileRecord]]
         yield current, files
 
 
-class TokenizeRepoShard(beam.DoFn):
-    """An input data shard laid out by repository (`outputs.SHARD_LAYOUT`: placed by a hash of the
-    repository, sorted by it) -> the token shards of the same index, one per mixture component,
-    with no shuffle. Records stream from the file a repository at a time through decontamination
+def _matcher_in_background(config: DecontamConfig | None) -> Future | None:
+    """Start building the decontamination matcher (~1 s, most of it numba loading its compiled
+    kernel) in a thread; None without decontamination."""
+    if config is None:
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="codemill-matcher")
+    future = pool.submit(warm_matcher, config)
+    pool.shutdown(wait=False)  # the thread ends when the build is done
+    return future
+
+
+class _Decontaminated:
+    """Decontaminates repositories and plans their clean files per mixture component.
+
+    While the matcher is still being built, a repository is planned as if all its files were
+    clean ("tentative"), so the encoder starts on the first batch instead of idling through the
+    build. `settle` decontaminates the pending repositories once the matcher is ready, and `final`
+    gives the plan that stands: the tentative one, or, when a file was contaminated, a new plan
+    without it (which the caller encodes again; rare, as only the first few megabytes are
+    tentative). The outputs are the same bytes as deciding first (a test forces every repository
+    to be tentative)."""
+
+    def __init__(self, config: TokenizeConfig, matcher: Future | None, side: list[tuple]) -> None:
+        self.config, self.matcher, self.side = config, matcher, side
+        self.pending: list[tuple[int, str, list[FileRecord], dict[str, RepositoryPlan | None]]] = []
+        self.finals: dict[tuple[str, str], RepositoryPlan | None] = {}
+
+    def _clean(self, records: list[FileRecord]) -> tuple[dict[str, list[SourceText]], int]:
+        """Clean files by component, and how many were contaminated; side outputs recorded."""
+        by_component: dict[str, list[SourceText]] = defaultdict(list)
+        dropped = 0
+        for record in records:
+            for tag, value in decontaminate_record(record, self.config.decontam):
+                if tag == "contaminated":
+                    dropped += 1
+                if tag != "clean":
+                    self.side.append((tag, value))
+                    continue
+                component = self.config.mixture.component_of(value)
+                if component is None:
+                    self.side.append(("event", ("outside_mixture",)))
+                else:
+                    by_component[component].append(_source_text(value))
+        return by_component, dropped
+
+    def _plans(self, repo: str, by_component: dict[str, list[SourceText]]) -> dict[str, RepositoryPlan | None]:
+        return {component: plan_repository(repo, by_component[component], self.config.documents)
+                for component in sorted(by_component)}
+
+    def plan(self, index: int, repo: str, records: list[FileRecord]) -> Iterator[PlannedRepository]:
+        if self.matcher is None or self.matcher.done():
+            for component, plan in self._plans(repo, self._clean(records)[0]).items():
+                yield PlannedRepository(index, component, repo, plan)
+            return
+        by_component: dict[str, list[SourceText]] = defaultdict(list)
+        for record in records:
+            component = self.config.mixture.component_of(record)
+            if component is not None:
+                by_component[component].append(_source_text(record))
+        plans = self._plans(repo, by_component)
+        self.pending.append((index, repo, records, plans))
+        for component, plan in plans.items():
+            yield PlannedRepository(index, component, repo, plan, tentative=True)
+
+    def settle(self) -> list[tuple[int, str]]:
+        """Decontaminate every pending repository (waiting for the matcher); returns the (shard,
+        component) pairs they turned out to have."""
+        claims = []
+        if self.pending:
+            self.matcher.result()  # waits for the build, or raises its error
+        for index, repo, records, tentative in self.pending:
+            by_component, dropped = self._clean(records)
+            final = tentative if not dropped else self._plans(repo, by_component)
+            for component, plan in tentative.items():
+                if plan is not None:
+                    self.finals[repo, component] = final.get(component)
+            claims += [(index, component) for component in final]
+        self.pending.clear()
+        return claims
+
+    def final(self, repo: str, component: str) -> RepositoryPlan | None:
+        return self.finals.pop((repo, component))
+
+
+class TokenizeRepoShards(beam.DoFn):
+    """Input data shards laid out by repository (`outputs.SHARD_LAYOUT`: placed by a hash of the
+    repository, sorted by it) -> the token shards of the same indices, one per mixture component,
+    with no shuffle. Records stream from the files a repository at a time through decontamination
     and the mixture into `write_token_shards`, so reading, scanning and planning overlap the
     encoding of the previous batch, and a worker holds one repository's records, not a shard's.
-    The shuffle path (`Tokenize`) writes the same bytes."""
+    An element is a group of shards (all of them in one local process, so the encoder does not
+    idle at shard boundaries; one each on a distributed runner). The shuffle path (`Tokenize`)
+    writes the same bytes."""
 
     def __init__(self, tokenizer_path: str, config: TokenizeConfig, out_dir: str, dtype: str,
                  batch_chars: int = 4_000_000, read_rows: int = 1024) -> None:
@@ -196,43 +328,36 @@ class TokenizeRepoShard(beam.DoFn):
         self.batch_chars, self.read_rows = batch_chars, read_rows
 
     def setup(self) -> None:
+        self.matcher = _matcher_in_background(self.config.decontam)
         self.tokenizer = load_tokenizer(Path(self.tokenizer_path))
-        warm_matcher(self.config.decontam)
 
-    def process(self, path: str) -> Iterator[tuple]:
-        config = self.config
+    def _index(self, path: str) -> int:
         named = parse_shard_name(path)
-        if named is None or named[1] != config.num_shards:
-            raise InputLayoutError(f"{path}: expected a shard named part-NNNNN-of-{config.num_shards:05d}.parquet")
-        index = named[0]
-        side: list[tuple] = []  # events and contaminated records, emitted when the shard is done
+        if named is None or named[1] != self.config.num_shards:
+            raise InputLayoutError(f"{path}: expected a shard named part-NNNNN-of-{self.config.num_shards:05d}.parquet")
+        return named[0]
 
-        def plans() -> Iterator[tuple[str, RepositoryPlan | None]]:
-            previous = None
-            for repo, records in _repositories(path, self.read_rows):
-                if previous is not None and repo <= previous:
-                    raise InputLayoutError(f"{path}: repository {repo!r} comes after {previous!r}, so the shard is "
-                                           "not sorted by repository; re-run the stage that wrote it")
-                if shard_of(repo, config.num_shards) != index:
-                    raise InputLayoutError(f"{path}: repository {repo!r} belongs to shard "
-                                           f"{shard_of(repo, config.num_shards)}; re-run the stage that wrote it")
-                previous = repo
-                by_component: dict[str, list[SourceText]] = defaultdict(list)
-                for record in records:
-                    for tag, value in decontaminate_record(record, config.decontam):
-                        if tag != "clean":
-                            side.append((tag, value))
-                            continue
-                        component = config.mixture.component_of(value)
-                        if component is None:
-                            side.append(("event", ("outside_mixture",)))
-                        else:
-                            by_component[component].append(_source_text(value))
-                for component in sorted(by_component):
-                    yield component, plan_repository(repo, by_component[component], config.documents)
+    def process(self, paths: tuple[str, ...]) -> Iterator[tuple]:
+        config = self.config
+        shards = sorted((self._index(path), path) for path in paths)
+        side: list[tuple] = []  # events and contaminated records, emitted when the shards are done
+        decontaminated = _Decontaminated(config, self.matcher, side)
 
-        events = list(write_token_shards(plans(), index, self.tokenizer, config.documents, self.out_dir,
-                                         config.num_shards, np.dtype(self.dtype).type, self.batch_chars))
+        def items() -> Iterator[PlannedRepository]:
+            for index, path in shards:
+                previous = None
+                for repo, records in _repositories(path, self.read_rows):
+                    if previous is not None and repo <= previous:
+                        raise InputLayoutError(f"{path}: repository {repo!r} comes after {previous!r}, so the shard "
+                                               "is not sorted by repository; re-run the stage that wrote it")
+                    if shard_of(repo, config.num_shards) != index:
+                        raise InputLayoutError(f"{path}: repository {repo!r} belongs to shard "
+                                               f"{shard_of(repo, config.num_shards)}; re-run the stage that wrote it")
+                    previous = repo
+                    yield from decontaminated.plan(index, repo, records)
+
+        events = list(write_token_shards(items(), self.tokenizer, config.documents, self.out_dir, config.num_shards,
+                                         np.dtype(self.dtype).type, self.batch_chars, decontaminated))
         yield from side
         for event in events:
             yield "event", event
@@ -282,19 +407,19 @@ class Tokenize(beam.PTransform):
 
 
 class TokenizeByRepository(beam.PTransform):
-    """Paths of input data shards laid out by repository -> {'contaminated', 'events'}; writes the
-    token shards of the same indices (`TokenizeRepoShard`)."""
+    """Groups of paths of input data shards laid out by repository -> {'contaminated', 'events'};
+    writes the token shards of the same indices (`TokenizeRepoShards`)."""
 
     def __init__(self, config: TokenizeConfig, tokenizer_path: str, out_dir: str, dtype: str) -> None:
         super().__init__()
         self.config, self.tokenizer_path, self.out_dir, self.dtype = config, tokenizer_path, out_dir, dtype
 
-    def expand(self, paths):
+    def expand(self, groups):
         tagged_outputs = (
-            paths
-            | "Spread" >> beam.Reshuffle()  # one input shard per worker on a distributed runner
-            | "TokenizeShard" >> beam.ParDo(TokenizeRepoShard(self.tokenizer_path, self.config, self.out_dir,
-                                                               self.dtype))
+            groups
+            | "Spread" >> beam.Reshuffle()  # one group per worker on a distributed runner
+            | "TokenizeShards" >> beam.ParDo(TokenizeRepoShards(self.tokenizer_path, self.config, self.out_dir,
+                                                                 self.dtype))
         )
         return {"contaminated": tagged_outputs | "Contaminated" >> beam.FlatMap(tagged, "contaminated"),
                 "events": tagged_outputs | "Events" >> beam.FlatMap(tagged, "event")}
@@ -339,7 +464,9 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
     paths = [str(p) for p in shard_paths(in_dir / "data")]
     by_repository = not shuffle and repo_layout_shards(in_dir) == config.num_shards == len(paths)
     if by_repository:
-        outputs = pipeline | "InputShards" >> beam.Create(paths) | "Tokenize" >> TokenizeByRepository(
+        # One process here: every shard in one element, so batches flow over shard boundaries.
+        groups = [tuple(paths)] if is_single_process(options, runner) else [(path,) for path in paths]
+        outputs = pipeline | "InputShards" >> beam.Create(groups) | "Tokenize" >> TokenizeByRepository(
             config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__)
     else:
         log.info("tokenize: %s is not laid out by repository in %d shards; shuffling its records", in_dir,

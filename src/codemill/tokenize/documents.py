@@ -170,12 +170,16 @@ def encode_plans(tokenizer, plans: Iterable[RepositoryPlan],
     def batches() -> Iterator[list[RepositoryPlan]]:
         batch: list[RepositoryPlan] = []
         size = 0
+        # The first batches are smaller (1/8, 1/4, 1/2 of batch_chars), so the encoder starts
+        # after ~0.05 s of reading and planning instead of ~0.4 s.
+        limit = max(1, batch_chars // 8)
         for plan in plans:
             batch.append(plan)
             size += sum(len(piece) for piece in plan.pieces)
-            if size >= batch_chars:
+            if size >= limit:
                 yield batch
                 batch, size = [], 0
+                limit = min(batch_chars, 2 * limit)
         if batch:
             yield batch
 

@@ -43,7 +43,7 @@ def row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
     rows (manifests, traces) still get large groups."""
     if table.num_rows == 0:
         return 1
-    return max(64, min(table.num_rows, int(table.num_rows * target_bytes / max(1, table.nbytes))))
+    return max(16, min(table.num_rows, int(table.num_rows * target_bytes / max(1, table.nbytes))))
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:

@@ -6,7 +6,8 @@ Input laid out by repository (every curate and dedup output: `outputs.SHARD_LAYO
 
 Each input shard is read a repository at a time, decontaminated, assigned to mixture components,
 and tokenized into the token shards of the same index: no shuffle, and the reading and scanning
-overlap the encoder. Any other input (or `shuffle=True`) goes through one shuffle of records:
+overlap the encoder (which also runs on over shard boundaries, and through the matcher's build:
+`_Decontaminated`). Any other input (or `shuffle=True`) goes through one shuffle of records:
 
     records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard), SourceText bytes)─WriteTokenShard─>
                  └─> contaminated (manifest rows, contaminated_by <benchmark>:<task>)

@@ -256,22 +256,24 @@ class _Decontaminated:
         self.pending: list[tuple[int, str, list[FileRecord], dict[str, RepositoryPlan | None]]] = []
         self.finals: dict[tuple[str, str], RepositoryPlan | None] = {}
 
-    def _clean(self, records: list[FileRecord]) -> tuple[dict[str, list[SourceText]], int]:
-        """Clean files by component, and how many were contaminated; side outputs recorded."""
+    def _clean(self, records: list[FileRecord], decide: bool = True) -> tuple[dict[str, list[SourceText]], int]:
+        """Clean files by component, and how many were contaminated; side outputs recorded. With
+        `decide` False (a tentative plan) every file is taken as clean and nothing is recorded."""
         by_component: dict[str, list[SourceText]] = defaultdict(list)
         dropped = 0
         for record in records:
-            for tag, value in decontaminate_record(record, self.config.decontam):
+            results = decontaminate_record(record, self.config.decontam) if decide else [("clean", record)]
+            for tag, value in results:
                 if tag == "contaminated":
                     dropped += 1
                 if tag != "clean":
                     self.side.append((tag, value))
                     continue
                 component = self.config.mixture.component_of(value)
-                if component is None:
-                    self.side.append(("event", ("outside_mixture",)))
-                else:
+                if component is not None:
                     by_component[component].append(_source_text(value))
+                elif decide:
+                    self.side.append(("event", ("outside_mixture",)))
         return by_component, dropped
 
     def _plans(self, repo: str, by_component: dict[str, list[SourceText]]) -> dict[str, RepositoryPlan | None]:
@@ -283,12 +285,7 @@ class _Decontaminated:
             for component, plan in self._plans(repo, self._clean(records)[0]).items():
                 yield PlannedRepository(index, component, repo, plan)
             return
-        by_component: dict[str, list[SourceText]] = defaultdict(list)
-        for record in records:
-            component = self.config.mixture.component_of(record)
-            if component is not None:
-                by_component[component].append(_source_text(record))
-        plans = self._plans(repo, by_component)
+        plans = self._plans(repo, self._clean(records, decide=False)[0])
         self.pending.append((index, repo, records, plans))
         for component, plan in plans.items():
             yield PlannedRepository(index, component, repo, plan, tentative=True)

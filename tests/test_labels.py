@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import GOOD_PY, PII_PY
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from codemill.curation.filters import FILTER_ORDER, FilterConfig, apply_filters
@@ -208,12 +210,17 @@ def test_optout_matching() -> None:
 
 
 # --- fast paths must agree with the plain regexes they stand for ------------------------------
-_HEXISH = st.lists(st.sampled_from(["0x", "\\x", "ab", "0F", "12", " ", ",", "\n", "\n\n", "g", "xy", "  ", "."]),
-                   max_size=80).map("".join)
+_HEXISH = st.lists(st.sampled_from(["0x", "\\x", "ab", "0F", "12", " ", ",", "\n", "\n\n", "g", "xy", "  ", ".",
+                                    "\u00a0", "\u2003", "\x1c", "?", "é", "Ax"]), max_size=80).map("".join)
+
+# Runs of hex units with every kind of separator, so 8-unit runs are common.
+_HEX_UNITS = st.lists(st.tuples(st.sampled_from(["", "0x", "\\x", "g"]), st.sampled_from(["ab", "0F", "12", "Ax", "abc"]),
+                                st.sampled_from([",", " ", "\u00a0", "\u2003", "\x1c", "\n", "", ", ", "\n\n", "?"])),
+                      max_size=24).map(lambda units: "".join("".join(unit) for unit in units))
 
 
 @settings(max_examples=500, deadline=None)
-@given(_HEXISH)
+@given(st.one_of(_HEXISH, _HEX_UNITS))
 def test_hex_runs_found_on_flagged_lines_equal_a_full_scan(text: str) -> None:
     from codemill.curation import filters
     from codemill.curation.text import finditer_on_lines
@@ -243,3 +250,39 @@ def test_letter_count_matches_isalpha_on_ascii(text: str) -> None:
 
     ascii_text = text.encode("ascii", "ignore").decode()
     assert count_letters(ascii_text) == sum(ch.isalpha() for ch in ascii_text)
+    assert count_letters(text) == len(re.findall(r"[^\W\d_]", text))  # any text: the regex it stands for
+
+
+# Texts near the classes' edges: runs around the thresholds, digits, non-ASCII letters and
+# look-alikes (a fullwidth digit is \d to Python's re but not a base64/token character).
+_RUNNY = st.lists(st.sampled_from(["a" * 15, "a" * 16, "B" * 63, "7", "+/=", "-_", "\n", " ", "é", "\uff11", "?",
+                                   "x" * 40, "\t", ".", "Z9" * 8]), max_size=40).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_RUNNY, _HEXISH, _HEX_UNITS))
+@example("ab\u00a0" * 8)
+@example("12\u2003" * 9)
+@example("0x1F\x1c" * 8)
+@example("\\xab" * 8)
+@example("12," * 8)
+def test_encoded_chars_gates_equal_the_plain_regexes(text: str) -> None:
+    from codemill.curation import filters
+
+    plain = sum(len(m.group()) for m in filters._BASE64_RE.finditer(text))
+    plain += sum(len(m.group()) for m in filters._HEX_RE.finditer(text))
+    plain += sum(len(m.group()) for m in filters._UNICODE_RE.finditer(text))
+    assert filters.encoded_chars(text) == plain
+
+
+@settings(max_examples=300, deadline=None)
+@given(_RUNNY)
+def test_token_lines_equal_the_plain_regex(text: str) -> None:
+    from codemill.curation import pii
+    from codemill.curation.text import line_spans
+
+    tokens = ((m.start(), m.end()) for m in re.finditer(r"[A-Za-z0-9+/_=\-]{16,}", text) if re.search(r"\d", m.group()))
+    expected = line_spans(text, tokens)
+    if "-----BEGIN" in text:
+        expected.append((text.find("-----BEGIN"), len(text)))
+    assert pii._candidate_lines(text) == expected

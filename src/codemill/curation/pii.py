@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from codemill.curation.text import finditer_on_lines, line_spans
+from codemill.curation.text import ascii_class_runs, ascii_class_table, finditer_on_lines, line_spans
 
 EMAIL = "EMAIL"
 IP_ADDRESS = "IP_ADDRESS"
@@ -41,17 +41,18 @@ _PASSWORD_RE = re.compile(
     r"(?i)(?:password|passwd|pwd|secret|api_?key|access_?key|auth_?token|private_?key)[\w-]*"
     r"[\"']?\s*(?::=|=|:|=>)\s*([\"'])([^\"'\s]{6,200})\1"
 )
-# Lines worth the secret patterns: a 16+ character token with a digit in it, or a PEM header.
-# Every token/key format in detect-secrets has one; the rest of a file is skipped, which makes
-# the scan ~10x faster on code (measured on apache_beam/pipeline.py).
 # user:password@ in a URL. detect-secrets' BasicAuthDetector has this pattern too, but its
 # passwords rarely hold a 16-character token, so the token-line gate would skip them.
 _URL_PASSWORD_RE = re.compile(r"://[^\s:@/\"'<>]+:([^\s:@/\"'<>]{3,})@")
 _PEM_PRIVATE_KEY_RE = re.compile(
     r"-----BEGIN[A-Z ]*PRIVATE KEY( BLOCK)?-----.*?-----END[A-Z ]*PRIVATE KEY( BLOCK)?-----", re.DOTALL
 )
-_TOKEN_RE = re.compile(r"[A-Za-z0-9+/_=\-]{16,}")
-_DIGIT_RE = re.compile(r"\d")
+# Lines worth the secret patterns: a 16+ character token with a digit in it, or a PEM header.
+# Every token/key format in detect-secrets has one; the rest of a file is skipped, which makes
+# the scan ~10x faster on code (measured on apache_beam/pipeline.py).
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_=-"
+_TOKEN_TABLE = ascii_class_table(_TOKEN_CHARS)
+_DIGIT_TABLE = ascii_class_table(b"0123456789")
 # Necessary conditions, cheap to scan for: the IP regexes run only on the lines they flag.
 _IPV4_HINT_RE = re.compile(r"\.\d{1,3}\.\d{1,3}\.")
 _IPV6_HINT_RE = re.compile(r"::|:[0-9A-Fa-f]{1,4}:")
@@ -96,9 +97,15 @@ def _is_public_ip(candidate: str) -> bool:
 
 
 def _candidate_lines(text: str) -> list[tuple[int, int]]:
-    """(start, end) of the lines that may hold a key or token."""
-    tokens = ((m.start(), m.end()) for m in _TOKEN_RE.finditer(text) if _DIGIT_RE.search(m.group()))
-    spans = line_spans(text, tokens)
+    """(start, end) of the lines that may hold a key or token: those with a run of 16+ characters
+    of [A-Za-z0-9+/_=-] holding a digit. Found by bytes searches (`ascii_translate`), not a regex
+    trying every position (100 MB of code: 3.1 -> 1.2 s)."""
+    data = text.encode("ascii", "replace")
+    runs = [m.span() for m in ascii_class_runs(data.translate(_TOKEN_TABLE), 16)]
+    if runs:
+        digits = data.translate(_DIGIT_TABLE)
+        runs = [(start, end) for start, end in runs if digits.find(b"a", start, end) >= 0]
+    spans = line_spans(text, runs)
     position = text.find("-----BEGIN")
     if position >= 0:
         spans.append((position, len(text)))  # PEM blocks span lines: scan from the header on

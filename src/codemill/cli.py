@@ -125,12 +125,16 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
-    from codemill.pipelines.dedup import NotConvergedError
     from codemill.pipelines.outputs import IncompleteOutputError
 
+    failures: tuple[type[Exception], ...] = (IncompleteOutputError,)
+    if config.dedup is not None:  # the dedup pipeline imports numba: only when it runs
+        from codemill.pipelines.dedup import NotConvergedError
+
+        failures += (NotConvergedError,)
     try:
         result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers)
-    except (IncompleteOutputError, NotConvergedError) as err:
+    except failures as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1
     totals = result.stats.get("totals", {})

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from codemill.dedup.lsh import optimal_bands_rows
-from codemill.dedup.minhash import MinHashParams
 from codemill.settings import reject_unknown
+
+if TYPE_CHECKING:  # minhash imports numba (~0.3 s): only the dedup stage needs it, not every config reader
+    from codemill.dedup.minhash import MinHashParams
 
 MODES = ("exact", "near")
 
@@ -51,6 +54,8 @@ class DedupConfig:
 
     @property
     def minhash(self) -> MinHashParams:
+        from codemill.dedup.minhash import MinHashParams
+
         return MinHashParams(num_perm=self.num_perm, ngram=self.ngram, seed=self.seed)
 
     @property

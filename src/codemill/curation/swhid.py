@@ -8,6 +8,7 @@ installed distribution) gets its tree SWHIDs the same way, without re-reading fi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable
@@ -125,6 +126,13 @@ def snapshot_swhid(branches: dict[bytes, tuple[str, bytes]]) -> str:
     return str(snapshot.swhid())
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(swhid: str) -> CoreSWHID:
+    """A repository's snapshot / anchor SWHID, parsed once for all its files (CoreSWHID is frozen;
+    parsing is ~30 us, two thirds of a qualified SWHID's cost)."""
+    return CoreSWHID.from_string(swhid)
+
+
 def qualified_swhid(
     content: str,
     *,
@@ -139,8 +147,8 @@ def qualified_swhid(
             object_type=core.object_type,
             object_id=core.object_id,
             origin=origin,
-            visit=CoreSWHID.from_string(visit) if visit else None,
-            anchor=CoreSWHID.from_string(anchor) if anchor else None,
+            visit=_parsed(visit) if visit else None,
+            anchor=_parsed(anchor) if anchor else None,
             path=("/" + path).encode(),
         )
     )

@@ -72,6 +72,14 @@ class StatsCombine(beam.CombineFn):
         return acc.to_json()
 
 
+class MergedStats(StatsCombine):
+    """StatsCombine over partial accumulators (one per shard, say) rather than elements."""
+
+    def add_input(self, acc, partial):
+        acc.merge(partial)
+        return acc
+
+
 def write_json(path: Path, data: dict) -> None:
     """Atomic JSON write (temporary name, then rename)."""
     path = Path(path)

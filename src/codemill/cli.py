@@ -103,8 +103,10 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         changes["redact_pii"] = False
     if args.no_licenses:
         changes["detect_licenses"] = False
-    if args.shards:
-        changes["num_shards"] = args.shards
+    for option, setting in (("shards", "num_shards"), ("shard_mb", "shard_mb"),
+                            ("memory_budget_mb", "memory_budget_mb"), ("spill_dir", "spill_dir")):
+        if getattr(args, option) is not None:
+            changes[setting] = getattr(args, option)
     if args.dedup == "none":
         changes["dedup"] = None
     elif args.dedup:
@@ -133,7 +135,8 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         failures += (NotConvergedError,)
     try:
-        result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers)
+        result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers,
+                              license_cache=Path(args.license_cache) if args.license_cache else None)
     except failures as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1
@@ -592,7 +595,14 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--no-pii", action="store_true", help="do not redact PII and secrets")
     curate.add_argument("--no-licenses", action="store_true",
                         help="skip ScanCode on licence files (only declared licences count)")
-    curate.add_argument("--shards", type=int, help="output shards per table (default 4)")
+    curate.add_argument("--shards", type=int,
+                        help="output shards per table (default: the estimated input size over --shard-mb)")
+    curate.add_argument("--shard-mb", type=float, help="target input MB per output shard (default 32)")
+    curate.add_argument("--memory-budget-mb", type=int,
+                        help="MB of records a worker holds before it spills to local disk (default 512)")
+    curate.add_argument("--spill-dir", help="local folder for spills (default: the system's temporary folder)")
+    curate.add_argument("--license-cache", help="a license_cache.json of an earlier curation: its licence texts "
+                                                "are not detected again")
     curate.add_argument("--dedup", choices=("none", "exact", "near"),
                         help="deduplicate inside the curation pipeline (default: the config's setting, else none)")
     curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,

@@ -1,9 +1,11 @@
-"""JSON Lines files (optionally gzip): rows as dicts, errors naming the file and the line."""
+"""JSON files: JSON Lines (optionally gzip) read as dicts with errors naming the file and the line,
+and whole JSON files written atomically."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,3 +25,11 @@ def read_jsonl(path: Path, error: type[Exception] = ValueError, what: str = "fil
                         raise error(f"{path}: line {number} is not JSON ({err.msg})") from None
     except OSError as err:
         raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write (temporary name, then rename): a reader sees the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

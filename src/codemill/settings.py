@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import types
 import typing
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
+from pathlib import Path
 
 _SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -93,3 +97,29 @@ def load_yaml(text: str):
         list("-+0123456789."))
     # Integers stay integers: the int resolver (registered first) matches plain digits before this one.
     return yaml.load(text, Loader=Loader)
+
+
+def plain(value):
+    """A config as YAML/JSON-ready values (dataclasses to mappings, tuples and sets to lists)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(plain(v) for v in value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return str(value)
+    return value
+
+
+def stage_key(name: str, *parts) -> str:
+    """A stage's identity: its name, codemill's version, its config and its inputs' keys. Equal keys
+    mean the stage would write the same output, so a finished one is reused."""
+    from codemill import __version__
+
+    blob = json.dumps([name, __version__, [plain(p) for p in parts]], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

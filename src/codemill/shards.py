@@ -20,6 +20,15 @@ def shard_of(key: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % num_shards
 
 
+# The order of rows inside every shard of every stage output.
+ROW_ORDER = ("repo", "source_uri", "path", "swhid")
+
+
+def row_sort_key(row) -> tuple:
+    """`ROW_ORDER` of a record or tree row; a missing SWHID sorts first."""
+    return (row.repo, row.source_uri, row.path, getattr(row, "swhid", None) or "")
+
+
 def shard_name(index: int, num_shards: int) -> str:
     return f"part-{index:05d}-of-{num_shards:05d}.parquet"
 

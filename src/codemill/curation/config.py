@@ -18,11 +18,24 @@ class CurationConfig:
     limits: IngestLimits = IngestLimits()
     redact_pii: bool = True
     detect_licenses: bool = True  # ScanCode on licence files; off: only declared licences count
+    license_fast_path: bool = True  # ScanCode's reference texts looked up first (license_index.py)
     optout: OptOutList = field(default_factory=OptOutList)
     max_parse_check_bytes: int = 1 << 20  # tree-sitter check on files up to this size
-    num_shards: int = 4  # output shards per table; fixed so output is identical on any runner
+    # Output shards per table: the estimated input bytes over `shard_mb` unless `num_shards` fixes
+    # it; either way a function of the input only, so the output is identical on any runner.
+    shard_mb: float = 32.0
+    num_shards: int | None = None
+    memory_budget_mb: int = 512  # records one worker holds before it spills to local disk
+    spill_dir: str | None = None  # local disk for spills (default: the system's temporary folder)
     min_text_coherence: float = 0.5  # charset detection: below this the file is undecodable
     dedup: DedupConfig | None = None  # exact/near dedup inside the curation pipeline; None: off
+
+    def __post_init__(self) -> None:
+        for name in ("shard_mb", "memory_budget_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"curation setting {name!r} must be positive, got {getattr(self, name)!r}")
+        if self.num_shards is not None and self.num_shards < 1:
+            raise ValueError(f"curation setting 'num_shards' must be at least 1, got {self.num_shards!r}")
 
     @classmethod
     def from_dict(cls, values: dict, base_dir: Path | None = None) -> "CurationConfig":

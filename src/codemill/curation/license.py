@@ -130,6 +130,13 @@ def _is_permissive_id(key: str) -> bool:
     if key in PERMISSIVE_SPDX:
         return True
     if key.startswith("LicenseRef-scancode-"):
+        from codemill.curation.license_index import license_index
+
+        # The categories are read from ScanCode's data files (the fast path's index): asking
+        # ScanCode's own licence db would load its whole ~1.4 GB matcher index.
+        index = license_index()
+        if index is not None:
+            return index.categories.get(key.removeprefix("LicenseRef-scancode-")) in _SCANCODE_PERMISSIVE_CATEGORIES
         from licensedcode.cache import get_licenses_db
 
         entry = get_licenses_db().get(key.removeprefix("LicenseRef-scancode-"))
@@ -182,6 +189,22 @@ class LicenseFinding:
     directory: str  # '' = repository root
     path: str
     spdx: str | None  # None: a licence-named file in which ScanCode found no licence
+    detector: str = "scancode"  # scancode | index (the fast path, license_index.py)
+    score: float | None = None  # the index's match score (reference tokens / text tokens)
+
+    @property
+    def source(self) -> str:
+        """How `license_source` names this finding: `scancode:PATH` or `index@SCORE:PATH`."""
+        return f"{self.detector}@{self.score}:{self.path}" if self.score is not None else f"{self.detector}:{self.path}"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One licence text's outcome, as the cache keeps it."""
+
+    spdx: str | None
+    detector: str  # scancode | index
+    score: float | None = None
 
 
 class ScancodeDetector:
@@ -231,6 +254,6 @@ def decide_license(
         applicable = [f for f in applicable if f.directory != ""]
     for finding in applicable:
         parts.append(finding.spdx)  # type: ignore[arg-type]
-        sources.append(f"scancode:{finding.path}")
+        sources.append(finding.source)
     expression = combine_and(parts)
     return LicenseDecision(expression, classify(expression), "+".join(sources) if sources else None)

@@ -42,7 +42,7 @@ class StatsAccumulator:
             c["pii_files_by_type"][kind] += 1
         self.pii_total += record.pii_count
         if record.license_source:
-            c["license_sources"][record.license_source.split(":", 1)[0]] += 1
+            c["license_sources"][record.license_source.split(":", 1)[0].split("@", 1)[0]] += 1
         if record.kept:
             c["totals"]["kept_files"] += 1
             c["totals"]["kept_bytes"] += record.size_bytes
@@ -64,6 +64,15 @@ class StatsAccumulator:
         out = {name: dict(sorted(counter.items())) for name, counter in self.counters.items()}
         out["pii_redactions_total"] = self.pii_total
         return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StatsAccumulator":
+        """The accumulator `to_json` wrote (a work unit's partial, kept for resume)."""
+        acc = cls()
+        for name in acc.counters:
+            acc.counters[name].update(data.get(name, {}))
+        acc.pii_total = data.get("pii_redactions_total", 0)
+        return acc
 
 
 def compute_stats(records: Iterable[FileRecord]) -> dict:

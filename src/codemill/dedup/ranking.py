@@ -55,11 +55,12 @@ class DedupEntry:
     language: str | None
     license_type: str
     size_bytes: int
+    shard: int = 0  # the input shard holding the record: its decision goes back there
 
     @classmethod
-    def of(cls, record: FileRecord) -> "DedupEntry":
+    def of(cls, record: FileRecord, shard: int = 0) -> "DedupEntry":
         return cls(record_key(record), record.swhid, record.qualified_swhid, survivor_rank(record),
-                   record.language, record.license_type, record.size_bytes)
+                   record.language, record.license_type, record.size_bytes, shard)
 
     @property
     def citation(self) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import pickle
 from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from codemill.jsonl import write_json  # noqa: F401 (the stages import it from here)
 from codemill.records import rebuild, records_from_table
 
 
@@ -78,14 +77,6 @@ class MergedStats(StatsCombine):
     def add_input(self, acc, partial):
         acc.merge(partial)
         return acc
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, object | None]:

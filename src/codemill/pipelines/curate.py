@@ -1,40 +1,45 @@
 """The curation stage as Apache Beam PTransforms, and its driver.
 
-    sources ─Read─> files ─BuildRecord─> records ──────────────┐
-                 └─> summaries (origin, trees)                  ├─CoGroupByKey(output shard)─> shards
-    records ─licence files─DetectLicense─> findings ───────────┘
-    shards ─finalize_shard + write─> data/ (kept) · dropped/ · manifest/ (every file) · stats.json
-    summaries ─> trees/          (with dedup: shards ─finalize_shard─> records ─Dedup─> the same tables)
+    sources ─plan_units─> work units (the repositories hashing to one output shard; a table alone)
+    units ─CurateUnit (curation/unit.py: read, label, licences, finalize a repository at a time)─>
+          fragments on OUT/_work (one sorted fragment per shard a unit's repositories belong to)
+          + a small result per unit (the shards it wrote, its stats, the licence texts it met)
+    (shard, units) ─MergeShard─> OUT/data · dropped · manifest · trees /part-i-of-n ; stats.json
 
-Every output table is written as a fixed number of shards, rows assigned by a hash of their
-repository and sorted inside a shard, so the output is byte-identical on any runner with any
-number of workers.
+No file content crosses a shuffle or a PCollection: a worker reads, curates and writes its unit,
+and only results of a few kilobytes travel. Output shards are placed by a hash of the repository
+and sorted inside (see outputs.SHARD_LAYOUT), and their number follows the estimated input size
+(`shard_mb`), so the output is byte-identical on any runner with any number of workers.
+With dedup, the curated output is written under OUT/_curated and deduplicated into OUT.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import dataclasses
+import json
 import logging
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import apache_beam as beam
 
 from codemill.curation.config import CurationConfig
-from codemill.curation.process import (
-    build_keyed_record,
-    detect_license_group,
-    finalize_repository,
-    license_text_key,
-)
-from codemill.curation.sources import read_source
-from codemill.curation.sources.base import (
-    RepoSummary,
-    SourceFile,
-    SourceSpec,
-    spec_to_json,
+from codemill.curation.plan import WorkUnit, plan_units
+from codemill.curation.sources.base import RepoSummary, SourceFile, SourceSpec, spec_to_json
+from codemill.curation.unit import (
+    UnitResult,
+    UnitSettings,
+    curate_unit,
+    merge_shard,
+    merged_stats,
+    read_license_cache,
+    result_from_marker,
+    shard_marker,
+    unit_marker,
 )
 from codemill.pipelines.common import (
     ProgressBar,
@@ -43,129 +48,66 @@ from codemill.pipelines.common import (
     register,
     write_json,
 )
-from codemill.pipelines.outputs import (  # noqa: F401 (re-exported: the stage's public names)
-    OUTPUT_TABLES,
-    RECORD_TABLES,
+from codemill.pipelines.outputs import (
     SUCCESS_MARKER,
     IncompleteOutputError,
-    WriteCuratedShards,
-    WriteCuration,
-    WriteShards,
     check_outputs,
     clear_outputs,
     write_success,
 )
 from codemill.pipelines.pooled import PooledDoFn
-from codemill.records import (
-    FileRecord,
-)
-from codemill.shards import shard_of
+from codemill.records import FileRecord
+from codemill.settings import stage_key
 
 log = logging.getLogger(__name__)
 
-class ReadSource(beam.DoFn):
-    """One SourceSpec -> its SourceFiles, then its RepoSummary, in one output.
-
-    One output split by type downstream, rather than tagged outputs: Beam's DaskRunner routes
-    tagged outputs into the main output (seen with apache-beam 2.77)."""
-
-    def process(self, spec: SourceSpec) -> Iterator:
-        count = 0
-        for item in read_source(spec):
-            if isinstance(item, RepoSummary):
-                if item.error:
-                    log.warning("%s: %s", item.source_uri, item.error)
-                yield item
-            else:
-                count += 1
-                yield item
-        beam.metrics.Metrics.counter("curate", "files_read").inc(count)
+WORK_DIR = "_work"  # fragments and markers of an unfinished run; removed when the stage finishes
+PLAN_FILE = "plan.json"
+LICENSE_CACHE = "license_cache.json"
+STAGED = "_curated"  # with dedup: the curated output before deduplication
 
 
-def _license_text(keyed: tuple[str, FileRecord], num_shards: int) -> Iterator[tuple[str, tuple]]:
-    key, record = keyed
-    text_key = license_text_key(record)
-    if text_key is not None:
-        # The place's key carries the output shard along, so the finding joins its repository there.
-        yield text_key, ((key, shard_of(record.repo, num_shards)), record.path, record.content)
+class CurateUnits(beam.PTransform):
+    """WorkUnits -> UnitResults; every unit's fragments are written by the worker that curates it."""
 
-
-def finalize_shard(joined: tuple[int, dict], config: CurationConfig) -> list[FileRecord]:
-    """One output shard's join -> its finalized records, a repository at a time (in repo-key
-    order, so a run's output does not depend on the order the join delivered them in)."""
-    _, groups = joined
-    records: dict[str, list[FileRecord]] = {}
-    for key, record in groups["records"]:
-        records.setdefault(key, []).append(record)
-    findings: dict[str, list] = {}
-    for key, finding in groups["findings"]:
-        findings.setdefault(key, []).append(finding)
-    summaries: dict[str, RepoSummary] = {}
-    for key, summary in groups["summaries"]:
-        summaries.setdefault(key, summary)
-    finalized: list[FileRecord] = []
-    for key in sorted(records):
-        repo_findings = sorted(findings.get(key, ()), key=lambda f: f.path)
-        finalized.extend(finalize_repository(records[key], repo_findings, summaries.get(key), config))
-    return finalized
-
-
-class Curate(beam.PTransform):
-    """SourceSpecs -> each output shard's joined records and TreeRecords.
-
-    Returns a dict {'shards': PCollection[(shard index, CoGroupByKey groups)], 'trees':
-    PCollection[TreeRecord]} so the transform can sit inside a larger pipeline; `finalize_shard`
-    turns a shard's groups into its finalized FileRecords (kept and dropped)."""
-
-    def __init__(self, config: CurationConfig, total_files: int | None = None, processes: int = 1,
+    def __init__(self, settings: UnitSettings, total_units: int | None, processes: int = 1,
                  redistribute: bool = True) -> None:
         super().__init__()
-        self.config = config
-        self.total_files = total_files
+        self.settings = settings
+        self.total_units = total_units
         self.processes = processes
-        # A Reshuffle spreads the files of one large source over a cluster's workers; in one
-        # process (with or without the local pool) it only costs a pass of all content through a
-        # shuffle, so the local default skips it.
+        # A Reshuffle spreads the units over a cluster's workers; in one process it is a no-op cost.
         self.redistribute = redistribute
 
-    def expand(self, specs):
-        items = specs | "Read" >> beam.ParDo(ReadSource())
-        files = items | "Files" >> beam.Filter(lambda item: isinstance(item, SourceFile))
-        repo_summaries = items | "Summaries" >> beam.Filter(lambda item: isinstance(item, RepoSummary))
+    def expand(self, units):
         if self.redistribute:
-            files = files | "Redistribute" >> beam.Reshuffle()
-        records = (
-            files
-            | "BuildRecord" >> beam.ParDo(PooledDoFn(build_keyed_record, (self.config,), self.processes))
-            | "Progress" >> beam.ParDo(ProgressBar(self.total_files, "curate", " files"))
+            units = units | "Spread" >> beam.Reshuffle()
+        return (
+            units
+            | "CurateUnit" >> beam.ParDo(PooledDoFn(curate_unit, (self.settings,), self.processes, batch_size=1))
+            | "Progress" >> beam.ParDo(ProgressBar(self.total_units, "curate", " units"))
         )
-        n = self.config.num_shards
-        if self.config.detect_licenses:
-            findings = (
-                records
-                | "LicenseTexts" >> beam.FlatMap(_license_text, n)
-                | "GroupLicenseTexts" >> beam.GroupByKey()
-                | "DetectLicense" >> beam.ParDo(PooledDoFn(detect_license_group, (), self.processes, batch_size=1))
-                | "LicenseProgress" >> beam.ParDo(ProgressBar(None, "licences (ScanCode)", " files", position=1))
-                | "KeyFinding" >> beam.MapTuple(lambda place, finding: (place[1], (place[0], finding)))
+
+
+class MergeShards(beam.PTransform):
+    """UnitResults -> every output shard put in place from its fragments; returns the shard indices."""
+
+    def __init__(self, settings: UnitSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, results):
+        settings = self.settings
+        return (
+            (
+                results | "ShardOfFragment" >> beam.FlatMap(lambda r: ((shard, r.unit) for shard in r.shards)),
+                results.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(settings.num_shards)]),
             )
-        else:
-            findings = specs.pipeline | "NoLicenseDetection" >> beam.Create([])
-        # One join per output shard, not per repository: the records then go from the join to their
-        # shard's writer without a second shuffle of every file's content (a repository's files,
-        # findings and summary all land in the shard of its name, as `WriteShards` would put them).
-        shards = (
-            {
-                "records": records | "ShardRecord" >> beam.MapTuple(lambda key, r: (shard_of(r.repo, n), (key, r))),
-                "findings": findings,
-                "summaries": repo_summaries | "ShardSummary" >> beam.Map(
-                    lambda s: (shard_of(s.repo, n), (s.repo_key, s))),
-                "every_shard": specs.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)]),
-            }
-            | "JoinShard" >> beam.CoGroupByKey()
+            | "Fragments" >> beam.Flatten()
+            | "GroupFragments" >> beam.GroupByKey()
+            | "MergeShard" >> beam.MapTuple(
+                lambda shard, units: merge_shard(shard, [u for u in units if u is not None], settings) or shard)
         )
-        trees = repo_summaries | "Trees" >> beam.FlatMap(lambda s: s.trees)
-        return {"shards": shards, "trees": trees}
 
 
 @dataclass
@@ -179,62 +121,166 @@ class CurationResult:
         return self.out_dir / "manifest"
 
 
+def _prepare(out_dir: Path, key: str, units: list[WorkUnit], num_shards: int) -> str:
+    """Resume the unfinished run of the same plan in out_dir, or clear out_dir for a fresh one.
+    Returns what is reused, for the user."""
+    work = out_dir / WORK_DIR
+    plan_path = work / PLAN_FILE
+    try:
+        previous = json.loads(plan_path.read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        previous = None
+    if previous == key:
+        done_units = sum(unit_marker(str(work), u.name).exists() for u in units)
+        done_shards = sum(shard_marker(str(work), i).exists() for i in range(num_shards))
+        (out_dir / "stats.json").unlink(missing_ok=True)
+        return (f"resuming an unfinished run: {done_units} of {len(units)} units and {done_shards} of "
+                f"{num_shards} shards already done are reused")
+    clear_outputs(out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    write_json(plan_path, {"key": key, "units": len(units), "num_shards": num_shards})
+    return ""
+
+
+@dataclass(frozen=True)
+class CurationPlan:
+    specs: list[SourceSpec]
+    num_shards: int
+    units: list[WorkUnit]
+    key: str  # equal keys: the same units would write the same fragments (so they may be reused)
+
+    @property
+    def estimated_bytes(self) -> int:
+        return sum(u.estimated_bytes for u in self.units)
+
+
+def plan_curation(specs: list[SourceSpec], config: CurationConfig) -> CurationPlan:
+    num_shards, units = plan_units(specs, int(config.shard_mb * (1 << 20)), config.num_shards)
+    key = stage_key("curate-units", [spec_to_json(s) for s in specs], dataclasses.replace(config, dedup=None),
+                    num_shards)
+    return CurationPlan(specs, num_shards, units, key)
+
+
+def _curate(plan: CurationPlan, out_dir: Path, config: CurationConfig, pipeline_args: list[str] | None,
+            processes: int, license_cache: Path | None) -> tuple[dict, float]:
+    """Curate the planned units into out_dir (without dedup); resumes an unfinished run of the same plan."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reused = _prepare(out_dir, plan.key, plan.units, plan.num_shards)
+    print(f"codemill curate: {len(plan.units)} units, {plan.num_shards} output shards "
+          f"(~{plan.estimated_bytes / 1e6:.0f} MB estimated){'; ' + reused if reused else ''}", file=sys.stderr)
+    write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in plan.specs]})
+    work = out_dir / WORK_DIR
+    seeds = work / LICENSE_CACHE
+    _write_license_seeds(seeds, [license_cache, out_dir / LICENSE_CACHE], work)
+    settings = UnitSettings(dataclasses.replace(config, dedup=None), plan.num_shards, str(work), str(out_dir),
+                            config.memory_budget_mb << 20, config.spill_dir, str(seeds))
+
+    options, runner = default_pipeline_options(pipeline_args)
+    single_process = is_single_process(options, runner)
+    if runner is None:
+        processes = 1  # a cluster runner: each SDK worker already owns a core
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if single_process and processes > 1 and config.detect_licenses:
+            # The pool's workers share one ScanCode process instead of loading ~1.4 GB each.
+            from codemill.curation.license_service import ScancodeService
+
+            service = stack.enter_context(ScancodeService())
+            settings = dataclasses.replace(settings, license_service=service.address)
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        (pipeline
+         | "Units" >> beam.Create(plan.units)
+         | "Curate" >> CurateUnits(settings, len(plan.units) if single_process else None, processes,
+                                   redistribute=not single_process)
+         | "Merge" >> MergeShards(settings))
+        pipeline.run().wait_until_finish()
+    seconds = time.monotonic() - started
+
+    # Every unit's result is its marker (a few KB): read back here rather than carried by the runner.
+    missing = [u.name for u in plan.units if not unit_marker(str(work), u.name).exists()]
+    if missing:
+        raise IncompleteOutputError(f"the pipeline finished but units {', '.join(missing[:4])} under {work} "
+                                    "left no result; rerun the same command to finish them")
+    results = [result_from_marker(unit_marker(str(work), u.name)) for u in plan.units]
+    write_json(out_dir / "stats.json", merged_stats(results).to_json())
+    stats = check_outputs(out_dir, plan.num_shards)
+    _write_license_cache(out_dir / LICENSE_CACHE, seeds, results)
+    stats["sources"] = len(plan.specs)
+    stats["layout"] = {"units": len(plan.units), "num_shards": plan.num_shards, "estimated_bytes": plan.estimated_bytes,
+                       "files_spilled": sum(r.spilled_records for r in results)}
+    write_json(out_dir / "stats.json", stats)
+    return stats, seconds
+
+
+def _write_license_seeds(seeds: Path, caches: list[Path | None], work: Path) -> None:
+    """One file of every known detection for the workers to load: a given cache, the last finished
+    run's, and those of this plan's units already done."""
+    known: dict[str, list] = {}
+    for path in caches:
+        if path is not None:
+            known.update({key: [d.spdx, d.detector, d.score] for key, d in read_license_cache(Path(path)).items()})
+    for marker in sorted((work / "units").glob("*.json")):
+        known.update(json.loads(marker.read_text()).get("licenses", {}))
+    write_json(seeds, {"detections": known})
+
+
+def _write_license_cache(path: Path, seeds: Path, results: list[UnitResult]) -> None:
+    known = json.loads(seeds.read_text()).get("detections", {})
+    for result in results:
+        known.update(result.licenses)
+    write_json(path, {"detections": dict(sorted(known.items())),
+                      "about": "licence texts already detected, keyed by the sha1 of the text with its whitespace "
+                               "collapsed: [SPDX expression, detector (scancode | index), index match score]; "
+                               "give it to another curation with --license-cache"})
+
+
 def run_curation(
     specs: list[SourceSpec],
     out_dir: Path,
     config: CurationConfig = CurationConfig(),
     pipeline_args: list[str] | None = None,
     processes: int = 1,
+    license_cache: Path | None = None,
 ) -> CurationResult:
-    """Run the curation pipeline. `processes` > 1 fans the per-file work out to a local process
-    pool; it applies only to the default in-process runner (see pipelines/pooled.py)."""
+    """Run the curation pipeline (and the dedup stage after it when `config.dedup` is set).
+    `processes` > 1 curates units in a local process pool; it applies only to the default
+    in-process runner (see pipelines/pooled.py). A run killed at any point and started again with
+    the same arguments redoes only the units and shards it had not finished."""
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clear_outputs(out_dir)
-    write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in specs]})
+    plan = plan_curation(specs, config)
+    if config.dedup is None:
+        stats, seconds = _curate(plan, out_dir, config, pipeline_args, processes, license_cache)
+        write_success(out_dir, "curate", seconds, plan.num_shards, sources=len(specs), plan=plan.key)
+        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+        return CurationResult(out_dir, stats, seconds)
 
-    options, runner = default_pipeline_options(pipeline_args)
-    # Each worker process draws its own bar; the corpus total is only right for a single one.
-    single_process = is_single_process(options, runner)
-    planned_files = sum(len(s.option("files", ())) for s in specs) or None
-    total = planned_files if single_process else None
-    if runner is None:
-        processes = 1  # a cluster runner: each SDK worker already owns a core
-    started = time.monotonic()
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    curated = (
-        pipeline
-        | "Sources" >> beam.Create(specs)
-        | "Curate" >> Curate(config, total, processes, redistribute=not single_process)
-    )
-    dedup_rounds = 0
-    if config.dedup is not None:
-        from codemill.pipelines.dedup import DedupStage
+    from codemill.pipelines.dedup import run_dedup
 
-        # Without a file list (git, archives, exports) the size is unknown: plan for a large corpus.
-        dedup_rounds = config.dedup.rounds_for(planned_files or 10**9)
-        partitions = config.dedup.lsh_partitions_for(planned_files) if single_process and planned_files else None
-        records = (
-            curated["shards"]
-            | "Finalize" >> beam.FlatMap(finalize_shard, config)
-            | "Dedup" >> DedupStage(config.dedup, dedup_rounds, str(out_dir), processes, partitions)
-        )
-        {"records": records, "trees": curated["trees"]} | "Write" >> WriteCuration(str(out_dir), config.num_shards)
+    (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)  # finished only once the dedup is
+    staged = out_dir / STAGED
+    if _finished_plan(staged) == plan.key:
+        curate_seconds = 0.0
+        print(f"codemill curate: reusing the finished curation under {staged}; deduplicating it", file=sys.stderr)
     else:
-        curated | "Write" >> WriteCuratedShards(str(out_dir), config.num_shards, functools.partial(
-            finalize_shard, config=config))
-    result = pipeline.run()
-    result.wait_until_finish()
-    seconds = time.monotonic() - started
-    stats = check_outputs(out_dir, config.num_shards)
-    stats["sources"] = len(specs)
-    if config.dedup is not None:
-        from codemill.pipelines.dedup import finish_dedup_report
-
-        stats["dedup"] = finish_dedup_report(out_dir, result, config.dedup, dedup_rounds)["totals"]
+        _, curate_seconds = _curate(plan, staged, config, pipeline_args, processes, license_cache)
+        write_success(staged, "curate", curate_seconds, plan.num_shards, sources=len(specs), plan=plan.key)
+        shutil.rmtree(staged / WORK_DIR, ignore_errors=True)
+    deduped = run_dedup(staged, out_dir, config.dedup, pipeline_args, processes)
+    shutil.copy2(staged / LICENSE_CACHE, out_dir / LICENSE_CACHE)
+    stats = dict(deduped.stats, sources=len(specs))
     write_json(out_dir / "stats.json", stats)
-    write_success(out_dir, "curate", seconds, config.num_shards, sources=len(specs))
+    seconds = curate_seconds + deduped.seconds
+    write_success(out_dir, "curate", seconds, plan.num_shards, sources=len(specs), plan=plan.key)
+    shutil.rmtree(staged, ignore_errors=True)
     return CurationResult(out_dir, stats, seconds)
 
 
-register(FileRecord, SourceFile, RepoSummary)
+def _finished_plan(out_dir: Path) -> str | None:
+    try:
+        return json.loads((out_dir / SUCCESS_MARKER).read_text()).get("plan")
+    except (OSError, ValueError):
+        return None
+
+
+register(FileRecord, SourceFile, RepoSummary, WorkUnit)

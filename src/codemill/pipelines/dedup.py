@@ -1,13 +1,16 @@
 """The dedup stage as Apache Beam PTransforms, and its driver.
 
-    records ─(kept, with a SWHID)─> entries (no content) ──────────────────────────┐
-          └─> (SWHID, text) ─Sketch─> one signature per SWHID ─bands─> LSH buckets  │
-               ─> candidate pairs ─Verify (Jaccard of shingle sets)─> edges         │
-               ─> ConnectedComponents (large-star/small-star rounds) ─> labels ─────┤
-    entries + labels ─> clusters ─survivor─> decisions ─join─> records (dup_cluster, drop_reason)
+    input shards ─scan (kept records)─> entries (key, SWHID, rank, shard; no content) ─────────┐
+                 └─> one MinHash signature per distinct SWHID ─bands─> LSH buckets              │
+                      ─> candidate pairs ─texts of their members, read again from the shards─   │
+                      ─Verify (Jaccard of shingle sets)─> edges                                  │
+                      ─> ConnectedComponents (large-star/small-star rounds) ─> labels ──────────┤
+    entries + labels ─> clusters ─survivor─> decisions ─by shard─> each input shard rewritten
+                                                                   to the same output shard
 
-Exact dedup is the same path without the near part: a cluster is one content hash. Every step is
-keyed, so the outcome does not depend on the runner, the workers or the bundle order.
+Exact dedup is the same path without the near part: a cluster is one content hash. File contents
+cross no shuffle except the texts that verify a candidate pair (dedup/shards.py reads the shards).
+Every step is keyed, so the outcome does not depend on the runner, the workers or the bundle order.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -30,30 +33,27 @@ from apache_beam.utils.windowed_value import WindowedValue
 from codemill.dedup.components import bucket_pairs, large_star, small_star
 from codemill.dedup.config import DedupConfig
 from codemill.dedup.lsh import band_keys
-from codemill.dedup.minhash import jaccard, shingle_sets, sketch_batch
+from codemill.dedup.minhash import jaccard, shingle_sets
+from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.ranking import Decision, DedupEntry, decide_cluster
+from codemill.dedup.shards import InputShard, fetch_texts, rewrite_shard, scan_shard
 from codemill.dedup.stats import DedupStats, decision_events
 from codemill.pipelines.common import (
+    MergedStats,
     ProgressBar,
     StatsCombine,
     default_pipeline_options,
     is_single_process,
-    read_records,
     register,
     tagged,
     write_json,
 )
 from codemill.pipelines.pooled import PooledDoFn
-from codemill.records import FileRecord, record_key
+from codemill.shards import shard_paths
 
 log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "codemill.dedup"
-
-
-def participates(record: FileRecord) -> bool:
-    """Only kept records with content take part; dropped ones pass through unchanged."""
-    return record.kept and record.swhid is not None and record.content is not None
 
 
 def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
@@ -246,49 +246,57 @@ def _decide(grouped: tuple[str, Iterable[DedupEntry]]) -> Iterator[tuple]:
     size = 0
     for entry, decision in decide_cluster(cluster, entries):
         size += 1
-        yield "decision", (entry.key, decision)
+        yield "decision", (entry.shard, (entry.key, decision))
         for event in decision_events(entry, decision):
             yield "event", event
     if size > 1:
         yield "event", ("cluster", size)
 
 
-def _apply(joined: tuple[str, dict]) -> Iterator[FileRecord]:
+class FetchTexts(beam.DoFn):
+    """An input shard -> (SWHID, text) of its contents that are in a candidate pair."""
+
+    def process(self, shard: InputShard, wanted: list[str]) -> Iterator[tuple[str, str]]:
+        yield from fetch_texts(shard, set(wanted))
+
+
+def _rewrite(joined: tuple[int, dict], out_dir: str):
     _, groups = joined
-    decisions = list(groups["decisions"])
-    for record in groups["records"]:
-        if decisions:
-            decision: Decision = decisions[0]
-            record = replace(record, dup_cluster=decision.cluster)
-            if decision.drop_reason is not None:
-                record = record.drop(decision.drop_reason)
-        yield record
+    shard = next(iter(groups["shard"]))
+    return rewrite_shard(shard, dict(groups["decisions"]), out_dir)
 
 
 class Dedup(beam.PTransform):
-    """FileRecords -> {'records': the same records with dup_cluster set and duplicates dropped,
-    'stats': a one-element PCollection of the dedup statistics}."""
+    """The InputShards of a curation output -> the same shards under out_dir with dup_cluster set
+    and duplicates dropped. Returns {'stats': the dedup statistics, 'records': the records'
+    statistics (stats.json)}, each a one-element PCollection. Only entries, signatures, pairs and
+    decisions cross the shuffles; texts travel only to verify candidate pairs."""
 
-    def __init__(self, config: DedupConfig, rounds: int, processes: int = 1, lsh_partitions: int | None = None) -> None:
+    def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1,
+                 lsh_partitions: int | None = None) -> None:
         """`lsh_partitions`: None groups by band key (memory per group = one bucket, streamed; for
         cluster runners); a number packs band keys into that many groups (the local runner)."""
         super().__init__()
         self.config = config
         self.rounds = rounds
+        self.out_dir = out_dir
         self.processes = processes
         self.lsh_partitions = lsh_partitions
 
-    def expand(self, records):
+    def expand(self, shards):
         config = self.config
-        active = records | "Participates" >> beam.Filter(participates)
-        passive = records | "PassesThrough" >> beam.Filter(lambda r: not participates(r))
-        entries = active | "Entries" >> beam.Map(lambda r: (r.swhid, DedupEntry.of(r)))
+        params = config.minhash if config.mode == "near" else None
+        scanned = (
+            shards
+            | "Scan" >> beam.ParDo(PooledDoFn(scan_shard, (params, config.batch_size), self.processes, batch_size=1))
+        )
+        entries = scanned | "Entries" >> beam.FlatMap(tagged, "entry")
         events = []
         if config.mode == "near":
-            labels, near_events = self._near_labels(active)
+            labels, near_events = self._near_labels(shards, scanned)
             events.append(near_events)
         else:
-            labels = records.pipeline | "NoLabels" >> beam.Create([])
+            labels = shards.pipeline | "NoLabels" >> beam.Create([])
         decided = (
             {"entries": entries, "labels": labels}
             | "JoinLabels" >> beam.CoGroupByKey()
@@ -298,28 +306,28 @@ class Dedup(beam.PTransform):
         )
         decisions = decided | "Decisions" >> beam.FlatMap(tagged, "decision")
         events.append(decided | "DecisionEvents" >> beam.FlatMap(tagged, "event"))
-        updated = (
-            {"records": active | "KeyRecords" >> beam.Map(lambda r: (record_key(r), r)), "decisions": decisions}
+        # Each shard's decisions go back to it: the shard is rewritten where it is read.
+        record_stats = (
+            {"shard": shards | "KeyShard" >> beam.Map(lambda shard: (shard.index, shard)), "decisions": decisions}
             | "JoinDecisions" >> beam.CoGroupByKey()
-            | "Apply" >> beam.FlatMap(_apply)
+            | "Rewrite" >> beam.Map(_rewrite, self.out_dir)
+            | "RewriteProgress" >> beam.ParDo(ProgressBar(None, "dedup: shards written", " shards", position=2))
+            | "RecordStats" >> beam.CombineGlobally(MergedStats(StatsAccumulator))
         )
         stats = (
             tuple(events) | "AllEvents" >> beam.Flatten()
             | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
         )
-        return {"records": (updated, passive) | "Merge" >> beam.Flatten(), "stats": stats}
+        return {"stats": stats, "records": record_stats}
 
-    def _near_labels(self, active):
+    def _near_labels(self, shards, scanned):
         config = self.config
         bands, rows = config.bands_rows
-        # Records are sketched where they are (copies of a text are sketched again: cheaper than
-        # a shuffle of every text to drop them first) and the signatures made distinct per SWHID.
-        contents = active | "Contents" >> beam.Map(lambda r: (r.swhid, r.content))
+        # Each shard sketches its distinct texts where it lies; copies in other shards are sketched
+        # again (cheaper than a shuffle of every text to drop them first), then made distinct.
         sketches = (
-            contents
-            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
-            | "Sketch" >> beam.ParDo(PooledDoFn(sketch_batch, (config.minhash,), self.processes, batch_size=1))
-            | "SketchProgress" >> beam.ParDo(ProgressBar(None, "dedup: signatures", " files", position=2))
+            scanned
+            | "Sketches" >> beam.FlatMap(tagged, "sketch")
             | "DistinctSketches" >> beam.CombinePerKey(_any_one)
         )
         signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)
@@ -341,6 +349,9 @@ class Dedup(beam.PTransform):
             )
         pairs = pairs | "DistinctPairs" >> beam.Distinct()
         if config.verify:
+            # Only the texts of contents in a candidate pair are read again, from their shards.
+            wanted = pairs | "PairMembers" >> beam.FlatMap(lambda pair: pair) | "DistinctMembers" >> beam.Distinct()
+            contents = shards | "FetchTexts" >> beam.ParDo(FetchTexts(), beam.pvalue.AsList(wanted))
             edges, pair_events = pairs | "Verify" >> VerifiedPairs(contents, config)
         else:
             edges = pairs
@@ -380,23 +391,6 @@ def convergence(result, rounds: int) -> dict:
 DEDUP_REPORT = "dedup.json"
 
 
-class DedupStage(beam.PTransform):
-    """Dedup inside a larger pipeline: returns the records; the statistics go to
-    out_dir/dedup.json (completed by `finish_dedup_report` once the run is over)."""
-
-    def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1,
-                 lsh_partitions: int | None = None) -> None:
-        super().__init__()
-        self.dedup = Dedup(config, rounds, processes, lsh_partitions)
-        self.out_dir = out_dir
-
-    def expand(self, records):
-        outputs = records | "Dedup" >> self.dedup
-        report = Path(self.out_dir) / DEDUP_REPORT
-        outputs["stats"] | "WriteDedupStats" >> beam.Map(lambda stats: write_json(report, stats))
-        return outputs["records"]
-
-
 def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int) -> dict:
     """Adds the parameters and the connected-component rounds to dedup.json; returns the report."""
     path = Path(out_dir) / DEDUP_REPORT
@@ -412,6 +406,19 @@ def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int)
     return report
 
 
+def input_shards(in_dir: Path) -> list[InputShard]:
+    """The shards of a finished curation (or dedup) output, each by its index."""
+    from codemill.shards import parse_shard_name
+
+    tables = {name: shard_paths(Path(in_dir) / name) for name in ("data", "dropped", "manifest")}
+    n = len(tables["manifest"])
+    for name, paths in tables.items():
+        if len(paths) != n or any(parse_shard_name(str(p)) != (i, n) for i, p in enumerate(paths)):
+            raise ValueError(f"{in_dir}/{name}: expected shards part-00000-of-{n:05d} ... part-{n - 1:05d}-of-{n:05d}, "
+                             f"found {[p.name for p in paths][:4]}; rerun the stage that wrote {in_dir}")
+    return [InputShard(i, n, str(tables["data"][i]), str(tables["dropped"][i])) for i in range(n)]
+
+
 @dataclass
 class DedupResult:
     out_dir: Path
@@ -424,16 +431,7 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
               pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
     dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped."""
-    from codemill.curation.stats import StatsAccumulator
-    from codemill.pipelines.outputs import (
-        RECORD_TABLES,
-        SUCCESS_MARKER,
-        WriteShards,
-        check_outputs,
-        clear_outputs,
-        write_success,
-    )
-    from codemill.shards import shard_paths
+    from codemill.pipelines.outputs import SUCCESS_MARKER, check_outputs, clear_outputs, write_success
 
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not (in_dir / SUCCESS_MARKER).exists():
@@ -441,7 +439,8 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
                                 "run `codemill curate` into it first")
     if in_dir == out_dir:
         raise ValueError("codemill dedup: IN and OUT must be different directories")
-    num_shards = len(shard_paths(in_dir / "manifest"))
+    shards = input_shards(in_dir)
+    num_shards = len(shards)
     num_files = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_outputs(out_dir)
@@ -456,15 +455,14 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     rounds = config.rounds_for(num_files)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
-    records = (
-        (read_records(pipeline, in_dir, "data"), read_records(pipeline, in_dir, "dropped"))
-        | "AllRecords" >> beam.Flatten()
-        | "Dedup" >> DedupStage(config, rounds, str(out_dir), processes,
-                                lsh_partitions=config.lsh_partitions_for(num_files) if local else None)
+    outputs = (
+        pipeline
+        | "InputShards" >> beam.Create(shards)
+        | "Dedup" >> Dedup(config, rounds, str(out_dir), processes,
+                           lsh_partitions=config.lsh_partitions_for(num_files) if local else None)
     )
-    records | "WriteRecords" >> WriteShards(str(out_dir), RECORD_TABLES, num_shards)
-    stats = records | "Stats" >> beam.CombineGlobally(StatsCombine(StatsAccumulator))
-    stats | "WriteStats" >> beam.Map(lambda s: write_json(out_dir / "stats.json", s))
+    outputs["stats"] | "WriteDedupStats" >> beam.Map(lambda stats: write_json(out_dir / DEDUP_REPORT, stats))
+    outputs["records"] | "WriteStats" >> beam.Map(lambda stats: write_json(out_dir / "stats.json", stats))
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started

@@ -17,32 +17,25 @@ from typing import Iterable
 
 import apache_beam as beam
 
-from codemill.curation.stats import StatsAccumulator
-from codemill.pipelines.common import MergedStats, StatsCombine, write_json
+from codemill.pipelines.common import write_json
 from codemill.records import (
     FILE_RECORD_SCHEMA,
     MANIFEST_SCHEMA,
-    TREE_SCHEMA,
     records_to_table,
 )
-from codemill.shards import shard_name, shard_of, write_table_atomic
+from codemill.shards import ROW_ORDER, row_sort_key, shard_name, shard_of, write_table_atomic
 
 OUTPUT_TABLES = ("data", "dropped", "manifest", "trees")
 SUCCESS_MARKER = "_SUCCESS.json"
 
 
 # What a stage's finished marker says about its shards; `repo_layout_shards` reads it back.
-SHARD_LAYOUT = {"shard_key": "repo", "order": ["repo", "source_uri", "path", "swhid"]}
-
-
-def _row_sort_key(row) -> tuple:
-    return (row.repo, row.source_uri, row.path, getattr(row, "swhid", None) or "")
+SHARD_LAYOUT = {"shard_key": "repo", "order": list(ROW_ORDER)}
 
 
 # (table, schema, which rows): the record tables written from one grouping of the records.
 RECORD_TABLES = (("data", FILE_RECORD_SCHEMA, "kept"), ("dropped", FILE_RECORD_SCHEMA, "dropped"),
                  ("manifest", MANIFEST_SCHEMA, "all"))
-TREE_TABLES = (("trees", TREE_SCHEMA, "all"),)
 
 
 def _selected(rows: list, which: str) -> list:
@@ -63,7 +56,7 @@ class ShardWriter:
 
     def __call__(self, keyed: tuple[int, Iterable]) -> list[str]:
         index, rows = keyed
-        rows = sorted((row for row in rows if row is not None), key=_row_sort_key)
+        rows = sorted((row for row in rows if row is not None), key=row_sort_key)
         written = []
         for table, schema, which in self.tables:
             path = Path(self.out_dir) / table / shard_name(index, self.num_shards)
@@ -95,56 +88,6 @@ class WriteShards(beam.PTransform):
             | f"Group{name}" >> beam.GroupByKey()
             | f"Write{name}" >> beam.Map(self.writer)
         )
-
-
-class WriteCuratedShards(beam.PTransform):
-    """Writes the curation outputs from the per-shard join (`Curate`'s 'shards'): each shard's
-    records are finalized and written where they were joined, and its statistics merged after.
-    Same tables, same bytes as `WriteCuration` over the finalized records, one shuffle fewer."""
-
-    def __init__(self, out_dir: str, num_shards: int, finalize) -> None:
-        super().__init__()
-        self.out_dir = out_dir
-        self.num_shards = num_shards
-        self.writer = ShardWriter(out_dir, RECORD_TABLES, num_shards)
-        self.finalize = finalize  # (shard index, joined groups) -> finalized FileRecords
-
-    def _write(self, joined: tuple[int, object]) -> StatsAccumulator:
-        rows = self.finalize(joined)
-        self.writer((joined[0], rows))
-        stats = StatsAccumulator()
-        for row in rows:
-            stats.add(row)
-        return stats
-
-    def expand(self, curated):
-        out = self.out_dir
-        written = curated["trees"] | "WriteTrees" >> WriteShards(out, TREE_TABLES, self.num_shards)
-        stats = (curated["shards"]
-                 | "FinalizeAndWrite" >> beam.Map(self._write)
-                 | "Stats" >> beam.CombineGlobally(MergedStats(StatsAccumulator)))
-        stats | "WriteStats" >> beam.Map(lambda s: write_json(Path(out) / "stats.json", s))
-        return written
-
-
-class WriteCuration(beam.PTransform):
-    """Writes the curation outputs (data, dropped, manifest, trees, stats.json) under out_dir."""
-
-    def __init__(self, out_dir: str, num_shards: int) -> None:
-        super().__init__()
-        self.out_dir = out_dir
-        self.num_shards = num_shards
-
-    def expand(self, outputs):
-        records, trees = outputs["records"], outputs["trees"]
-        out, n = self.out_dir, self.num_shards
-        written = [
-            records | "WriteRecords" >> WriteShards(out, RECORD_TABLES, n),
-            trees | "WriteTrees" >> WriteShards(out, TREE_TABLES, n),
-        ]
-        stats = records | "Stats" >> beam.CombineGlobally(StatsCombine(StatsAccumulator))
-        stats | "WriteStats" >> beam.Map(lambda s: write_json(Path(out) / "stats.json", s))
-        return written
 
 
 class IncompleteOutputError(RuntimeError):

@@ -40,7 +40,7 @@ class Stage:
     name: str
     key: str
     path: Path
-    resumable: bool = False  # keep a partial output and let the stage continue it (training)
+    resumable: bool = False  # keep a partial output and let the stage continue it (curate, train)
 
     @property
     def done(self) -> bool:
@@ -99,7 +99,7 @@ def plan(config: RunConfig, out: Path, specs: list) -> dict[str, Stage]:
     keys["eval"] = stage_key("eval", keys["train"], config.eval)
     keys["publish"] = stage_key("publish", keys["curate"], config.publish)
     keys["report"] = stage_key("report", *(keys[name] for name in STAGES[:-1]))
-    return {name: Stage(name, key, out / "stages" / f"{name}-{key}", resumable=name == "train")
+    return {name: Stage(name, key, out / "stages" / f"{name}-{key}", resumable=name in ("curate", "train"))
             for name, key in keys.items()}
 
 

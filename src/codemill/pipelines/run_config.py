@@ -15,15 +15,12 @@ of an hour on 2 cores; `codemill config show` prints every value in force.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from codemill.curation.config import CurationConfig
 from codemill.dedup.config import DedupConfig
-from codemill.settings import reject_unknown
+from codemill.settings import plain, reject_unknown, stage_key  # noqa: F401 (run.py imports them here)
 from codemill.tokenize.config import TokenizeConfig
 from codemill.training.data import DataConfig
 from codemill.training.loop import TrainConfig
@@ -243,28 +240,3 @@ def _train_from(section: dict) -> TrainConfig:
             merged[name] = value
     return TrainConfig.from_dict(merged)
 
-
-def plain(value):
-    """A config as YAML/JSON-ready values (dataclasses to mappings, tuples and sets to lists)."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(plain(v) for v in value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return str(value)
-    return value
-
-
-def stage_key(name: str, *parts) -> str:
-    """A stage's identity: its name, codemill's version, its config and its inputs' keys. Equal keys
-    mean the stage would write the same output, so a finished one is reused."""
-    from codemill import __version__
-
-    blob = json.dumps([name, __version__, [plain(p) for p in parts]], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -84,6 +84,16 @@ def _snapshot(repo: Path) -> str:
     return snapshot_swhid(branches)
 
 
+def _remote(root: Path) -> str:
+    return _git(root, "config", "--get", "remote.origin.url", check=False).decode().strip()
+
+
+def git_repo_name(root: Path) -> str:
+    """The repository's name: the last part of its origin remote, else its folder's name."""
+    remote = _remote(root)
+    return remote.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1] if remote else root.resolve().name
+
+
 def read_git(spec: SourceSpec) -> Iterator[SourceItem]:
     root = Path(spec.uri)
     if not is_git_repository(root):
@@ -91,8 +101,8 @@ def read_git(spec: SourceSpec) -> Iterator[SourceItem]:
     ref = spec.option("ref") or "HEAD"
     commit = _git(root, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
     raw_commit = _git(root, "cat-file", "commit", commit)
-    remote = _git(root, "config", "--get", "remote.origin.url", check=False).decode().strip()
-    repo = spec.repo or (remote.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1] if remote else root.resolve().name)
+    remote = _remote(root)
+    repo = spec.repo or git_repo_name(root)
     key = repo_key(spec.uri, repo)
     summary = RepoSummary(
         key,

@@ -25,6 +25,7 @@ from codemill.curation.sources.base import (
     unreadable,
     unsafe_path_reason,
 )
+from codemill.shards import shard_of
 
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")
 
@@ -58,14 +59,21 @@ def _parquet_rows(uri: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def read_table(spec: SourceSpec) -> Iterator[SourceItem]:
+    """The table's rows, or with the option part=(k, K) only those of the repositories whose name
+    hashes to k of K: a large table is curated as K units (each reads the table, and skips the
+    other parts' rows before any work), with every repository whole in one of them."""
     rows = _parquet_rows(spec.uri) if spec.uri.endswith(".parquet") else _jsonl_rows(spec.uri)
+    part, parts = spec.option("part", (0, 1))
     collectors: dict[str, TreeCollector] = {}
     summaries: dict[str, RepoSummary] = {}
     for line_number, row in rows:
         if isinstance(row, str):
-            yield unreadable(spec, repo_key(spec.uri, "<table>"), "<table>", f"<row {line_number}>", row)
+            if parts == 1 or shard_of("<table>", parts) == part:
+                yield unreadable(spec, repo_key(spec.uri, "<table>"), "<table>", f"<row {line_number}>", row)
             continue
         repo, path, content = row.get("repo"), row.get("path"), row.get("content")
+        if parts > 1 and shard_of(str(repo), parts) != part:
+            continue
         if not isinstance(repo, str) or not isinstance(path, str) or not isinstance(content, (str, bytes)):
             missing = [k for k in ("repo", "path", "content") if not isinstance(row.get(k), (str, bytes))]
             yield unreadable(

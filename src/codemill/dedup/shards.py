@@ -1,0 +1,104 @@
+"""Dedup's work on the input's shards (plain Python: it runs in local pool workers too).
+
+The dedup stage never moves file contents through a shuffle: a shard is read where it lies three
+times, each time for what the next step needs:
+
+  scan_shard     kept records -> small entries (key, SWHID, survivor rank, shard) and, for near
+                 dedup, MinHash signatures (one per distinct text of the shard)
+  fetch_texts    only the texts of contents that are in a candidate pair (for verification)
+  rewrite_shard  the shard with the cluster decisions applied, written to the same index of the
+                 output (a shard is sized to fit in memory, see curation/plan.py)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from codemill.curation.stats import StatsAccumulator
+from codemill.dedup.minhash import MinHashParams, sketch_batch
+from codemill.dedup.ranking import Decision, DedupEntry
+from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, FileRecord, records_from_table, records_to_table
+from codemill.shards import row_sort_key, shard_name, write_table_atomic
+
+READ_ROWS = 512  # rows per Arrow batch read: a few MB of content at a time
+
+
+@dataclass(frozen=True)
+class InputShard:
+    index: int
+    num_shards: int
+    data: str  # path of the kept records' shard
+    dropped: str  # path of the dropped records' shard
+
+
+def participates(record: FileRecord) -> bool:
+    """Only kept records with content take part; dropped ones pass through unchanged."""
+    return record.kept and record.swhid is not None and record.content is not None
+
+
+def _kept_records(shard: InputShard, columns: list[str] | None = None) -> Iterator[FileRecord]:
+    for batch in pq.ParquetFile(shard.data).iter_batches(batch_size=READ_ROWS, columns=columns):
+        yield from records_from_table(batch)
+
+
+def scan_shard(shard: InputShard, params: MinHashParams | None, batch_size: int = 64) -> list[tuple]:
+    """('entry', (SWHID, DedupEntry)) for every participating record, and with `params`
+    ('sketch', (SWHID, signature or None)) once per distinct SWHID of the shard."""
+    out: list[tuple] = []
+    pending: list[tuple[str, str]] = []
+    sketched: set[str] = set()
+    for record in _kept_records(shard):
+        if not participates(record):
+            continue
+        out.append(("entry", (record.swhid, DedupEntry.of(record, shard.index))))
+        if params is not None and record.swhid not in sketched:
+            sketched.add(record.swhid)  # type: ignore[arg-type]
+            pending.append((record.swhid, record.content))  # type: ignore[arg-type]
+            if len(pending) >= batch_size:
+                out.extend(("sketch", s) for s in sketch_batch(pending, params))
+                pending = []
+    if pending:
+        out.extend(("sketch", s) for s in sketch_batch(pending, params))  # type: ignore[arg-type]
+    return out
+
+
+def fetch_texts(shard: InputShard, wanted: set[str]) -> Iterator[tuple[str, str]]:
+    """(SWHID, text) of the shard's kept contents that are in `wanted`, each once."""
+    seen: set[str] = set()
+    for batch in pq.ParquetFile(shard.data).iter_batches(batch_size=READ_ROWS, columns=["swhid", "content", "kept"]):
+        columns = batch.to_pydict()
+        for swhid, content, kept in zip(columns["swhid"], columns["content"], columns["kept"]):
+            if kept and content is not None and swhid in wanted and swhid not in seen:
+                seen.add(swhid)
+                yield swhid, content
+
+
+def rewrite_shard(shard: InputShard, decisions: dict[str, Decision], out_dir: str) -> StatsAccumulator:
+    """Apply the decisions (by record key) to the shard's records and write the output shard of
+    the same index: data (kept), dropped and manifest, sorted as the input was. Returns its stats."""
+    from codemill.records import record_key
+
+    records = list(_kept_records(shard))
+    records += records_from_table(pq.read_table(shard.dropped))
+    updated = []
+    for record in records:
+        decision = decisions.get(record_key(record)) if participates(record) else None
+        if decision is not None:
+            record = replace(record, dup_cluster=decision.cluster)
+            if decision.drop_reason is not None:
+                record = record.drop(decision.drop_reason)
+        updated.append(record)
+    updated.sort(key=row_sort_key)
+    name = shard_name(shard.index, shard.num_shards)
+    for table, schema, rows in (("data", FILE_RECORD_SCHEMA, [r for r in updated if r.kept]),
+                                ("dropped", FILE_RECORD_SCHEMA, [r for r in updated if not r.kept]),
+                                ("manifest", MANIFEST_SCHEMA, updated)):
+        write_table_atomic(Path(out_dir) / table / name, records_to_table(rows, schema))
+    stats = StatsAccumulator()
+    for record in updated:
+        stats.add(record)
+    return stats

@@ -131,6 +131,8 @@ def test_a_corpus_larger_than_the_budget_curates_in_flat_memory(tmp_path: Path) 
     assert small["totals"]["bytes"] > 3 * budget_mb * 1e6 and added_mb > 20
     assert small["layout"]["files_spilled"] > 0 and large["layout"]["files_spilled"] > 800
     assert large["totals"]["kept_files"] > 1000
+    print(f"\npeak RSS {small_mb:.0f} MB for {small['totals']['bytes'] / 1e6:.0f} MB, {large_mb:.0f} MB for "
+          f"{large['totals']['bytes'] / 1e6:.0f} MB (budget {budget_mb} MB)")
     assert large_mb - small_mb < 0.4 * added_mb, (small_mb, large_mb, added_mb)
 
 
@@ -189,3 +191,63 @@ def test_a_large_table_is_read_in_parts_with_every_repository_whole(tmp_path: Pa
     assert json.loads((parts / "stats.json").read_text())["layout"]["units"] > 3
     for name in ("manifest", "trees", "data", "dropped"):
         assert read_table(parts / name).to_pylist() == read_table(whole / name).to_pylist(), name
+
+
+@pytest.mark.slow
+def test_the_pool_shares_one_scancode_and_writes_what_one_process_does(tmp_path: Path) -> None:
+    """With --workers 2 the licence texts the fast path leaves go to one ScanCode service (forks of
+    one loaded index); the output equals a one-process run's, and a text met in several units is
+    detected as one."""
+    from codemill.cli import main
+    from codemill.shards import read_table
+
+    notice = ("This program is free software; you can redistribute it and/or modify it under the terms of "
+              "the GNU General Public License as published by the Free Software Foundation; either version 2 "
+              "of the License, or (at your option) any later version. See the file COPYING.EXTRA too.\n")
+    sources = []
+    for i in range(6):
+        repo = tmp_path / f"lib{i}"
+        (repo / "src").mkdir(parents=True)
+        (repo / "src" / "core.py").write_text(f"def run_{i}(value):\n    return value * {i + 2}\n")
+        (repo / "LICENSE").write_text(notice if i % 2 else notice.replace("version 2", "version 3"))
+        sources.append(str(repo))
+    one, pool = tmp_path / "one", tmp_path / "pool"
+    assert main(["curate", *sources, "--out", str(one), "--workers", "1", "--shards", "2", "--shard-mb", "0.00001"]) == 0
+    assert main(["curate", *sources, "--out", str(pool), "--workers", "2", "--shards", "2", "--shard-mb", "0.00001"]) == 0
+    rows = read_table(pool / "manifest").to_pylist()
+    assert {r["license_source"] for r in rows if r["path"] == "src/core.py"} == {"scancode:LICENSE"}
+    assert {r["license_spdx"] for r in rows} == {"GPL-2.0-or-later", "GPL-3.0-or-later"}
+    for name in ("data", "dropped", "manifest", "trees"):
+        assert [p.read_bytes() for p in sorted((one / name).glob("*.parquet"))] == \
+            [p.read_bytes() for p in sorted((pool / name).glob("*.parquet"))], name
+    cache = json.loads((pool / "license_cache.json").read_text())["detections"]
+    assert sorted(v[0] for v in cache.values()) == ["GPL-2.0-or-later", "GPL-3.0-or-later"]
+
+
+@pytest.mark.slow
+def test_killing_the_driver_alone_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """SIGKILL to the driver only (not its process group): its pool workers notice and exit."""
+    corpus = sorted(_corpus(tmp_path / "corpus", 8, 20, 6_000).iterdir())
+    out = tmp_path / "out"
+    process = subprocess.Popen(_curate_args(corpus, out, "--shard-mb", "0.2", "--workers", "2"),  # the last wins
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "_work" / "fragments").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+    def group_left() -> list[str]:
+        left = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and os.getpgid(int(entry.name)) == process.pid:
+                    left.append(entry.name)
+            except OSError:
+                pass
+        return left
+
+    deadline = time.monotonic() + 15
+    while group_left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not group_left()

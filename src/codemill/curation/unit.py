@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,16 +77,18 @@ def license_cache_key(text: str) -> str:
 
 
 class LicenseCache:
-    """Detections by normalised text, one per worker process: a text already detected (in this
-    run, a previous run, or a corpus whose `license_cache.json` was given) is not detected again.
-    A new text goes to the fast path (license_index.py) first and to ScanCode only when the fast
-    path cannot settle it; ScanCode's ~1.4 GB index is loaded only then."""
+    """Licence detections, one cache per worker process. Every text goes to the fast path
+    (license_index.py) first; a text it cannot settle goes to ScanCode unless ScanCode already
+    detected it (in this run, a previous run, or a corpus whose `license_cache.json` was given,
+    keyed by the normalised text). ScanCode's ~1.4 GB index is loaded only when needed."""
 
     def __init__(self) -> None:
         self.known: dict[str, Detection] = {}
         self.loaded: set[str] = set()
         self.detector: ScancodeDetector | None = None
         self.service: tuple | None = None  # the address of a shared ScanCode process, if any
+        self.pending: dict[str, Future] = {}
+        self.threads: ThreadPoolExecutor | None = None
 
     def load(self, path: str | None) -> None:
         if path is None or path in self.loaded:
@@ -93,24 +96,50 @@ class LicenseCache:
         self.loaded.add(path)
         self.known.update(read_license_cache(Path(path)))
 
-    def detect(self, text: str, fast_path: bool = True) -> tuple[str, Detection]:
-        key = license_cache_key(text)
-        known = self.known.get(key)
-        if known is None or (not fast_path and known.detector != "scancode"):
-            match = license_index().match(text) if fast_path and license_index() is not None else None
-            if match is not None:
-                known = Detection(match.spdx, "index", match.score)
-            else:
-                if self.detector is None:
-                    if self.service is not None:
-                        from codemill.curation.license_service import connect
+    def use_service(self, address: tuple | None) -> None:
+        if address != self.service:
+            self.service, self.detector = address, None
+            if self.threads is not None:
+                self.threads.shutdown(wait=True)
+                self.threads = None
 
-                        self.detector = connect(self.service)
-                    else:
-                        self.detector = ScancodeDetector()
-                known = Detection(self.detector.detect_text(text), "scancode")
-            self.known[key] = known
-        return key, known
+    def detect(self, text: str, fast_path: bool = True) -> tuple[str, Detection | Future]:
+        """The fast path always answers first (it is cheap, and so a cache filled under other
+        settings never changes what a run records); the cache stands in for ScanCode only. A text
+        for ScanCode is detected in the background (a Future): a repository with thousands of
+        licence files keeps every ScanCode process busy while the unit reads on."""
+        key = license_cache_key(text)
+        match = license_index().match(text) if fast_path and license_index() is not None else None
+        if match is not None:
+            return key, Detection(match.spdx, "index", match.score)
+        known = self.known.get(key)
+        if known is not None and known.detector == "scancode":
+            return key, known
+        if key not in self.pending:
+            if self.detector is None:
+                if self.service is not None:
+                    from codemill.curation.license_service import connect
+
+                    self.detector = connect(self.service)
+                else:
+                    self.detector = ScancodeDetector()
+            if self.threads is None:
+                # As many requests in flight as the service has ScanCode processes; in-process one.
+                self.threads = ThreadPoolExecutor(self.service[2] if self.service else 1,
+                                                  thread_name_prefix="codemill-scancode")
+            self.pending[key] = self.threads.submit(self._scancode, key, text)
+        return key, self.pending[key]
+
+    def _scancode(self, key: str, text: str) -> Detection:
+        detection = Detection(self.detector.detect_text(text), "scancode")  # type: ignore[union-attr]
+        self.known[key] = detection
+        return detection
+
+    def settle(self) -> None:
+        """Wait for every detection in flight (a unit's findings are complete after this)."""
+        for future in self.pending.values():
+            future.result()
+        self.pending.clear()
 
 
 def read_license_cache(path: Path) -> dict[str, Detection]:
@@ -128,6 +157,7 @@ _LICENSES = LicenseCache()
 
 
 # ------------------------------------------------------------------------------------ fragments
+_PENDING_BYTES = 4 * ROW_GROUP_BYTES  # rows all of a unit's fragment writers may hold before writing
 def fragment_dir(work_dir: str, shard: int, unit: str) -> Path:
     return Path(work_dir) / "fragments" / f"shard-{shard:05d}" / unit
 
@@ -154,9 +184,9 @@ class _FragmentWriter:
         self.pending.append(record)
         self.pending_bytes += len(record.content or "") + 200
         if self.pending_bytes >= ROW_GROUP_BYTES:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         rows = self.pending
         for table, selected in (("data", [r for r in rows if r.kept]), ("dropped", [r for r in rows if not r.kept]),
                                 ("manifest", rows)):
@@ -166,7 +196,7 @@ class _FragmentWriter:
         self.pending, self.pending_bytes = [], 0
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         if self.trees:
             chunk = records_to_table(self.trees, TREE_SCHEMA)
             self._writer("trees").write_table(chunk, row_group_size=chunk.num_rows)
@@ -195,12 +225,10 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
     for stale in (Path(settings.work_dir) / "fragments").glob(f"shard-*/{unit.name}"):
         shutil.rmtree(stale)  # a killed earlier attempt's partial fragments
     _LICENSES.load(settings.license_cache)
-    if _LICENSES.service != settings.license_service:
-        _LICENSES.service, _LICENSES.detector = settings.license_service, None
+    _LICENSES.use_service(settings.license_service)
     store = RecordStore(settings.memory_budget_bytes, settings.spill_dir)
     summaries: dict[str, RepoSummary] = {}
-    findings: dict[str, list[LicenseFinding]] = {}
-    licenses: dict[str, list] = {}
+    detected: list[tuple[str, str, str, Detection | Future]] = []  # (repo key, licence file, text key, outcome)
     try:
         for spec in unit.specs:
             for item in read_source(spec):
@@ -212,11 +240,17 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
                 record = build_record(item, config)
                 if config.detect_licenses and license_text_key(record) is not None:
                     key, found = _LICENSES.detect(record.content, config.license_fast_path)  # type: ignore[arg-type]
-                    licenses[key] = [found.spdx, found.detector, found.score]
-                    directory = record.path.rsplit("/", 1)[0] if "/" in record.path else ""
-                    findings.setdefault(item.repo_key, []).append(
-                        LicenseFinding(directory, record.path, found.spdx, found.detector, found.score))
+                    detected.append((item.repo_key, record.path, key, found))
                 store.add(item.repo_key, record)
+        _LICENSES.settle()
+        findings: dict[str, list[LicenseFinding]] = {}
+        licenses: dict[str, list] = {}
+        for repo_key, path, key, found in detected:
+            done = found.result() if isinstance(found, Future) else found
+            licenses[key] = [done.spdx, done.detector, done.score]
+            directory = path.rsplit("/", 1)[0] if "/" in path else ""
+            findings.setdefault(repo_key, []).append(LicenseFinding(directory, path, done.spdx, done.detector,
+                                                                    done.score))
         for key, summary in summaries.items():
             store.declare(key, summary.repo, summary.source_uri)  # a repository without files has trees too
         stats = StatsAccumulator()
@@ -238,6 +272,10 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
             if summary is not None:
                 for tree in summary.trees:
                     writer(shard_of(tree.repo, n)).trees.append(tree)
+            # A table's unit writes to many shards: bound what all its writers hold together.
+            if sum(w.pending_bytes for w in writers.values()) > _PENDING_BYTES:
+                for fragment in writers.values():
+                    fragment.flush()
         for fragment in writers.values():
             fragment.close()
     finally:

@@ -22,6 +22,7 @@ downstream is keyed or sorted, so the written output does not depend on it.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -32,7 +33,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from codemill.pipelines.pool_worker import run_batch
+from codemill.pipelines.pool_worker import exit_with_parent, run_batch
 
 
 def _quietly(function: Callable[..., None], extra: tuple) -> None:
@@ -70,7 +71,8 @@ class PooledDoFn(beam.DoFn):
             # spawn, not fork: the in-process runner holds gRPC threads that must not be forked.
             # An executor, not multiprocessing.Pool: when a worker dies (killed for memory, say)
             # its futures fail with BrokenProcessPool instead of waiting forever.
-            self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=exit_with_parent, initargs=(os.getpid(),))
 
     def start_bundle(self) -> None:
         self.batch: list = []

@@ -251,3 +251,38 @@ def test_killing_the_driver_alone_leaves_no_worker_behind(tmp_path: Path) -> Non
     while group_left() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not group_left()
+
+
+@pytest.mark.slow
+def test_a_killed_dedup_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    """`codemill dedup` killed as soon as it planned, and after its decisions were saved: the
+    rerun reuses what was done and writes the bytes of an uninterrupted run."""
+    from codemill.cli import main
+
+    corpus = _corpus(tmp_path / "corpus", 10, 10, 3_000)
+    for r in range(0, 10, 2):  # copies, so that there is something to remove
+        source = corpus / f"proj{r:03d}" / "pkg"
+        (corpus / f"proj{r + 1:03d}" / "pkg" / "copy.py").write_text((source / "m000.py").read_text())
+    curated = tmp_path / "curated"
+    assert main(["curate", *map(str, sorted(corpus.iterdir())), "--out", str(curated), "--no-licenses",
+                 "--workers", "1", "--shards", "12"]) == 0
+    dedup = [*CODEMILL, "dedup", str(curated)]
+    reference = tmp_path / "reference"
+    subprocess.run([*dedup, str(reference), "--workers", "1"], check=True, capture_output=True, timeout=600)
+    expected = _outputs(reference)
+    assert json.loads((reference / "dedup.json").read_text())["totals"]["removed_files"] >= 5
+
+    for name, ready in {"as soon as it planned": "plan.json", "after the decisions": "decided.json"}.items():
+        out = tmp_path / name.replace(" ", "-")
+        process = subprocess.Popen([*dedup, str(out), "--workers", "1"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not (out / "_work" / ready).exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.killpg(process.pid, signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL, f"{name}: the run ended before it could be killed"
+        rerun = subprocess.run([*dedup, str(out), "--workers", "1"], capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert "resuming an unfinished run" in rerun.stderr, (name, rerun.stderr[-3000:])
+        assert _outputs(out) == expected, name
+        assert (out / "dedup.json").read_bytes() == (reference / "dedup.json").read_bytes()

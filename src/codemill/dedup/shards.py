@@ -8,6 +8,9 @@ times, each time for what the next step needs:
   fetch_texts    only the texts of contents that are in a candidate pair (for verification)
   rewrite_shard  the shard with the cluster decisions applied, written to the same index of the
                  output (a shard is sized to fit in memory, see curation/plan.py)
+
+`codemill dedup` keeps each shard's decisions in a file between the two (save_decisions), so a
+run killed while it rewrites redoes only the shards it had not finished (resume_shard).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.minhash import MinHashParams, sketch_batch
 from codemill.dedup.ranking import Decision, DedupEntry
 from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, FileRecord, records_from_table, records_to_table
+from codemill.jsonl import write_json
 from codemill.shards import row_sort_key, shard_name, write_table_atomic
 
 READ_ROWS = 512  # rows per Arrow batch read: a few MB of content at a time
@@ -102,3 +107,36 @@ def rewrite_shard(shard: InputShard, decisions: dict[str, Decision], out_dir: st
     for record in updated:
         stats.add(record)
     return stats
+
+
+_DECISIONS = pa.schema([("key", pa.string()), ("cluster", pa.string()), ("drop_reason", pa.string())])
+
+
+def save_decisions(index: int, decisions: list[tuple[str, Decision]], directory: str) -> int:
+    """One shard's decisions, by record key, to `directory/<index>.parquet` (atomically)."""
+    decisions = sorted(decisions, key=lambda pair: pair[0])
+    table = pa.table({"key": [k for k, _ in decisions], "cluster": [d.cluster for _, d in decisions],
+                      "drop_reason": [d.drop_reason for _, d in decisions]}, schema=_DECISIONS)
+    write_table_atomic(Path(directory) / f"{index:05d}.parquet", table)
+    return index
+
+
+def load_decisions(index: int, directory: str) -> dict[str, Decision]:
+    columns = pq.read_table(Path(directory) / f"{index:05d}.parquet").to_pydict()
+    return {key: Decision(cluster, reason)
+            for key, cluster, reason in zip(columns["key"], columns["cluster"], columns["drop_reason"])}
+
+
+def shard_done(work_dir: str, index: int) -> Path:
+    return Path(work_dir) / "shards" / f"{index:05d}.json"
+
+
+def resume_shard(shard: InputShard, work_dir: str, out_dir: str) -> int:
+    """Rewrite a shard from its saved decisions, unless an earlier run of the same plan did; its
+    statistics go to its marker, written last."""
+    marker = shard_done(work_dir, shard.index)
+    if not marker.exists():
+        stats = rewrite_shard(shard, load_decisions(shard.index, str(Path(work_dir) / "decisions")), out_dir)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_json(marker, stats.to_json())
+    return shard.index

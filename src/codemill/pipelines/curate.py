@@ -157,8 +157,10 @@ class CurationPlan:
 
 def plan_curation(specs: list[SourceSpec], config: CurationConfig) -> CurationPlan:
     num_shards, units = plan_units(specs, int(config.shard_mb * (1 << 20)), config.num_shards)
-    key = stage_key("curate-units", [spec_to_json(s) for s in specs], dataclasses.replace(config, dedup=None),
-                    num_shards)
+    # What does not change the output stays out of the key: a run killed for memory can be resumed
+    # with a smaller budget.
+    output_settings = dataclasses.replace(config, dedup=None, memory_budget_mb=1, spill_dir=None)
+    key = stage_key("curate-units", [spec_to_json(s) for s in specs], output_settings, num_shards)
     return CurationPlan(specs, num_shards, units, key)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,15 @@ from codemill.dedup.lsh import band_keys
 from codemill.dedup.minhash import jaccard, shingle_sets
 from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.ranking import Decision, DedupEntry, decide_cluster
-from codemill.dedup.shards import InputShard, fetch_texts, rewrite_shard, scan_shard
+from codemill.dedup.shards import (
+    InputShard,
+    fetch_texts,
+    resume_shard,
+    rewrite_shard,
+    save_decisions,
+    scan_shard,
+    shard_done,
+)
 from codemill.dedup.stats import DedupStats, decision_events
 from codemill.pipelines.common import (
     MergedStats,
@@ -49,6 +58,7 @@ from codemill.pipelines.common import (
     write_json,
 )
 from codemill.pipelines.pooled import PooledDoFn
+from codemill.settings import stage_key
 from codemill.shards import shard_paths
 
 log = logging.getLogger(__name__)
@@ -273,15 +283,18 @@ class Dedup(beam.PTransform):
     decisions cross the shuffles; texts travel only to verify candidate pairs."""
 
     def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1,
-                 lsh_partitions: int | None = None) -> None:
+                 lsh_partitions: int | None = None, decisions_dir: str | None = None) -> None:
         """`lsh_partitions`: None groups by band key (memory per group = one bucket, streamed; for
-        cluster runners); a number packs band keys into that many groups (the local runner)."""
+        cluster runners); a number packs band keys into that many groups (the local runner).
+        `decisions_dir`: save each shard's decisions there instead of rewriting the shards (the
+        driver rewrites them after, resumably); 'records' is then None."""
         super().__init__()
         self.config = config
         self.rounds = rounds
         self.out_dir = out_dir
         self.processes = processes
         self.lsh_partitions = lsh_partitions
+        self.decisions_dir = decisions_dir
 
     def expand(self, shards):
         config = self.config
@@ -307,13 +320,22 @@ class Dedup(beam.PTransform):
         decisions = decided | "Decisions" >> beam.FlatMap(tagged, "decision")
         events.append(decided | "DecisionEvents" >> beam.FlatMap(tagged, "event"))
         # Each shard's decisions go back to it: the shard is rewritten where it is read.
-        record_stats = (
+        by_shard = (
             {"shard": shards | "KeyShard" >> beam.Map(lambda shard: (shard.index, shard)), "decisions": decisions}
             | "JoinDecisions" >> beam.CoGroupByKey()
-            | "Rewrite" >> beam.Map(_rewrite, self.out_dir)
-            | "RewriteProgress" >> beam.ParDo(ProgressBar(None, "dedup: shards written", " shards", position=2))
-            | "RecordStats" >> beam.CombineGlobally(MergedStats(StatsAccumulator))
         )
+        if self.decisions_dir is not None:
+            directory = self.decisions_dir
+            by_shard | "SaveDecisions" >> beam.MapTuple(
+                lambda index, groups: save_decisions(index, list(groups["decisions"]), directory))
+            record_stats = None
+        else:
+            record_stats = (
+                by_shard
+                | "Rewrite" >> beam.Map(_rewrite, self.out_dir)
+                | "RewriteProgress" >> beam.ParDo(ProgressBar(None, "dedup: shards written", " shards", position=2))
+                | "RecordStats" >> beam.CombineGlobally(MergedStats(StatsAccumulator))
+            )
         stats = (
             tuple(events) | "AllEvents" >> beam.Flatten()
             | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
@@ -406,6 +428,16 @@ def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int)
     return report
 
 
+WORK_DIR = "_work"  # an unfinished run's saved decisions and rewritten-shard markers
+
+
+def _plan_key(work: Path) -> str | None:
+    try:
+        return json.loads((work / "plan.json").read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def input_shards(in_dir: Path) -> list[InputShard]:
     """The shards of a finished curation (or dedup) output, each by its index."""
     from codemill.shards import parse_shard_name
@@ -430,7 +462,9 @@ class DedupResult:
 def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
               pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
-    dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped."""
+    dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped.
+    A run killed after its decisions were saved and started again with the same arguments
+    rewrites only the shards it had not finished."""
     from codemill.pipelines.outputs import SUCCESS_MARKER, check_outputs, clear_outputs, write_success
 
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
@@ -442,33 +476,64 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     shards = input_shards(in_dir)
     num_shards = len(shards)
     num_files = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
+    rounds = config.rounds_for(num_files)
+    key = stage_key("dedup", (in_dir / SUCCESS_MARKER).read_text(), str(in_dir), config, rounds)
+    work = out_dir / WORK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    clear_outputs(out_dir)
-    # The sources and trees do not change: `codemill manifest verify OUT` re-reads the same sources.
-    shutil.copytree(in_dir / "trees", out_dir / "trees")
-    shutil.copy2(in_dir / "sources.json", out_dir / "sources.json")
+    decided = work / "decided.json"
+    if _plan_key(work) == key:
+        done = sum(shard_done(str(work), i).exists() for i in range(num_shards))
+        print(f"codemill dedup: resuming an unfinished run: {'the decisions and ' if decided.exists() else ''}"
+              f"{done} of {num_shards} rewritten shards are reused", file=sys.stderr)
+    else:
+        clear_outputs(out_dir)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        # The sources and trees do not change: `codemill manifest verify OUT` re-reads the same sources.
+        shutil.copytree(in_dir / "trees", out_dir / "trees")
+        shutil.copy2(in_dir / "sources.json", out_dir / "sources.json")
+        write_json(work / "plan.json", {"key": key})  # last: the set-up is complete
 
     options, runner = default_pipeline_options(pipeline_args)
     local = is_single_process(options, runner)
     if not local:
         processes = 1
-    rounds = config.rounds_for(num_files)
     started = time.monotonic()
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    outputs = (
-        pipeline
-        | "InputShards" >> beam.Create(shards)
-        | "Dedup" >> Dedup(config, rounds, str(out_dir), processes,
-                           lsh_partitions=config.lsh_partitions_for(num_files) if local else None)
-    )
-    outputs["stats"] | "WriteDedupStats" >> beam.Map(lambda stats: write_json(out_dir / DEDUP_REPORT, stats))
-    outputs["records"] | "WriteStats" >> beam.Map(lambda stats: write_json(out_dir / "stats.json", stats))
-    result = pipeline.run()
-    result.wait_until_finish()
+    # 1. Every cluster's decisions, saved per shard (the whole graph is needed before any shard can
+    #    be rewritten, so this part restarts from its beginning after a kill).
+    if not decided.exists():
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        outputs = (
+            pipeline
+            | "InputShards" >> beam.Create(shards)
+            | "Dedup" >> Dedup(config, rounds, str(out_dir), processes,
+                               lsh_partitions=config.lsh_partitions_for(num_files) if local else None,
+                               decisions_dir=str(work / "decisions"))
+        )
+        outputs["stats"] | "WriteDedupStats" >> beam.Map(lambda stats: write_json(out_dir / DEDUP_REPORT, stats))
+        result = pipeline.run()
+        result.wait_until_finish()
+        finish_dedup_report(out_dir, result, config, rounds)
+        write_json(decided, {"rounds": rounds})
+    report = json.loads((out_dir / DEDUP_REPORT).read_text())
+    # 2. Each shard rewritten from its decisions, a shard at a time; finished shards are kept.
+    pending = [shard for shard in shards if not shard_done(str(work), shard.index).exists()]
+    if pending:
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        (pipeline
+         | "PendingShards" >> beam.Create(pending)
+         | "Spread" >> beam.Reshuffle()
+         | "Rewrite" >> beam.Map(resume_shard, str(work), str(out_dir))
+         | "RewriteProgress" >> beam.ParDo(ProgressBar(len(pending), "dedup: shards written", " shards")))
+        pipeline.run().wait_until_finish()
     seconds = time.monotonic() - started
+    totals = StatsAccumulator()
+    for index in range(num_shards):
+        totals.merge(StatsAccumulator.from_json(json.loads(shard_done(str(work), index).read_text())))
+    write_json(out_dir / "stats.json", totals.to_json())
     stats = check_outputs(out_dir, num_shards)
-    report = finish_dedup_report(out_dir, result, config, rounds)
     stats["dedup"] = report["totals"]
     write_json(out_dir / "stats.json", stats)
     write_success(out_dir, "dedup", seconds, num_shards, input=str(in_dir))
+    shutil.rmtree(work, ignore_errors=True)
     return DedupResult(out_dir, stats, report, seconds)

@@ -33,3 +33,13 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def json_field(path: Path, name: str):
+    """One field of a JSON object file, or None when the file, its JSON or the field is missing
+    (a marker of a run that did not get that far)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get(name) if isinstance(data, dict) else None

@@ -12,6 +12,7 @@ two workers meet is detected once.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import threading
@@ -35,16 +36,17 @@ class SharedDetector:
 
     _lock = threading.Lock()
     _pool = None
-    _known: dict[str, str | None] = {}
+    _known: dict[bytes, str | None] = {}  # by the text's sha1: a corpus may hold millions of licence texts
 
     def __init__(self, forks: int) -> None:
         self.forks = forks
 
     def detect_text(self, text: str) -> str | None:
         cls = SharedDetector
+        key = hashlib.sha1(text.encode("utf-8", "surrogateescape")).digest()
         with cls._lock:
-            if text in cls._known:
-                return cls._known[text]
+            if key in cls._known:
+                return cls._known[key]
             if cls._pool is None:
                 from licensedcode.cache import get_index
 
@@ -54,7 +56,7 @@ class SharedDetector:
                 cls._pool = multiprocessing.get_context("fork").Pool(self.forks)
         spdx = cls._pool.apply(_detect_in_fork, (text,))
         with cls._lock:
-            cls._known[text] = spdx
+            cls._known[key] = spdx
         return spdx
 
 

@@ -41,6 +41,7 @@ from codemill.curation.unit import (
     shard_marker,
     unit_marker,
 )
+from codemill.jsonl import json_field
 from codemill.pipelines.common import (
     ProgressBar,
     default_pipeline_options,
@@ -126,11 +127,7 @@ def _prepare(out_dir: Path, key: str, units: list[WorkUnit], num_shards: int) ->
     Returns what is reused, for the user."""
     work = out_dir / WORK_DIR
     plan_path = work / PLAN_FILE
-    try:
-        previous = json.loads(plan_path.read_text())["key"]
-    except (OSError, ValueError, KeyError):
-        previous = None
-    if previous == key:
+    if json_field(plan_path, "key") == key:
         done_units = sum(unit_marker(str(work), u.name).exists() for u in units)
         done_shards = sum(shard_marker(str(work), i).exists() for i in range(num_shards))
         (out_dir / "stats.json").unlink(missing_ok=True)
@@ -262,7 +259,7 @@ def run_curation(
 
     (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)  # finished only once the dedup is
     staged = out_dir / STAGED
-    if _finished_plan(staged) == plan.key:
+    if json_field(staged / SUCCESS_MARKER, "plan") == plan.key:
         curate_seconds = 0.0
         print(f"codemill curate: reusing the finished curation under {staged}; deduplicating it", file=sys.stderr)
     else:
@@ -277,13 +274,6 @@ def run_curation(
     write_success(out_dir, "curate", seconds, plan.num_shards, sources=len(specs), plan=plan.key)
     shutil.rmtree(staged, ignore_errors=True)
     return CurationResult(out_dir, stats, seconds)
-
-
-def _finished_plan(out_dir: Path) -> str | None:
-    try:
-        return json.loads((out_dir / SUCCESS_MARKER).read_text()).get("plan")
-    except (OSError, ValueError):
-        return None
 
 
 register(FileRecord, SourceFile, RepoSummary, WorkUnit)

@@ -57,6 +57,7 @@ from codemill.pipelines.common import (
     tagged,
     write_json,
 )
+from codemill.jsonl import json_field
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.settings import stage_key
 from codemill.shards import shard_paths
@@ -431,13 +432,6 @@ def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int)
 WORK_DIR = "_work"  # an unfinished run's saved decisions and rewritten-shard markers
 
 
-def _plan_key(work: Path) -> str | None:
-    try:
-        return json.loads((work / "plan.json").read_text())["key"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def input_shards(in_dir: Path) -> list[InputShard]:
     """The shards of a finished curation (or dedup) output, each by its index."""
     from codemill.shards import parse_shard_name
@@ -481,7 +475,7 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     work = out_dir / WORK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     decided = work / "decided.json"
-    if _plan_key(work) == key:
+    if json_field(work / "plan.json", "key") == key:
         done = sum(shard_done(str(work), i).exists() for i in range(num_shards))
         print(f"codemill dedup: resuming an unfinished run: {'the decisions and ' if decided.exists() else ''}"
               f"{done} of {num_shards} rewritten shards are reused", file=sys.stderr)

@@ -172,6 +172,10 @@ def _curate(plan: CurationPlan, out_dir: Path, config: CurationConfig, pipeline_
     work = out_dir / WORK_DIR
     seeds = work / LICENSE_CACHE
     _write_license_seeds(seeds, [license_cache, out_dir / LICENSE_CACHE], work)
+    if config.detect_licenses and config.license_fast_path:
+        from codemill.curation.license_index import license_index
+
+        license_index()  # built here once per machine (~10 s), so the workers only read its cache
     settings = UnitSettings(dataclasses.replace(config, dedup=None), plan.num_shards, str(work), str(out_dir),
                             config.memory_budget_mb << 20, config.spill_dir, str(seeds))
 

@@ -267,7 +267,9 @@ def run_curation(
         curate_seconds = 0.0
         print(f"codemill curate: reusing the finished curation under {staged}; deduplicating it", file=sys.stderr)
     else:
-        _, curate_seconds = _curate(plan, staged, config, pipeline_args, processes, license_cache)
+        previous = out_dir / LICENSE_CACHE  # a finished earlier run's detections, as without dedup
+        _, curate_seconds = _curate(plan, staged, config, pipeline_args, processes,
+                                    license_cache or (previous if previous.exists() else None))
         write_success(staged, "curate", curate_seconds, plan.num_shards, sources=len(specs), plan=plan.key)
         shutil.rmtree(staged / WORK_DIR, ignore_errors=True)
     deduped = run_dedup(staged, out_dir, config.dedup, pipeline_args, processes)

@@ -67,7 +67,6 @@ class UnitResult:
     licenses: dict[str, list] = field(default_factory=dict)  # every licence text it met: [spdx, detector, score]
     files: int = 0
     spilled_records: int = 0
-    reused: bool = False
 
 
 # ------------------------------------------------------------------------------------ licences
@@ -212,7 +211,7 @@ def unit_marker(work_dir: str, unit: str) -> Path:
 
 def result_from_marker(path: Path) -> UnitResult:
     data = json.loads(path.read_text(encoding="utf-8"))
-    return UnitResult(**{**data, "reused": True})
+    return UnitResult(**data)
 
 
 def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
@@ -285,7 +284,7 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
         log.info("curate: unit %s spilled %d files (%.1f MB) to local disk", unit.name, store.spilled_records,
                  store.spilled_bytes / 1e6)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {k: v for k, v in result.__dict__.items() if k != "reused"})
+    write_json(marker, vars(result))
     return [result]
 
 

@@ -166,3 +166,68 @@ def build_swh_export(repo: Path, out: Path, fmt: str = "parquet") -> Path:
         else:
             pq.write_table(table, out / f"{name}.parquet")
     return out
+
+
+# ------------------------------------------------------------------------------------ S3 (moto)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API on localhost (moto's standalone server, as s3fs's own tests run it), started
+    for the session and stopped after. Yields the endpoint URL; the test environment points
+    botocore and fsspec at it through the standard variables."""
+    import socket
+    import sys
+    import time
+
+    pytest.importorskip("moto", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto server did not start on port {port}")
+            time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    try:
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh, empty bucket for one test: its s3:// URL."""
+    import re
+    import uuid
+
+    from codemill.storage import filesystem
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    filesystem("s3").mkdir(name)
+    return f"s3://{name}"

@@ -7,13 +7,13 @@ output is byte-identical whatever the runner, the number of workers or the bundl
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from codemill.storage import StoragePath, location, parquet_source, staged
 
 
 def shard_of(key: str, num_shards: int) -> int:
@@ -55,30 +55,35 @@ def row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
     return max(16, min(table.num_rows, int(table.num_rows * target_bytes / max(1, table.nbytes))))
 
 
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Write to a temporary name, then rename: a crash never leaves a half-written shard that looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def write_table_atomic(path: StoragePath, table: pa.Table) -> None:
+    """Write whole or not at all (storage.staged): a crash never leaves a half-written shard that
+    looks complete."""
     try:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True, row_group_size=row_group_rows(table))
-        os.replace(tmp, path)
+        with staged(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd", write_statistics=True, row_group_size=row_group_rows(table))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        if str(path) in str(err):
+            raise
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
 
 
-def shard_paths(directory: Path) -> list[Path]:
-    return sorted(p for p in Path(directory).glob("part-*.parquet"))
+def parquet_file(path: StoragePath) -> pq.ParquetFile:
+    """A Parquet file on any storage, read lazily (row groups on demand)."""
+    return pq.ParquetFile(parquet_source(location(path)))
 
 
-def read_table(directory: Path, columns: list[str] | None = None) -> pa.Table:
+def shard_paths(directory: StoragePath) -> list[StoragePath]:
+    return sorted(location(directory).glob("part-*.parquet"))
+
+
+def read_table(directory: StoragePath, columns: list[str] | None = None) -> pa.Table:
     paths = shard_paths(directory)
     if not paths:
         raise FileNotFoundError(f"no Parquet shards (part-*.parquet) in {directory}")
-    return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+    return pa.concat_tables(parquet_file(p).read(columns=columns) for p in paths)
 
 
-def iter_rows(directory: Path, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[dict]:
+def iter_rows(directory: StoragePath, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[dict]:
     for path in shard_paths(directory):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+        for batch in parquet_file(path).iter_batches(batch_size=batch_size, columns=columns):
             yield from batch.to_pylist()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from codemill.curation.sources.base import SourceSpec
 from codemill.shards import shard_of
+from codemill.storage import location
 
 # Compressed inputs are estimated at this many times their size on disk (code compresses 3-5x).
 _COMPRESSED_FACTOR = 4
@@ -51,7 +52,7 @@ def _tree_bytes(root: Path) -> int:
 
 def _file_bytes(path: str) -> int:
     try:
-        size = os.path.getsize(path)
+        size = location(path).stat().st_size
     except OSError:
         return 0  # the reader names the missing source when it gets to it
     return size * _COMPRESSED_FACTOR if path.lower().endswith(_COMPRESSED_SUFFIXES) else size
@@ -92,7 +93,7 @@ def planned_repo(spec: SourceSpec) -> str | None:
 
         return git_repo_name(Path(spec.uri))
     if spec.kind == "directory":
-        return Path(spec.uri).resolve().name
+        return location(spec.uri).resolve().name
     return None
 
 

@@ -14,14 +14,11 @@ whatever has a marker and redoes the rest from its start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import logging
-import os
-import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,9 +33,10 @@ from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary
 from codemill.curation.spill import RecordStore
 from codemill.curation.stats import StatsAccumulator
-from codemill.jsonl import write_json
+from codemill.jsonl import read_json, write_json
 from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, records_to_table
-from codemill.shards import ROW_GROUP_BYTES, ROW_ORDER, shard_name, shard_of, write_table_atomic
+from codemill.shards import ROW_GROUP_BYTES, ROW_ORDER, parquet_file, shard_name, shard_of, write_table_atomic
+from codemill.storage import StoragePath, location, replace, rmtree, staged
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class LicenseCache:
         if path is None or path in self.loaded:
             return
         self.loaded.add(path)
-        self.known.update(read_license_cache(Path(path)))
+        self.known.update(read_license_cache(location(path)))
 
     def use_service(self, address: tuple | None) -> None:
         if address != self.service:
@@ -141,10 +139,10 @@ class LicenseCache:
         self.pending.clear()
 
 
-def read_license_cache(path: Path) -> dict[str, Detection]:
+def read_license_cache(path: StoragePath) -> dict[str, Detection]:
     """{text key: Detection} of a `license_cache.json` (empty when there is none)."""
     try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("detections", {})
+        entries = read_json(path).get("detections", {})
     except FileNotFoundError:
         return {}
     except ValueError as err:
@@ -157,17 +155,19 @@ _LICENSES = LicenseCache()
 
 # ------------------------------------------------------------------------------------ fragments
 _PENDING_BYTES = 4 * ROW_GROUP_BYTES  # rows all of a unit's fragment writers may hold before writing
-def fragment_dir(work_dir: str, shard: int, unit: str) -> Path:
-    return Path(work_dir) / "fragments" / f"shard-{shard:05d}" / unit
+def fragment_dir(work_dir: str, shard: int, unit: str) -> StoragePath:
+    return location(work_dir) / "fragments" / f"shard-{shard:05d}" / unit
 
 
 class _FragmentWriter:
     """One unit's sorted rows for one output shard: data, dropped and manifest streamed in row
     groups of ~8 MB of content, trees written at the end (a repository's trees are small)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: StoragePath) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        # Each table is written to a local file and published whole when the unit is done
+        # (renamed, or uploaded to object storage).
+        self.files = contextlib.ExitStack()
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.pending: list[FileRecord] = []
         self.pending_bytes = 0
@@ -175,8 +175,8 @@ class _FragmentWriter:
 
     def _writer(self, table: str) -> pq.ParquetWriter:
         if table not in self.writers:
-            self.writers[table] = pq.ParquetWriter(self.directory / f".{table}.parquet.tmp", TABLES[table],
-                                                   compression="zstd", write_statistics=True)
+            local = self.files.enter_context(staged(self.directory / f"{table}.parquet"))
+            self.writers[table] = pq.ParquetWriter(local, TABLES[table], compression="zstd", write_statistics=True)
         return self.writers[table]
 
     def add(self, record: FileRecord) -> None:
@@ -201,17 +201,23 @@ class _FragmentWriter:
             self._writer("trees").write_table(chunk, row_group_size=chunk.num_rows)
         for table in TABLES:
             self._writer(table).close()  # a table with no rows is an empty file with the schema
-            os.replace(self.directory / f".{table}.parquet.tmp", self.directory / f"{table}.parquet")
+        self.files.close()
+
+    def abort(self) -> None:
+        """Drop what was written (a failed unit leaves no fragment that looks whole)."""
+        for writer in self.writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+        self.files.__exit__(RuntimeError, RuntimeError("unit failed"), None)
 
 
 # ------------------------------------------------------------------------------------ one unit
-def unit_marker(work_dir: str, unit: str) -> Path:
-    return Path(work_dir) / "units" / f"{unit}.json"
+def unit_marker(work_dir: str, unit: str) -> StoragePath:
+    return location(work_dir) / "units" / f"{unit}.json"
 
 
-def result_from_marker(path: Path) -> UnitResult:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return UnitResult(**data)
+def result_from_marker(path: StoragePath) -> UnitResult:
+    return UnitResult(**read_json(path))
 
 
 def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
@@ -221,11 +227,13 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
     if marker.exists():
         return [result_from_marker(marker)]
     config, n = settings.config, settings.num_shards
-    for stale in (Path(settings.work_dir) / "fragments").glob(f"shard-*/{unit.name}"):
-        shutil.rmtree(stale)  # a killed earlier attempt's partial fragments
+    for stale in (location(settings.work_dir) / "fragments").glob(f"shard-*/{unit.name}"):
+        rmtree(stale)  # a killed earlier attempt's partial fragments
     _LICENSES.load(settings.license_cache)
     _LICENSES.use_service(settings.license_service)
     store = RecordStore(settings.memory_budget_bytes, settings.spill_dir)
+    writers: dict[int, _FragmentWriter] = {}
+    finished = False
     summaries: dict[str, RepoSummary] = {}
     detected: list[tuple[str, str, str, Detection | Future]] = []  # (repo key, licence file, text key, outcome)
     try:
@@ -253,7 +261,6 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
         for key, summary in summaries.items():
             store.declare(key, summary.repo, summary.source_uri)  # a repository without files has trees too
         stats = StatsAccumulator()
-        writers: dict[int, _FragmentWriter] = {}
 
         def writer(shard: int) -> _FragmentWriter:
             if shard not in writers:
@@ -277,20 +284,23 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
                     fragment.flush()
         for fragment in writers.values():
             fragment.close()
+        finished = True
     finally:
         store.close()
+        if not finished:
+            for fragment in writers.values():
+                fragment.abort()
     result = UnitResult(unit.name, sorted(writers), stats.to_json(), licenses, files, store.spilled_records)
     if store.spilled_records:
         log.info("curate: unit %s spilled %d files (%.1f MB) to local disk", unit.name, store.spilled_records,
                  store.spilled_bytes / 1e6)
-    marker.parent.mkdir(parents=True, exist_ok=True)
     write_json(marker, vars(result))
     return [result]
 
 
 # ------------------------------------------------------------------------------------ one shard
-def shard_marker(work_dir: str, shard: int) -> Path:
-    return Path(work_dir) / "shards" / f"{shard:05d}.done"
+def shard_marker(work_dir: str, shard: int) -> StoragePath:
+    return location(work_dir) / "shards" / f"{shard:05d}.done"
 
 
 def _sorted(tables: list[pa.Table]) -> pa.Table:
@@ -311,21 +321,21 @@ def merge_shard(shard: int, units: list[str], settings: UnitSettings) -> None:
     n = settings.num_shards
     sources = [fragment_dir(settings.work_dir, shard, unit) for unit in sorted(units)]
     for table, schema in TABLES.items():
-        final = Path(settings.out_dir) / table / shard_name(shard, n)
+        final = location(settings.out_dir) / table / shard_name(shard, n)
         final.parent.mkdir(parents=True, exist_ok=True)
         parts = [source / f"{table}.parquet" for source in sources]
         if len(parts) == 1:
             if parts[0].exists():
-                os.replace(parts[0], final)
+                replace(parts[0], final)
             elif not final.exists():  # moved by a killed earlier attempt, else lost
                 raise FileNotFoundError(f"fragment {parts[0]} of shard {shard} is missing; rerun with --fresh")
         else:
-            tables = [pq.read_table(part) for part in parts]
+            tables = [parquet_file(part).read() for part in parts]
             write_table_atomic(final, _sorted(tables) if tables else schema.empty_table())
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("")
     for source in sources:
-        shutil.rmtree(source, ignore_errors=True)
+        rmtree(source)
 
 
 def merged_stats(results: list[UnitResult]) -> StatsAccumulator:

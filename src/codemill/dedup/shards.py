@@ -16,18 +16,17 @@ run killed while it rewrites redoes only the shards it had not finished (resume_
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.minhash import MinHashParams, sketch_batch
 from codemill.dedup.ranking import Decision, DedupEntry
 from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, FileRecord, records_from_table, records_to_table
 from codemill.jsonl import write_json
-from codemill.shards import row_sort_key, shard_name, write_table_atomic
+from codemill.shards import parquet_file, row_sort_key, shard_name, write_table_atomic
+from codemill.storage import StoragePath, location
 
 READ_ROWS = 512  # rows per Arrow batch read: a few MB of content at a time
 
@@ -46,7 +45,7 @@ def participates(record: FileRecord) -> bool:
 
 
 def _kept_records(shard: InputShard, columns: list[str] | None = None) -> Iterator[FileRecord]:
-    for batch in pq.ParquetFile(shard.data).iter_batches(batch_size=READ_ROWS, columns=columns):
+    for batch in parquet_file(shard.data).iter_batches(batch_size=READ_ROWS, columns=columns):
         yield from records_from_table(batch)
 
 
@@ -74,7 +73,7 @@ def scan_shard(shard: InputShard, params: MinHashParams | None, batch_size: int 
 def fetch_texts(shard: InputShard, wanted: set[str]) -> Iterator[tuple[str, str]]:
     """(SWHID, text) of the shard's kept contents that are in `wanted`, each once."""
     seen: set[str] = set()
-    for batch in pq.ParquetFile(shard.data).iter_batches(batch_size=READ_ROWS, columns=["swhid", "content", "kept"]):
+    for batch in parquet_file(shard.data).iter_batches(batch_size=READ_ROWS, columns=["swhid", "content", "kept"]):
         columns = batch.to_pydict()
         for swhid, content, kept in zip(columns["swhid"], columns["content"], columns["kept"]):
             if kept and content is not None and swhid in wanted and swhid not in seen:
@@ -88,7 +87,7 @@ def rewrite_shard(shard: InputShard, decisions: dict[str, Decision], out_dir: st
     from codemill.records import record_key
 
     records = list(_kept_records(shard))
-    records += records_from_table(pq.read_table(shard.dropped))
+    records += records_from_table(parquet_file(shard.dropped).read())
     updated = []
     for record in records:
         decision = decisions.get(record_key(record)) if participates(record) else None
@@ -102,7 +101,7 @@ def rewrite_shard(shard: InputShard, decisions: dict[str, Decision], out_dir: st
     for table, schema, rows in (("data", FILE_RECORD_SCHEMA, [r for r in updated if r.kept]),
                                 ("dropped", FILE_RECORD_SCHEMA, [r for r in updated if not r.kept]),
                                 ("manifest", MANIFEST_SCHEMA, updated)):
-        write_table_atomic(Path(out_dir) / table / name, records_to_table(rows, schema))
+        write_table_atomic(location(out_dir) / table / name, records_to_table(rows, schema))
     stats = StatsAccumulator()
     for record in updated:
         stats.add(record)
@@ -117,18 +116,18 @@ def save_decisions(index: int, decisions: list[tuple[str, Decision]], directory:
     decisions = sorted(decisions, key=lambda pair: pair[0])
     table = pa.table({"key": [k for k, _ in decisions], "cluster": [d.cluster for _, d in decisions],
                       "drop_reason": [d.drop_reason for _, d in decisions]}, schema=_DECISIONS)
-    write_table_atomic(Path(directory) / f"{index:05d}.parquet", table)
+    write_table_atomic(location(directory) / f"{index:05d}.parquet", table)
     return index
 
 
 def load_decisions(index: int, directory: str) -> dict[str, Decision]:
-    columns = pq.read_table(Path(directory) / f"{index:05d}.parquet").to_pydict()
+    columns = parquet_file(location(directory) / f"{index:05d}.parquet").read().to_pydict()
     return {key: Decision(cluster, reason)
             for key, cluster, reason in zip(columns["key"], columns["cluster"], columns["drop_reason"])}
 
 
-def shard_done(work_dir: str, index: int) -> Path:
-    return Path(work_dir) / "shards" / f"{index:05d}.json"
+def shard_done(work_dir: str, index: int) -> StoragePath:
+    return location(work_dir) / "shards" / f"{index:05d}.json"
 
 
 def resume_shard(shard: InputShard, work_dir: str, out_dir: str) -> int:
@@ -136,7 +135,6 @@ def resume_shard(shard: InputShard, work_dir: str, out_dir: str) -> int:
     statistics go to its marker, written last."""
     marker = shard_done(work_dir, shard.index)
     if not marker.exists():
-        stats = rewrite_shard(shard, load_decisions(shard.index, str(Path(work_dir) / "decisions")), out_dir)
-        marker.parent.mkdir(parents=True, exist_ok=True)
+        stats = rewrite_shard(shard, load_decisions(shard.index, str(location(work_dir) / "decisions")), out_dir)
         write_json(marker, stats.to_json())
     return shard.index

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 
@@ -41,7 +38,7 @@ from codemill.curation.unit import (
     shard_marker,
     unit_marker,
 )
-from codemill.jsonl import json_field
+from codemill.jsonl import json_field, read_json
 from codemill.pipelines.common import (
     ProgressBar,
     default_pipeline_options,
@@ -58,6 +55,7 @@ from codemill.pipelines.outputs import (
 )
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import FileRecord
+from codemill.storage import StoragePath, location, resolved, rmtree, write_bytes
 from codemill.settings import stage_key
 
 log = logging.getLogger(__name__)
@@ -113,16 +111,16 @@ class MergeShards(beam.PTransform):
 
 @dataclass
 class CurationResult:
-    out_dir: Path
+    out_dir: StoragePath
     stats: dict
     seconds: float
 
     @property
-    def manifest_dir(self) -> Path:
+    def manifest_dir(self) -> StoragePath:
         return self.out_dir / "manifest"
 
 
-def _prepare(out_dir: Path, key: str, units: list[WorkUnit], num_shards: int) -> str:
+def _prepare(out_dir: StoragePath, key: str, units: list[WorkUnit], num_shards: int) -> str:
     """Resume the unfinished run of the same plan in out_dir, or clear out_dir for a fresh one.
     Returns what is reused, for the user."""
     work = out_dir / WORK_DIR
@@ -134,7 +132,7 @@ def _prepare(out_dir: Path, key: str, units: list[WorkUnit], num_shards: int) ->
         return (f"resuming an unfinished run: {done_units} of {len(units)} units and {done_shards} of "
                 f"{num_shards} shards already done are reused")
     clear_outputs(out_dir)
-    shutil.rmtree(work, ignore_errors=True)
+    rmtree(work)
     work.mkdir(parents=True)
     write_json(plan_path, {"key": key, "units": len(units), "num_shards": num_shards})
     return ""
@@ -161,8 +159,8 @@ def plan_curation(specs: list[SourceSpec], config: CurationConfig) -> CurationPl
     return CurationPlan(specs, num_shards, units, key)
 
 
-def _curate(plan: CurationPlan, out_dir: Path, config: CurationConfig, pipeline_args: list[str] | None,
-            processes: int, license_cache: Path | None) -> tuple[dict, float]:
+def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pipeline_args: list[str] | None,
+            processes: int, license_cache: StoragePath | None) -> tuple[dict, float]:
     """Curate the planned units into out_dir (without dedup); resumes an unfinished run of the same plan."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reused = _prepare(out_dir, plan.key, plan.units, plan.num_shards)
@@ -217,20 +215,20 @@ def _curate(plan: CurationPlan, out_dir: Path, config: CurationConfig, pipeline_
     return stats, seconds
 
 
-def _write_license_seeds(seeds: Path, caches: list[Path | None], work: Path) -> None:
+def _write_license_seeds(seeds: StoragePath, caches: list[StoragePath | None], work: StoragePath) -> None:
     """One file of every known detection for the workers to load: a given cache, the last finished
     run's, and those of this plan's units already done."""
     known: dict[str, list] = {}
     for path in caches:
         if path is not None:
-            known.update({key: [d.spdx, d.detector, d.score] for key, d in read_license_cache(Path(path)).items()})
+            known.update({key: [d.spdx, d.detector, d.score] for key, d in read_license_cache(location(path)).items()})
     for marker in sorted((work / "units").glob("*.json")):
-        known.update(json.loads(marker.read_text()).get("licenses", {}))
+        known.update(read_json(marker).get("licenses", {}))
     write_json(seeds, {"detections": known})
 
 
-def _write_license_cache(path: Path, seeds: Path, results: list[UnitResult]) -> None:
-    known = json.loads(seeds.read_text()).get("detections", {})
+def _write_license_cache(path: StoragePath, seeds: StoragePath, results: list[UnitResult]) -> None:
+    known = read_json(seeds).get("detections", {})
     for result in results:
         known.update(result.licenses)
     write_json(path, {"detections": dict(sorted(known.items())),
@@ -241,22 +239,23 @@ def _write_license_cache(path: Path, seeds: Path, results: list[UnitResult]) -> 
 
 def run_curation(
     specs: list[SourceSpec],
-    out_dir: Path,
+    out_dir: StoragePath | str,
     config: CurationConfig = CurationConfig(),
     pipeline_args: list[str] | None = None,
     processes: int = 1,
-    license_cache: Path | None = None,
+    license_cache: StoragePath | str | None = None,
 ) -> CurationResult:
     """Run the curation pipeline (and the dedup stage after it when `config.dedup` is set).
     `processes` > 1 curates units in a local process pool; it applies only to the default
     in-process runner (see pipelines/pooled.py). A run killed at any point and started again with
     the same arguments redoes only the units and shards it had not finished."""
-    out_dir = Path(out_dir).resolve()
+    out_dir = resolved(out_dir)
+    license_cache = location(license_cache) if license_cache is not None else None
     plan = plan_curation(specs, config)
     if config.dedup is None:
         stats, seconds = _curate(plan, out_dir, config, pipeline_args, processes, license_cache)
         write_success(out_dir, "curate", seconds, plan.num_shards, sources=len(specs), plan=plan.key)
-        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+        rmtree(out_dir / WORK_DIR)
         return CurationResult(out_dir, stats, seconds)
 
     from codemill.pipelines.dedup import run_dedup
@@ -271,14 +270,14 @@ def run_curation(
         _, curate_seconds = _curate(plan, staged, config, pipeline_args, processes,
                                     license_cache or (previous if previous.exists() else None))
         write_success(staged, "curate", curate_seconds, plan.num_shards, sources=len(specs), plan=plan.key)
-        shutil.rmtree(staged / WORK_DIR, ignore_errors=True)
+        rmtree(staged / WORK_DIR)
     deduped = run_dedup(staged, out_dir, config.dedup, pipeline_args, processes)
-    shutil.copy2(staged / LICENSE_CACHE, out_dir / LICENSE_CACHE)
+    write_bytes(out_dir / LICENSE_CACHE, (staged / LICENSE_CACHE).read_bytes())
     stats = dict(deduped.stats, sources=len(specs))
     write_json(out_dir / "stats.json", stats)
     seconds = curate_seconds + deduped.seconds
     write_success(out_dir, "curate", seconds, plan.num_shards, sources=len(specs), plan=plan.key)
-    shutil.rmtree(staged, ignore_errors=True)
+    rmtree(staged)
     return CurationResult(out_dir, stats, seconds)
 
 

@@ -15,17 +15,13 @@ Every step is keyed, so the outcome does not depend on the runner, the workers o
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -57,10 +53,11 @@ from codemill.pipelines.common import (
     tagged,
     write_json,
 )
-from codemill.jsonl import json_field
+from codemill.jsonl import json_field, read_json
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.settings import stage_key
-from codemill.shards import shard_paths
+from codemill.shards import parquet_file, shard_paths
+from codemill.storage import StoragePath, copy_file, copy_tree, location, resolved, rmtree
 
 log = logging.getLogger(__name__)
 
@@ -414,10 +411,10 @@ def convergence(result, rounds: int) -> dict:
 DEDUP_REPORT = "dedup.json"
 
 
-def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int) -> dict:
+def finish_dedup_report(out_dir: StoragePath, result, config: DedupConfig, rounds: int) -> dict:
     """Adds the parameters and the connected-component rounds to dedup.json; returns the report."""
-    path = Path(out_dir) / DEDUP_REPORT
-    report = json.loads(path.read_text())
+    path = location(out_dir) / DEDUP_REPORT
+    report = read_json(path)
     bands, rows = config.bands_rows
     report["config"] = {**asdict(config), "bands": bands, "rows": rows}
     if config.mode == "near":
@@ -432,11 +429,11 @@ def finish_dedup_report(out_dir: Path, result, config: DedupConfig, rounds: int)
 WORK_DIR = "_work"  # an unfinished run's saved decisions and rewritten-shard markers
 
 
-def input_shards(in_dir: Path) -> list[InputShard]:
+def input_shards(in_dir: StoragePath) -> list[InputShard]:
     """The shards of a finished curation (or dedup) output, each by its index."""
     from codemill.shards import parse_shard_name
 
-    tables = {name: shard_paths(Path(in_dir) / name) for name in ("data", "dropped", "manifest")}
+    tables = {name: shard_paths(location(in_dir) / name) for name in ("data", "dropped", "manifest")}
     n = len(tables["manifest"])
     for name, paths in tables.items():
         if len(paths) != n or any(parse_shard_name(str(p)) != (i, n) for i, p in enumerate(paths)):
@@ -447,13 +444,13 @@ def input_shards(in_dir: Path) -> list[InputShard]:
 
 @dataclass
 class DedupResult:
-    out_dir: Path
+    out_dir: StoragePath
     stats: dict
     report: dict
     seconds: float
 
 
-def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
+def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: DedupConfig = DedupConfig(),
               pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
     dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped.
@@ -461,7 +458,7 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     rewrites only the shards it had not finished."""
     from codemill.pipelines.outputs import SUCCESS_MARKER, check_outputs, clear_outputs, write_success
 
-    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
+    in_dir, out_dir = resolved(in_dir), resolved(out_dir)
     if not (in_dir / SUCCESS_MARKER).exists():
         raise FileNotFoundError(f"{in_dir} is not a finished curation output (no {SUCCESS_MARKER}); "
                                 "run `codemill curate` into it first")
@@ -469,23 +466,23 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
         raise ValueError("codemill dedup: IN and OUT must be different directories")
     shards = input_shards(in_dir)
     num_shards = len(shards)
-    num_files = sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
+    num_files = sum(parquet_file(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
     rounds = config.rounds_for(num_files)
     key = stage_key("dedup", (in_dir / SUCCESS_MARKER).read_text(), str(in_dir), config, rounds)
     work = out_dir / WORK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     decided = work / "decided.json"
     if json_field(work / "plan.json", "key") == key:
-        done = sum(shard_done(str(work), i).exists() for i in range(num_shards))
+        done = len(list((work / "shards").glob("*.json")))
         print(f"codemill dedup: resuming an unfinished run: {'the decisions and ' if decided.exists() else ''}"
               f"{done} of {num_shards} rewritten shards are reused", file=sys.stderr)
     else:
         clear_outputs(out_dir)
-        shutil.rmtree(work, ignore_errors=True)
+        rmtree(work)
         work.mkdir(parents=True)
         # The sources and trees do not change: `codemill manifest verify OUT` re-reads the same sources.
-        shutil.copytree(in_dir / "trees", out_dir / "trees")
-        shutil.copy2(in_dir / "sources.json", out_dir / "sources.json")
+        copy_tree(in_dir / "trees", out_dir / "trees")
+        copy_file(in_dir / "sources.json", out_dir / "sources.json")
         write_json(work / "plan.json", {"key": key})  # last: the set-up is complete
 
     options, runner = default_pipeline_options(pipeline_args)
@@ -509,9 +506,10 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
         result.wait_until_finish()
         finish_dedup_report(out_dir, result, config, rounds)
         write_json(decided, {"rounds": rounds})
-    report = json.loads((out_dir / DEDUP_REPORT).read_text())
+    report = read_json(out_dir / DEDUP_REPORT)
     # 2. Each shard rewritten from its decisions, a shard at a time; finished shards are kept.
-    pending = [shard for shard in shards if not shard_done(str(work), shard.index).exists()]
+    finished = {p.name for p in (work / "shards").glob("*.json")}  # one listing, not a request per shard
+    pending = [shard for shard in shards if shard_done(str(work), shard.index).name not in finished]
     if pending:
         pipeline = beam.Pipeline(runner=runner, options=options)
         (pipeline
@@ -523,11 +521,11 @@ def run_dedup(in_dir: Path, out_dir: Path, config: DedupConfig = DedupConfig(),
     seconds = time.monotonic() - started
     totals = StatsAccumulator()
     for index in range(num_shards):
-        totals.merge(StatsAccumulator.from_json(json.loads(shard_done(str(work), index).read_text())))
+        totals.merge(StatsAccumulator.from_json(read_json(shard_done(str(work), index))))
     write_json(out_dir / "stats.json", totals.to_json())
     stats = check_outputs(out_dir, num_shards)
     stats["dedup"] = report["totals"]
     write_json(out_dir / "stats.json", stats)
     write_success(out_dir, "dedup", seconds, num_shards, input=str(in_dir))
-    shutil.rmtree(work, ignore_errors=True)
+    rmtree(work)
     return DedupResult(out_dir, stats, report, seconds)

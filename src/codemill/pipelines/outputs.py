@@ -9,21 +9,19 @@ reads such an input shard by shard, a repository at a time, without a shuffle (`
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 import apache_beam as beam
 
-from codemill.pipelines.common import write_json
+from codemill.jsonl import read_json, write_json
 from codemill.records import (
     FILE_RECORD_SCHEMA,
     MANIFEST_SCHEMA,
     records_to_table,
 )
-from codemill.shards import ROW_ORDER, row_sort_key, shard_name, shard_of, write_table_atomic
+from codemill.shards import ROW_ORDER, parquet_file, row_sort_key, shard_name, shard_of, write_table_atomic
+from codemill.storage import StoragePath, location, rmtree
 
 OUTPUT_TABLES = ("data", "dropped", "manifest", "trees")
 SUCCESS_MARKER = "_SUCCESS.json"
@@ -59,7 +57,7 @@ class ShardWriter:
         rows = sorted((row for row in rows if row is not None), key=row_sort_key)
         written = []
         for table, schema, which in self.tables:
-            path = Path(self.out_dir) / table / shard_name(index, self.num_shards)
+            path = location(self.out_dir) / table / shard_name(index, self.num_shards)
             write_table_atomic(path, records_to_table(_selected(rows, which), schema))
             written.append(str(path))
         return written
@@ -94,12 +92,10 @@ class IncompleteOutputError(RuntimeError):
     """The runner reported success but the stage's output is not all there."""
 
 
-def check_outputs(out_dir: Path, num_shards: int) -> dict:
+def check_outputs(out_dir: StoragePath, num_shards: int) -> dict:
     """Refuse to mark the stage finished unless every shard was written and the manifest holds
     one row per counted input file. (Seen: Beam's DaskRunner returns successfully without
     running steps whose outputs nothing consumes, such as our shard writers.)"""
-    import pyarrow.parquet as pq
-
     missing = [
         f"{table}/{shard_name(i, num_shards)}"
         for table in OUTPUT_TABLES
@@ -113,26 +109,27 @@ def check_outputs(out_dir: Path, num_shards: int) -> dict:
             f"the pipeline finished but its output under {out_dir} is incomplete (missing: {what or 'stats.json'}); "
             "the runner skipped the write steps. Use the default local runner or a portable runner (Flink, Spark, Dataflow)."
         )
-    stats = json.loads(stats_path.read_text())
-    rows = sum(pq.ParquetFile(out_dir / "manifest" / shard_name(i, num_shards)).metadata.num_rows for i in range(num_shards))
+    stats = read_json(stats_path)
+    rows = sum(parquet_file(out_dir / "manifest" / shard_name(i, num_shards)).metadata.num_rows
+               for i in range(num_shards))
     expected = stats.get("totals", {}).get("files", 0)
     if rows != expected:
         raise IncompleteOutputError(f"manifest under {out_dir} holds {rows} rows but {expected} files were curated")
     return stats
 
 
-def write_success(out_dir: Path, stage: str, seconds: float, num_shards: int, **details) -> None:
+def write_success(out_dir: StoragePath, stage: str, seconds: float, num_shards: int, **details) -> None:
     """The finished marker, written last; it records the shard layout for the next stage."""
-    write_json(Path(out_dir) / SUCCESS_MARKER, {"stage": stage, "seconds": round(seconds, 2), **details,
+    write_json(location(out_dir) / SUCCESS_MARKER, {"stage": stage, "seconds": round(seconds, 2), **details,
                                                 "layout": dict(SHARD_LAYOUT, num_shards=num_shards)})
 
 
-def repo_layout_shards(stage_dir: Path) -> int | None:
+def repo_layout_shards(stage_dir: StoragePath) -> int | None:
     """The number of data shards when a finished stage output declares `SHARD_LAYOUT` (placed and
     sorted by repository), else None (an output of an older codemill: read it with a shuffle)."""
-    marker = Path(stage_dir) / SUCCESS_MARKER
+    marker = location(stage_dir) / SUCCESS_MARKER
     try:
-        layout = json.loads(marker.read_text()).get("layout") or {}
+        layout = read_json(marker).get("layout") or {}
     except (OSError, ValueError):
         return None
     if {k: layout.get(k) for k in SHARD_LAYOUT} != SHARD_LAYOUT or not isinstance(layout.get("num_shards"), int):
@@ -140,10 +137,10 @@ def repo_layout_shards(stage_dir: Path) -> int | None:
     return layout["num_shards"]
 
 
-def clear_outputs(out_dir: Path) -> None:
+def clear_outputs(out_dir: StoragePath) -> None:
     """A previous run's output must not mix with this one's; the finished marker goes first."""
     (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
     for name in OUTPUT_TABLES:
-        shutil.rmtree(out_dir / name, ignore_errors=True)
+        rmtree(out_dir / name)
     for name in ("stats.json", "dedup.json"):
         (out_dir / name).unlink(missing_ok=True)

@@ -7,7 +7,6 @@ in parallel. `read_source` reads one spec.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator
 
 from codemill.curation.sources.archive import is_archive, read_archive
@@ -17,6 +16,7 @@ from codemill.curation.sources.git import is_git_repository, read_git
 from codemill.curation.sources.installed import plan_installed, read_installed
 from codemill.curation.sources.swh_export import is_swh_export, plan_swh_export, read_swh_origin
 from codemill.curation.sources.table import is_table, read_table
+from codemill.storage import RemotePath, StoragePath, files_in, location
 
 SOURCE_KINDS = ("directory", "git", "archive", "archives", "swh_export", "table", "installed")
 
@@ -30,7 +30,7 @@ _READERS: dict[str, Callable[[SourceSpec], Iterator[SourceItem]]] = {
 }
 
 
-def detect_kind(path: Path) -> str:
+def detect_kind(path: StoragePath) -> str:
     if not path.exists():
         raise SourceError(f"source {path} does not exist")
     if path.is_file():
@@ -42,6 +42,13 @@ def detect_kind(path: Path) -> str:
             f"source {path}: unknown file type (expected an archive {', '.join(('.tar', '.tar.gz', '.tar.zst', '.zip'))}"
             f" or a table .jsonl/.parquet); give --source-kind to force one"
         )
+    if isinstance(path, RemotePath):
+        if is_swh_export(path):
+            return "swh_export"
+        if any(is_archive(p) for p in files_in(path)):
+            return "archives"
+        raise SourceError(f"source {path}: a folder on object storage must hold archives or a Software Heritage "
+                          "export (directories and git repositories are read from local disk)")
     if is_git_repository(path):
         return "git"
     if is_swh_export(path):
@@ -68,11 +75,14 @@ def plan_sources(
         return [SourceSpec(s.kind, s.uri, s.repo, s.options, limits) for s in plan_installed(max_files)]
     specs: list[SourceSpec] = []
     for raw in paths:
-        path = Path(raw)
+        path = location(raw)
         source_kind = kind or detect_kind(path)
+        if isinstance(path, RemotePath) and source_kind in ("directory", "git", "installed"):
+            raise SourceError(f"source {path}: a {source_kind} source is read from local disk; on object storage "
+                              "give archives, tables or a Software Heritage export")
         uri = str(path.resolve())
         if source_kind == "archives":
-            archives = sorted(p for p in path.iterdir() if p.is_file() and is_archive(p))
+            archives = [p for p in files_in(path) if is_archive(p)]
             if not archives:
                 raise SourceError(f"source {path}: a folder of archives holds no archive")
             specs.extend(SourceSpec("archive", str(p.resolve()), limits=limits) for p in archives)

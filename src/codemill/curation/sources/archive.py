@@ -11,7 +11,6 @@ from __future__ import annotations
 import tarfile
 import zipfile
 import zlib
-from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import zstandard
@@ -30,6 +29,7 @@ from codemill.curation.sources.base import (
     unsafe_path_reason,
 )
 from codemill.curation.swhid import MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, sha1_git_of_stream
+from codemill.storage import RemotePath, StoragePath, location, open_input
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 ZIP_SUFFIXES = (".zip",)
@@ -39,12 +39,12 @@ ARCHIVE_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES
 ARCHIVE_ERROR_PATH = "<archive>"
 
 
-def is_archive(path: str | Path) -> bool:
+def is_archive(path: str | StoragePath) -> bool:
     return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def archive_repo_name(path: str | Path) -> str:
-    name = Path(path).name
+def archive_repo_name(path: str | StoragePath) -> str:
+    name = location(path).name
     for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -77,9 +77,9 @@ def _read_bounded(stream: BinaryIO, declared_size: int, limit: int) -> bytes:
     return data
 
 
-def _open_tar(path: Path) -> tuple[tarfile.TarFile, BinaryIO, BinaryIO | None]:
+def _open_tar(path: StoragePath) -> tuple[tarfile.TarFile, BinaryIO, BinaryIO | None]:
     """(tar reader, raw file, decompressed stream to drain at the end so its checksum is verified)."""
-    raw = open(path, "rb")
+    raw = open_input(path)  # an object is read in order, in large blocks
     stream = decompressing_reader(raw, path.name)
     if stream is not None:
         return tarfile.open(fileobj=stream, mode="r|"), raw, stream
@@ -108,7 +108,7 @@ _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, zsta
 
 
 def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) -> Iterator[SourceFile]:
-    path = Path(spec.uri)
+    path = location(spec.uri)
     budget = _ArchiveBudget(spec)
     limit = spec.limits.max_file_bytes
     current = None
@@ -164,11 +164,12 @@ def _zip_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
     budget = _ArchiveBudget(spec)
     limits = spec.limits
     try:
-        archive = zipfile.ZipFile(spec.uri)
+        raw = open_input(location(spec.uri))  # zip reads its directory at the end: a seekable object
+        archive = zipfile.ZipFile(raw)
     except (zipfile.BadZipFile, OSError) as err:
         yield _broken_off(spec, key, repo, summary, f"archive_corrupt:{err}", f"cannot open archive {spec.uri}: {err}")
         return
-    with archive:
+    with raw, archive:
         for info in archive.infolist():
             if info.is_dir():
                 continue
@@ -214,6 +215,8 @@ def _zip_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
 def read_archive(spec: SourceSpec) -> Iterator[SourceItem]:
     repo = spec.repo or archive_repo_name(spec.uri)
     key = repo_key(spec.uri, repo)
-    summary = RepoSummary(key, repo, spec.uri, spec.kind, origin_url=Path(spec.uri).resolve().as_uri())
+    source = location(spec.uri)
+    origin_url = source.url if isinstance(source, RemotePath) else source.resolve().as_uri()
+    summary = RepoSummary(key, repo, spec.uri, spec.kind, origin_url=origin_url)
     members = _zip_members if spec.uri.lower().endswith(ZIP_SUFFIXES) else _tar_members
     yield from iter_with_trees(spec, members(spec, key, repo, summary), summary)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import gzip
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -37,23 +36,24 @@ from codemill.curation.sources.base import (
     unreadable,
 )
 from codemill.curation.swhid import MODE_GITLINK, swhid_of
+from codemill.storage import RemotePath, StoragePath, location
 
 REQUIRED_TABLES = ("content", "directory_entry", "revision")
 OPTIONAL_TABLES = ("origin", "origin_visit_status", "snapshot_branch")
 
 
-def _table_path(export: Path, name: str) -> Path | None:
+def _table_path(export: StoragePath, name: str) -> StoragePath | None:
     for candidate in (export / f"{name}.parquet", export / f"{name}.orc", export / name):
         if candidate.exists():
             return candidate
     return None
 
 
-def is_swh_export(path: Path) -> bool:
+def is_swh_export(path: StoragePath) -> bool:
     return path.is_dir() and all(_table_path(path, name) for name in REQUIRED_TABLES)
 
 
-def _read(export: Path, name: str, required: bool = True) -> pa.Table | None:
+def _read(export: StoragePath, name: str, required: bool = True) -> pa.Table | None:
     path = _table_path(export, name)
     if path is None:
         if required:
@@ -64,6 +64,8 @@ def _read(export: Path, name: str, required: bool = True) -> pa.Table | None:
     fmt = "orc" if files and files[0].suffix == ".orc" else "parquet"
     import pyarrow.dataset as ds  # here, not at the top: it imports pandas (~0.5 s) for every curate run
 
+    if isinstance(export, RemotePath):  # pyarrow reads through the fsspec filesystem
+        return ds.dataset([f.path for f in files], format=fmt, filesystem=export.fs).to_table()  # type: ignore[union-attr]
     return ds.dataset([str(f) for f in files], format=fmt).to_table()
 
 
@@ -105,7 +107,7 @@ def _head_revision(branches: list[tuple[bytes, str, str]]) -> str | None:
 
 @functools.lru_cache(maxsize=2)
 def load_export(uri: str) -> _Export:
-    export = Path(uri)
+    export = location(uri)
     directories: dict[str, list] = {}
     for row in _read(export, "directory_entry").to_pylist():
         directories.setdefault(_hex(row["directory_id"]), []).append(
@@ -151,7 +153,7 @@ def load_export(uri: str) -> _Export:
 
 def plan_swh_export(uri: str, content_store: str | None, limits) -> list[SourceSpec]:
     export = load_export(uri)
-    store = content_store or str(Path(uri) / "content")
+    store = content_store or str(location(uri) / "content")
     specs = []
     for url, head, snapshot, visit_date in export.origins:
         name = url.rstrip("/").rsplit("/", 1)[-1] if url else swhid_of(ObjectType.REVISION, bytes.fromhex(head))
@@ -169,10 +171,7 @@ def plan_swh_export(uri: str, content_store: str | None, limits) -> list[SourceS
 
 
 def _fetch(store: str, sha1: str) -> bytes:
-    import fsspec
-
-    with fsspec.open(f"{store.rstrip('/')}/{sha1}", "rb") as raw:
-        return gzip.decompress(raw.read())
+    return gzip.decompress(location(f"{store.rstrip('/')}/{sha1}").read_bytes())
 
 
 def read_swh_origin(spec: SourceSpec) -> Iterator[SourceItem]:

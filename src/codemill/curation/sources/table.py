@@ -11,7 +11,6 @@ import io
 import json
 from typing import Any, Iterator
 
-import pyarrow.parquet as pq
 
 from codemill.curation.sources.base import (
     RepoSummary,
@@ -25,7 +24,8 @@ from codemill.curation.sources.base import (
     unreadable,
     unsafe_path_reason,
 )
-from codemill.shards import shard_of
+from codemill.shards import parquet_file, shard_of
+from codemill.storage import location, open_input
 
 TABLE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")
 
@@ -35,7 +35,7 @@ def is_table(path: str) -> bool:
 
 
 def _jsonl_rows(uri: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    raw = open(uri, "rb")
+    raw = open_input(location(uri))
     stream = decompressing_reader(raw, uri) or raw
     with raw:
         for line_number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), 1):
@@ -50,7 +50,7 @@ def _jsonl_rows(uri: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _parquet_rows(uri: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    parquet = pq.ParquetFile(uri)
+    parquet = parquet_file(uri)
     line_number = 0
     for batch in parquet.iter_batches(batch_size=1024):
         for row in batch.to_pylist():

@@ -192,10 +192,10 @@ def test_a_full_disk_names_the_path_and_leaves_the_stage_unfinished(finished_run
 
     out, config = _copy_run(finished_run, tmp_path)
 
-    def full(table, where, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+    def full(writer, table, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pq, "write_table", full)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)  # every Parquet write goes through it
     assert main(["run", "--config", str(config), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "stage publish: " in err and "No space left on device" in err and "train-00000-of-" in err

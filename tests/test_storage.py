@@ -81,6 +81,8 @@ def test_s3_local_copy_is_cached(s3_bucket, tmp_path):
     storage.write_bytes(target, b"abc" * 100)
     copy = storage.local_copy(target, tmp_path)
     assert copy.read_bytes() == b"abc" * 100 and storage.local_copy(target, tmp_path) == copy
+    storage.write_bytes(target, b"changed")
+    assert storage.local_copy(target, tmp_path).read_bytes() == b"changed"
 
 
 def test_s3_errors_name_the_object(s3_server, monkeypatch):

@@ -27,8 +27,14 @@ commands:
   eval       score generations: HumanEval, MBPP (sandboxed pass@k), GSM8K (answers; PAL programs sandboxed)
   eval-signal  likelihood metrics over a run's checkpoints: curves, signal quality (SQ), SNR, a plot
   manifest   verify a curation output against its original sources (`codemill manifest verify DIR`)
+  publish    the kept records as a Hugging Face dataset folder with its manifest: `codemill publish IN --out DIR`
   run        the whole job, resumable: curate -> dedup -> tokenize -> train -> eval -> dataset -> report.html
   config     `codemill config show [--config run.yaml]`: the effective run config with every default
+
+Every path may be an fsspec URL (s3://bucket/prefix, gs://..., az://...) except local-only inputs
+(directories, git repositories, configs). Endpoints and credentials come from the standard variables
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, FSSPEC_S3_ENDPOINT_URL, ...) or from
+--storage-options JSON, e.g. '{"endpoint_url": "http://127.0.0.1:9000"}' or '{"s3": {"anon": true}}'.
 
 Run `codemill COMMAND --help` for the options of a command.
 """
@@ -41,6 +47,7 @@ SOURCE kinds (detected, or forced with --source-kind):
   archives    a folder holding only archives: one repository each
   swh_export  a Software Heritage graph export (Parquet/ORC tables) + --content-store
   table       .jsonl[.gz|.zst] or .parquet rows of {repo, path, content[, license, stars, forks]}
+  The last four, --out and --license-cache may be fsspec URLs (s3://bucket/corpus/...).
   (none)      the embedded default corpus: the installed Python distributions, capped by --max-files
 
 Any Apache Beam pipeline option passes through, e.g.
@@ -135,8 +142,8 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         failures += (NotConvergedError,)
     try:
-        result = run_curation(specs, Path(args.out), config, beam_args, processes=args.workers,
-                              license_cache=Path(args.license_cache) if args.license_cache else None)
+        result = run_curation(specs, args.out, config, beam_args, processes=args.workers,
+                              license_cache=args.license_cache)
     except failures as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1
@@ -155,10 +162,10 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
-def _print_dedup_summary(out_dir: Path) -> None:
-    import json
+def _print_dedup_summary(out_dir) -> None:
+    from codemill.jsonl import read_json
 
-    report = json.loads((out_dir / "dedup.json").read_text())
+    report = read_json(out_dir / "dedup.json")
     totals, config = report["totals"], report["config"]
     line = f"dedup ({config['mode']}"
     if config["mode"] == "near":
@@ -195,7 +202,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"codemill dedup: near dedup with {config.ngram}-gram shingles, {config.num_perm} permutations, "
               f"Jaccard >= {config.threshold}: LSH {bands} bands x {rows} rows", file=sys.stderr)
     try:
-        result = run_dedup(Path(args.input), Path(args.output), config, beam_args, processes=args.workers)
+        result = run_dedup(args.input, args.output, config, beam_args, processes=args.workers)
     except (FileNotFoundError, ValueError, IncompleteOutputError, NotConvergedError) as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1 if isinstance(err, (IncompleteOutputError, NotConvergedError)) else 2
@@ -218,14 +225,17 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2
-    data = Path(args.input) / "data"
+    from codemill.storage import is_remote, location
+
+    data = location(args.input) / "data"
     if not data.is_dir():
         print(f"codemill: {data} does not exist: give a curation or dedup output", file=sys.stderr)
         return 2
 
-    path = train_tokenizer(kept_texts(Path(args.input), max_files), Path(args.out), config)
-    print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
-          f"transformers.AutoTokenizer.from_pretrained({str(Path(args.out))!r})")
+    path = train_tokenizer(kept_texts(args.input, max_files), args.out, config)
+    load = "(copy the folder locally) " if is_remote(args.out) else ""
+    print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it {load}with "
+          f"transformers.AutoTokenizer.from_pretrained({args.out!r})")
     return 0
 
 
@@ -259,8 +269,7 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
         if documents:
             changes["documents"] = dataclasses.replace(config.documents, **documents)
         config = dataclasses.replace(config, **changes)
-        result = run_tokenize(Path(args.input), Path(args.output), Path(args.tokenizer), config, beam_args,
-                              processes=args.workers)
+        result = run_tokenize(args.input, args.output, args.tokenizer, config, beam_args, processes=args.workers)
     except (ValueError, FileNotFoundError, IncompleteOutputError, BenchmarkError, ShardError, TokenizerError) as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2 if not isinstance(err, IncompleteOutputError) else 1
@@ -279,7 +288,7 @@ def _trace(args: argparse.Namespace) -> int:
     from codemill.tokenize.indexed import ShardError, trace
 
     try:
-        hit = trace(Path(args.prefix), args.token_index)
+        hit = trace(args.prefix, args.token_index)
     except ShardError as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2
@@ -301,7 +310,7 @@ def _manifest_verify(args: argparse.Namespace) -> int:
     from codemill.curation.manifest import verify
 
     try:
-        report = verify(Path(args.dir))
+        report = verify(args.dir)
     except FileNotFoundError as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2
@@ -773,13 +782,77 @@ def build_parser() -> argparse.ArgumentParser:
     verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
     verify.add_argument("dir", help="a curation output directory")
     verify.add_argument("--max-problems", type=int, default=50, help="problems to print (default: %(default)s)")
+
+    publish = commands.add_parser(
+        "publish", help="the kept records of a curation or dedup output as a Hugging Face dataset folder",
+        description="Write OUT/dataset: data/train-*.parquet (the kept records), manifest/ (every input file "
+                    "with its SWHID and verdict), README.md (the dataset card) and the curation's counts. "
+                    "`datasets.load_dataset(\"parquet\", data_dir=\"OUT/dataset/data\")` loads it.")
+    publish.add_argument("input", metavar="IN", help="a finished curation or dedup output")
+    publish.add_argument("--out", required=True, help="output folder (the dataset goes to OUT/dataset)")
+    publish.add_argument("--config", help="YAML file with publish settings, optionally under 'publish:'")
+    publish.add_argument("--permissive-only", action="store_true", help="only records with a permissive licence")
+
+    # Accepted before or after the command; kept in the environment so pipeline workers see it too.
+    parser.add_argument("--storage-options", metavar="JSON", help=STORAGE_OPTIONS_HELP)
+    for sub in _subparsers(parser):
+        sub.add_argument("--storage-options", metavar="JSON", default=argparse.SUPPRESS, help=STORAGE_OPTIONS_HELP)
     return parser
 
 
+STORAGE_OPTIONS_HELP = ("options for the fsspec filesystems of URL paths, as JSON: one object for every protocol "
+                        "('{\"endpoint_url\": \"http://host:9000\"}') or one per protocol ('{\"s3\": {...}}')")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser, nested ones included."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.append(sub)
+                found.extend(_subparsers(sub))
+    return found
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from codemill.pipelines.publish import PublishError, publish_dataset
+    from codemill.pipelines.run_config import PublishConfig
+
+    config = _load_config_section(args.config, "publish", PublishConfig)
+    if args.permissive_only:
+        config = dataclasses.replace(config, permissive_only=True)
+    try:
+        published = publish_dataset(args.input, args.out, config)
+    except PublishError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    print(f"published {published.rows:,} rows in {published.shards} Parquet shard(s) -> {published.dataset_dir}\n"
+          f"  load it: datasets.load_dataset(\"parquet\", data_dir={str(published.dataset_dir / 'data')!r})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from codemill.storage import StorageError, set_storage_options
+
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     _setup_logging(args.verbose)
+    if args.storage_options is not None:
+        try:
+            set_storage_options(args.storage_options)
+        except ValueError as err:
+            parser.error(str(err))
+    try:
+        return _dispatch(parser, args, rest)
+    except StorageError as err:  # an unreachable endpoint, refused credentials, a failed upload
+        print(f"codemill: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
     if args.command == "curate":
         return _curate(args, rest)
     if args.command == "dedup":
@@ -796,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tokenizer_train(args)
     if args.command == "trace":
         return _trace(args)
+    if args.command == "publish":
+        return _publish(args)
     if args.command == "train":
         return _train(args)
     if args.command == "export-hf":

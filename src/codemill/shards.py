@@ -58,13 +58,8 @@ def row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int:
 def write_table_atomic(path: StoragePath, table: pa.Table) -> None:
     """Write whole or not at all (storage.staged): a crash never leaves a half-written shard that
     looks complete."""
-    try:
-        with staged(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd", write_statistics=True, row_group_size=row_group_rows(table))
-    except OSError as err:
-        if str(path) in str(err):
-            raise
-        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    with staged(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True, row_group_size=row_group_rows(table))
 
 
 def parquet_file(path: StoragePath) -> pq.ParquetFile:

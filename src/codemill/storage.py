@@ -329,9 +329,26 @@ def replace(source: StoragePath, target: StoragePath) -> None:
 
 
 @contextlib.contextmanager
+def _naming(target: StoragePath) -> Iterator[None]:
+    """A local write error (a full disk) names the file the user asked for, not our temporary one."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, StorageError) or str(target) in str(err):
+            raise
+        raise OSError(err.errno, f"cannot write {target}: {err.strerror or err}") from err
+
+
+@contextlib.contextmanager
 def staged(target: StoragePath, suffix: str = "") -> Iterator[Path]:
     """A local file to write `target`'s contents into; on a clean exit it is published whole (a
     rename, or an upload), on an error it is removed and `target` is left as it was."""
+    with _naming(target), _staged(target, suffix) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _staged(target: StoragePath, suffix: str) -> Iterator[Path]:
     if isinstance(target, RemotePath):
         handle, name = tempfile.mkstemp(prefix=".codemill-upload-", suffix=suffix)
         os.close(handle)
@@ -377,6 +394,25 @@ def staged_dir(target: StoragePath) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def publish(local: Path, target: StoragePath) -> None:
+    """Move a finished local file to `target` whole: a rename (same disk), else an upload after
+    which the local file is removed."""
+    if isinstance(target, RemotePath):
+        try:
+            with _reported("write", target.url):
+                target.fs.put_file(str(local), target.path)
+        finally:
+            local.unlink(missing_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(local, target)
+
+
+def scratch_dir(prefix: str = "codemill-") -> Path:
+    """A new local folder for files that are published to object storage when finished."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 def copy_file(source: StoragePath, target: StoragePath) -> None:
     """Copy one file, whole or not at all, between any two storages."""
     if isinstance(source, RemotePath) and isinstance(target, RemotePath) and source.protocol == target.protocol:
@@ -419,19 +455,32 @@ def parquet_source(path: StoragePath):
     return path.open("rb") if isinstance(path, RemotePath) else str(path)
 
 
-def local_copy(path: StoragePath, cache_dir: Path | None = None) -> Path:
-    """A local file with `path`'s bytes: the file itself when local, else a copy cached by URL,
-    size and modification time (for readers that memory-map, such as Megatron's)."""
-    if not isinstance(path, RemotePath):
-        return path
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codemill" / "objects"
+
+
+def cache_folder(url: str, root: Path | None = None) -> Path:
+    """The local folder that caches the objects under `url` (one per URL)."""
     import hashlib
 
+    return (root or cache_root()) / hashlib.sha1(url.encode()).hexdigest()[:16]
+
+
+def local_copy(path: StoragePath, into: Path | None = None) -> Path:
+    """A local file with `path`'s bytes: the file itself when local, else a copy in `into` (default:
+    a cache folder for its URL), fetched again when the object's size or time changed. For
+    readers that memory-map, such as megatron-core's."""
+    if not isinstance(path, RemotePath):
+        return path
     stat = path.stat()
-    tag = hashlib.sha1(f"{path.url}|{stat.st_size}|{stat.st_mtime}".encode()).hexdigest()[:16]
-    root = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codemill" / "objects"
-    copy = root / tag / path.name
-    if not copy.exists() or copy.stat().st_size != stat.st_size:
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        with staged(copy) as tmp, _reported("read", path.url):
+    copy = (into or cache_folder(path.url)) / path.name
+    if copy.exists():
+        mine = copy.stat()
+        if mine.st_size == stat.st_size and int(mine.st_mtime) == int(stat.st_mtime):
+            return copy
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with staged(copy) as tmp:
+        with _reported("read", path.url):
             path.fs.get_file(path.path, str(tmp))
+        os.utime(tmp, (stat.st_mtime, stat.st_mtime))
     return copy

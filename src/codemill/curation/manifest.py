@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from codemill.curation.process import file_swhid
 from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary, repo_key, spec_from_json
 from codemill.curation.swhid import blob_id
 from codemill.shards import iter_rows
+from codemill.storage import StoragePath, location
 
 
 @dataclass
@@ -31,8 +31,8 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(out_dir: Path, *, progress: bool = True) -> VerifyReport:
-    out_dir = Path(out_dir)
+def verify(out_dir: StoragePath | str, *, progress: bool = True) -> VerifyReport:
+    out_dir = location(out_dir)
     sources_path = out_dir / "sources.json"
     if not sources_path.exists():
         raise FileNotFoundError(f"{sources_path} is missing: {out_dir} is not a finished curation output")

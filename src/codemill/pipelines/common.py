@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -125,12 +124,24 @@ def tagged(element: tuple, tag: str):
         yield element[1]
 
 
-def read_records(pipeline, in_dir: Path, table: str):
-    """FileRecords from a stage output's table (data, dropped, ...), read as Arrow tables and
-    turned into records a column at a time (`records_from_table`)."""
-    pattern = str(Path(in_dir) / table / "part-*.parquet")
+def _shard_records(path: str):
+    from codemill.shards import parquet_file
+
+    for batch in parquet_file(path).iter_batches(batch_size=1024):
+        yield from records_from_table(batch)
+
+
+def read_records(pipeline, in_dir, table: str):
+    """FileRecords from a stage output's table (data, dropped, ...) on any storage, read a shard per
+    element in Arrow batches and turned into records a column at a time (`records_from_table`).
+    (Not Beam's ReadFromParquet: its S3 filesystem reads neither fsspec's settings nor ours.)"""
+    from codemill.shards import shard_paths
+    from codemill.storage import location
+
+    paths = [str(p) for p in shard_paths(location(in_dir) / table)]
     return (
         pipeline
-        | f"Read{table}" >> beam.io.ReadFromParquetBatched(pattern)
-        | f"Records{table}" >> beam.FlatMap(records_from_table)
+        | f"Shards{table}" >> beam.Create(paths)
+        | f"Spread{table}" >> beam.Reshuffle()
+        | f"Records{table}" >> beam.FlatMap(_shard_records)
     )

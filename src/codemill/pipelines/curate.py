@@ -35,7 +35,6 @@ from codemill.curation.unit import (
     merged_stats,
     read_license_cache,
     result_from_marker,
-    shard_marker,
     unit_marker,
 )
 from codemill.jsonl import json_field, read_json
@@ -120,14 +119,19 @@ class CurationResult:
         return self.out_dir / "manifest"
 
 
+def _finished_units(work: StoragePath) -> set[str]:
+    """Names of the units with a marker (one listing: on object storage each `exists` is a request)."""
+    return {marker.name.removesuffix(".json") for marker in (work / "units").glob("*.json")}
+
+
 def _prepare(out_dir: StoragePath, key: str, units: list[WorkUnit], num_shards: int) -> str:
     """Resume the unfinished run of the same plan in out_dir, or clear out_dir for a fresh one.
     Returns what is reused, for the user."""
     work = out_dir / WORK_DIR
     plan_path = work / PLAN_FILE
     if json_field(plan_path, "key") == key:
-        done_units = sum(unit_marker(str(work), u.name).exists() for u in units)
-        done_shards = sum(shard_marker(str(work), i).exists() for i in range(num_shards))
+        done_units = len(_finished_units(work) & {u.name for u in units})
+        done_shards = len(list((work / "shards").glob("*.done")))
         (out_dir / "stats.json").unlink(missing_ok=True)
         return (f"resuming an unfinished run: {done_units} of {len(units)} units and {done_shards} of "
                 f"{num_shards} shards already done are reused")
@@ -200,7 +204,8 @@ def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pi
     seconds = time.monotonic() - started
 
     # Every unit's result is its marker (a few KB): read back here rather than carried by the runner.
-    missing = [u.name for u in plan.units if not unit_marker(str(work), u.name).exists()]
+    finished = _finished_units(work)
+    missing = [u.name for u in plan.units if u.name not in finished]
     if missing:
         raise IncompleteOutputError(f"the pipeline finished but units {', '.join(missing[:4])} under {work} "
                                     "left no result; rerun the same command to finish them")

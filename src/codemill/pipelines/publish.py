@@ -13,17 +13,19 @@ folder is byte-identical for an identical curation output.
 
 from __future__ import annotations
 
-import json
-import shutil
+import contextlib
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codemill.jsonl import read_json
 from codemill.pipelines.run_config import PublishConfig
-from codemill.shards import shard_paths, write_table_atomic
+from codemill.shards import ROW_GROUP_BYTES, parquet_file, shard_paths
+from codemill.storage import StoragePath, copy_file, copy_tree, resolved, rmtree, staged
 
 # The columns a dataset user needs; the curation's internal ones (filters fired, stored hashes) stay
 # in the curation output.
@@ -38,7 +40,7 @@ class PublishError(ValueError):
 
 @dataclass
 class Published:
-    dataset_dir: Path
+    dataset_dir: StoragePath
     rows: int
     shards: int
     languages: Counter
@@ -46,40 +48,88 @@ class Published:
     license_types: Counter
 
 
-def publish_dataset(curated: Path, out_dir: Path, config: PublishConfig = PublishConfig()) -> Published:
-    curated, out_dir = Path(curated), Path(out_dir)
+def _selected(table, config: PublishConfig):
+    return table.filter(pc.equal(table["license_type"], "permissive")) if config.permissive_only else table
+
+
+def _batches(paths: list[StoragePath], config: PublishConfig) -> Iterator[pa.RecordBatch]:
+    for path in paths:
+        for batch in parquet_file(path).iter_batches(batch_size=1024, columns=list(COLUMNS)):
+            batch = _selected(batch, config)
+            if batch.num_rows:
+                yield batch
+
+
+def _write_parts(folder: StoragePath, batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows_per_part: int,
+                 count: int) -> None:
+    """Rows streamed into `count` parts of `rows_per_part` rows, in row groups of ~8 MB; each part
+    appears whole when it is finished."""
+    pending: list[pa.RecordBatch] = []
+    pending_bytes = part_rows = index = 0
+    with contextlib.ExitStack() as part:
+        writer = None
+
+        def flush() -> None:
+            nonlocal pending, pending_bytes
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema))
+            pending, pending_bytes = [], 0
+
+        for batch in batches:
+            while batch.num_rows:
+                if writer is None:
+                    local = part.enter_context(staged(folder / f"train-{index:05d}-of-{count:05d}.parquet"))
+                    writer = pq.ParquetWriter(local, schema, compression="zstd", write_statistics=True)
+                take = batch.slice(0, rows_per_part - part_rows)
+                batch = batch.slice(take.num_rows)
+                pending.append(take)
+                pending_bytes += take.nbytes
+                part_rows += take.num_rows
+                if pending_bytes >= ROW_GROUP_BYTES:
+                    flush()
+                if part_rows == rows_per_part:
+                    flush()
+                    writer.close()
+                    part.close()  # publishes the part
+                    writer, part_rows, index = None, 0, index + 1
+        if writer is not None:
+            flush()
+            writer.close()
+
+
+def publish_dataset(curated: StoragePath | str, out_dir: StoragePath | str,
+                    config: PublishConfig = PublishConfig()) -> Published:
+    """Streams: the counts come from three small columns first (so each part's name can say how
+    many parts there are), then the rows flow into the parts a batch at a time."""
+    curated, out_dir = resolved(curated), resolved(out_dir)
     if not (curated / "_SUCCESS.json").exists():
         raise PublishError(f"{curated} is not a finished curation output (no _SUCCESS.json)")
     dataset = out_dir / "dataset"
-    shutil.rmtree(dataset, ignore_errors=True)
-    (dataset / "data").mkdir(parents=True)
-    tables = []
-    for path in shard_paths(curated / "data"):
-        table = pq.read_table(path, columns=list(COLUMNS))
-        if config.permissive_only:
-            table = table.filter(pa.compute.equal(table["license_type"], "permissive"))
-        if table.num_rows:
-            tables.append(table)
-    if not tables:
+    rmtree(dataset)
+    paths = shard_paths(curated / "data")
+    languages: Counter = Counter()
+    licenses: Counter = Counter()
+    license_types: Counter = Counter()
+    for path in paths:
+        counted = _selected(parquet_file(path).read(columns=["language", "license_spdx", "license_type"]), config)
+        languages.update(counted["language"].to_pylist())
+        licenses.update(counted["license_spdx"].to_pylist())
+        license_types.update(counted["license_type"].to_pylist())
+    rows = sum(license_types.values())
+    if not rows:
         raise PublishError(f"no records to publish from {curated / 'data'}"
                            + (" (publish.permissive_only: no permissive records)" if config.permissive_only else ""))
-    table = pa.concat_tables(tables)
-    count = max(1, -(-table.num_rows // config.rows_per_shard))
-    for index in range(count):
-        part = table.slice(index * config.rows_per_shard, config.rows_per_shard)
-        write_table_atomic(dataset / "data" / f"train-{index:05d}-of-{count:05d}.parquet", part)
-    shutil.copytree(curated / "manifest", dataset / "manifest")
+    count = max(1, -(-rows // config.rows_per_shard))
+    schema = pa.schema([parquet_file(paths[0]).schema_arrow.field(name) for name in COLUMNS])
+    _write_parts(dataset / "data", _batches(paths, config), schema, config.rows_per_shard, count)
+    copy_tree(curated / "manifest", dataset / "manifest")
     for name in ("stats.json", "dedup.json"):
         if (curated / name).exists():
-            shutil.copy2(curated / name, dataset / name)
-    languages = Counter(table["language"].to_pylist())
-    licenses = Counter(table["license_spdx"].to_pylist())
-    license_types = Counter(table["license_type"].to_pylist())
-    stats = json.loads((curated / "stats.json").read_text())
-    dedup = json.loads((curated / "dedup.json").read_text()) if (curated / "dedup.json").exists() else None
-    (dataset / "README.md").write_text(_card(config, table.num_rows, count, languages, licenses, license_types,
-                                             stats, dedup))
-    return Published(dataset, table.num_rows, count, languages, licenses, license_types)
+            copy_file(curated / name, dataset / name)
+    stats = read_json(curated / "stats.json")
+    dedup = read_json(curated / "dedup.json") if (curated / "dedup.json").exists() else None
+    (dataset / "README.md").write_text(_card(config, rows, count, languages, licenses, license_types, stats, dedup))
+    return Published(dataset, rows, count, languages, licenses, license_types)
 
 
 def _rows(counter: Counter, total: int, limit: int = 25) -> str:

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import logging
 import pickle
-import shutil
 import time
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
@@ -67,6 +65,8 @@ from codemill.tokenize.indexed import ShardInfo, TokenShardWriter, token_dtype
 from codemill.tokenize.mixture import MixtureSpec, blend
 from codemill.tokenize.stats import TokenizeStats
 from codemill.tokenize.tokenizer import load_tokenizer
+from codemill.jsonl import read_json
+from codemill.storage import StoragePath, copy_file, copy_tree, location, resolved, rmtree
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def write_token_shards(items: Iterable[PlannedRepository], tokenizer, config: Do
     def claim(index: int, component: str) -> None:
         if (index, component) not in writers:
             base = shard_name(index, num_shards).removesuffix(".parquet")
-            writers[index, component] = TokenShardWriter(Path(out_dir) / "tokens" / component / base, dtype)
+            writers[index, component] = TokenShardWriter(location(out_dir) / "tokens" / component / base, dtype)
 
     def settle() -> None:
         if settler is not None:
@@ -171,7 +171,7 @@ class WriteTokenShard(beam.DoFn):
         self.num_shards, self.dtype, self.batch_chars = num_shards, dtype, batch_chars
 
     def setup(self) -> None:
-        self.tokenizer = load_tokenizer(Path(self.tokenizer_path))
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
 
     def process(self, grouped: tuple[tuple[str, int], Iterable[bytes]]) -> Iterator[tuple]:
         (component, index), sources = grouped
@@ -211,20 +211,19 @@ class InputLayoutError(ValueError):
 def _repositories(path: str, rows: int) -> Iterator[tuple[str, list[FileRecord]]]:
     """(repository, its kept records) of one input shard, read a batch of rows at a time."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
+
+    from codemill.shards import parquet_file
 
     current, files = None, []
-    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
-            for record in records_from_table(pa.Table.from_batches([batch])):
-                if not record.kept or record.content is None:
-                    continue
-                if record.repo != current:
-                    if files:
-                        yield current, files
-                    current, files = record.repo, []
-                files.append(record)
+    for batch in parquet_file(path).iter_batches(batch_size=rows):
+        for record in records_from_table(pa.Table.from_batches([batch])):
+            if not record.kept or record.content is None:
+                continue
+            if record.repo != current:
+                if files:
+                    yield current, files
+                current, files = record.repo, []
+            files.append(record)
     if files:
         yield current, files
 
@@ -327,7 +326,7 @@ class TokenizeRepoShards(beam.DoFn):
 
     def setup(self) -> None:
         self.matcher = _matcher_in_background(self.config.decontam)
-        self.tokenizer = load_tokenizer(Path(self.tokenizer_path))
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
 
     def _index(self, path: str) -> int:
         named = parse_shard_name(path)
@@ -425,34 +424,34 @@ class TokenizeByRepository(beam.PTransform):
 
 @dataclass
 class TokenizeResult:
-    out_dir: Path
+    out_dir: StoragePath
     report: dict
     seconds: float
 
 
-def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeConfig = TokenizeConfig(),
+def run_tokenize(in_dir: StoragePath | str, out_dir: StoragePath | str, tokenizer: StoragePath | str,
+                 config: TokenizeConfig = TokenizeConfig(),
                  pipeline_args: list[str] | None = None, processes: int = 1, shuffle: bool = False) -> TokenizeResult:
     """`codemill tokenize IN OUT --tokenizer T`: kept records of a curation or dedup output -> token
     shards. An input laid out by repository with `config.num_shards` shards is read shard by shard
     without a shuffle, unless `shuffle` (the same bytes either way)."""
-    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
+    in_dir, out_dir = resolved(in_dir), resolved(out_dir)
     if not (in_dir / SUCCESS_MARKER).exists():
         raise FileNotFoundError(f"{in_dir} is not a finished curation or dedup output (no {SUCCESS_MARKER})")
-    loaded = load_tokenizer(Path(tokenizer))  # fails early, naming the problem
+    source = resolved(tokenizer)
+    loaded = load_tokenizer(source)  # fails early, naming the problem
     dtype = token_dtype(loaded.get_vocab_size(), config.dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUCCESS_MARKER).unlink(missing_ok=True)
     for name in ("tokens", "contaminated", "tokenizer"):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
+        rmtree(out_dir / name)
     for name in (REPORT, "blend.json"):
         (out_dir / name).unlink(missing_ok=True)
     # The shards travel with the tokenizer that made them.
-    source = Path(tokenizer)
     if source.is_dir():
-        shutil.copytree(source, out_dir / "tokenizer")
+        copy_tree(source, out_dir / "tokenizer")
     else:
-        (out_dir / "tokenizer").mkdir()
-        shutil.copy2(source, out_dir / "tokenizer" / "tokenizer.json")
+        copy_file(source, out_dir / "tokenizer" / "tokenizer.json")
 
     options, runner = default_pipeline_options(pipeline_args)
     if not is_single_process(options, runner):
@@ -493,12 +492,10 @@ def run_tokenize(in_dir: Path, out_dir: Path, tokenizer: Path, config: TokenizeC
     return TokenizeResult(out_dir, report, seconds)
 
 
-def _check(out_dir: Path, num_shards: int) -> dict:
-    import json
-
+def _check(out_dir: StoragePath, num_shards: int) -> dict:
     if not (out_dir / REPORT).exists():
         raise IncompleteOutputError(f"the pipeline finished but {out_dir / REPORT} was not written")
-    report = json.loads((out_dir / REPORT).read_text())
+    report = read_json(out_dir / REPORT)
     missing = [f"{name}{suffix}" for name in report["shards"] for suffix in (".bin", ".idx", ".trace.parquet")
                if not (out_dir / "tokens" / f"{name}{suffix}").exists()]
     missing += [f"contaminated/{shard_name(i, num_shards)}" for i in range(num_shards)

@@ -12,6 +12,7 @@ SWHID, path, repository and licence of the file it came from without loading the
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,9 @@ from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from codemill.shards import write_table_atomic
+from codemill.shards import parquet_file, write_table_atomic
+from codemill.storage import RemotePath, StoragePath, location, publish, scratch_dir
 from codemill.tokenize.documents import Document
 
 UINT16_LIMIT = 65500  # Megatron's preprocess_data picks uint16 below this vocabulary size
@@ -108,14 +109,17 @@ class TokenShardWriter:
     shard). `abort` removes what was written. Push-style, so one reader can feed the shards of
     several mixture components at once."""
 
-    def __init__(self, prefix: Path, dtype: type) -> None:
-        self.prefix, self.dtype = Path(prefix), dtype
-        self.tmp = self.prefix.with_name(f".{self.prefix.name}.tmp-{os.getpid()}")
+    def __init__(self, prefix: StoragePath | str, dtype: type) -> None:
+        self.prefix, self.dtype = location(prefix), dtype
+        # On object storage the files are written in a local folder and uploaded whole by `close`.
+        self.scratch = scratch_dir("codemill-shard-") if isinstance(self.prefix, RemotePath) else None
+        folder = self.scratch or self.prefix.parent
+        self.tmp = folder / f".{self.prefix.name}.tmp-{os.getpid()}"
         self.rows: list[tuple] = []
         self.limit = np.iinfo(dtype).max
         self.offset = self.number = 0
         try:
-            self.prefix.parent.mkdir(parents=True, exist_ok=True)
+            self.prefix.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             self.builder = IndexedWriter(str(self.tmp) + ".bin", dtype)
         except OSError as err:
             raise OSError(err.errno, f"cannot write token shard {self.prefix}: {err.strerror or err}") from err
@@ -137,8 +141,8 @@ class TokenShardWriter:
         prefix, tmp = self.prefix, str(self.tmp)
         try:
             self.builder.finalize(tmp + ".idx")
-            os.replace(tmp + ".bin", str(prefix) + ".bin")
-            os.replace(tmp + ".idx", str(prefix) + ".idx")
+            publish(Path(tmp + ".bin"), location(str(prefix) + ".bin"))
+            publish(Path(tmp + ".idx"), location(str(prefix) + ".idx"))
         except OSError as err:
             raise OSError(err.errno, f"cannot write token shard {prefix}: {err.strerror or err}") from err
         finally:
@@ -147,7 +151,7 @@ class TokenShardWriter:
         columns = list(zip(*rows)) if rows else [()] * len(TRACE_SCHEMA.names)
         trace_table = pa.table({name: list(column) for name, column in zip(TRACE_SCHEMA.names, columns)},
                                schema=TRACE_SCHEMA)
-        write_table_atomic(Path(str(prefix) + ".trace.parquet"), trace_table)
+        write_table_atomic(location(str(prefix) + ".trace.parquet"), trace_table)
         return ShardInfo(str(prefix), self.number, self.offset)
 
     def abort(self) -> None:
@@ -155,9 +159,11 @@ class TokenShardWriter:
         self.builder.data.close()
         for suffix in (".bin", ".idx"):
             Path(str(self.tmp) + suffix).unlink(missing_ok=True)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def write_shard(prefix: Path, documents: Iterable[Document], dtype: type) -> ShardInfo:
+def write_shard(prefix: StoragePath | str, documents: Iterable[Document], dtype: type) -> ShardInfo:
     """Write prefix.bin/.idx and prefix.trace.parquet from documents in shard order (streamed: one
     document in memory at a time)."""
     writer = TokenShardWriter(prefix, dtype)
@@ -189,11 +195,11 @@ class TraceHit:
     in_content: bool
 
 
-def trace(prefix: Path, token_index: int) -> TraceHit:
-    path = Path(str(prefix) + ".trace.parquet")
+def trace(prefix: StoragePath | str, token_index: int) -> TraceHit:
+    path = location(str(prefix) + ".trace.parquet")
     if not path.exists():
         raise ShardError(f"no trace index {path}: is {prefix} a codemill token shard prefix (without .bin)?")
-    table = pq.read_table(path)
+    table = parquet_file(path).read()
     kinds = np.asarray(table.column("kind").to_pylist())
     starts = table.column("token_start").to_numpy()
     ends = table.column("token_end").to_numpy()

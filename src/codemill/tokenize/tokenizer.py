@@ -8,10 +8,10 @@ folder holding one) can be used instead of training, provided it has the special
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator
 
 from codemill.progress import enabled as progress_enabled
+from codemill.storage import RemotePath, StoragePath, location, staged_dir
 
 EOS = "<|endoftext|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"
@@ -34,19 +34,20 @@ class TokenizerConfig:
                              f"special tokens), got {self.vocab_size}")
 
 
-def kept_texts(curated: Path, max_files: int) -> Iterator[str]:
+def kept_texts(curated: StoragePath | str, max_files: int) -> Iterator[str]:
     """The non-empty texts of the first `max_files` kept records of a curation or dedup output: what
     the tokenizer is trained on (`codemill tokenizer train` and the run's tokenizer stage)."""
     from codemill.shards import iter_rows
 
-    for count, row in enumerate(iter_rows(Path(curated) / "data", columns=["content"])):
+    for count, row in enumerate(iter_rows(location(curated) / "data", columns=["content"])):
         if count >= max_files:
             return
         if row["content"]:
             yield row["content"]
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: Path, config: TokenizerConfig = TokenizerConfig()) -> Path:
+def train_tokenizer(texts: Iterable[str], out_dir: StoragePath | str,
+                    config: TokenizerConfig = TokenizerConfig()) -> StoragePath:
     """Train on `texts` and save to out_dir; returns the path of tokenizer.json. Digits are split one
     by one and the rest pre-tokenised by the GPT-2 byte-level pattern, as StarCoder's tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -62,29 +63,34 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, config: TokenizerConfig
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=progress_enabled(),
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return save_for_transformers(tokenizer, Path(out_dir))
+    return save_for_transformers(tokenizer, location(out_dir))
 
 
-def save_for_transformers(tokenizer, out_dir: Path) -> Path:
+def save_for_transformers(tokenizer, out_dir: StoragePath) -> StoragePath:
     from transformers import PreTrainedTokenizerFast
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, unk_token=EOS,
                                       pad_token=FIM_PAD, additional_special_tokens=list(SPECIAL_TOKENS[1:]))
-    wrapped.save_pretrained(str(out_dir))
+    if isinstance(out_dir, RemotePath):
+        with staged_dir(out_dir) as local:  # each file uploaded whole
+            wrapped.save_pretrained(str(local))
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        wrapped.save_pretrained(str(out_dir))
     return out_dir / "tokenizer.json"
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: StoragePath | str):
     """A tokenizers.Tokenizer from tokenizer.json or a folder holding it; checks the special tokens."""
     from tokenizers import Tokenizer
 
-    path = Path(path)
+    path = location(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.exists():
         raise TokenizerError(f"no tokenizer at {path} (expected tokenizer.json or a folder holding it)")
     try:
-        tokenizer = Tokenizer.from_file(str(file))
+        tokenizer = Tokenizer.from_str(file.read_text()) if isinstance(file, RemotePath) \
+            else Tokenizer.from_file(str(file))
     except Exception as err:  # tokenizers raises a bare Exception on a malformed file
         raise TokenizerError(f"{file} is not a tokenizers file: {err}") from None
     missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]

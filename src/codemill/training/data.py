@@ -16,12 +16,12 @@ import logging
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from codemill.settings import reject_unknown
+from codemill.storage import StoragePath, cache_folder, is_remote, local_copy, location
 
 
 class DataError(ValueError):
@@ -44,7 +44,18 @@ class DataConfig:
         return cls(**values)
 
 
-def _locate(path: Path) -> tuple[dict, Path]:
+def _local_prefix(prefix: str) -> str:
+    """megatron-core memory-maps .bin/.idx: shards on object storage are copied to a local cache
+    first (once; again only when an object changed)."""
+    if not is_remote(prefix):
+        return prefix
+    folder = cache_folder(prefix)
+    for suffix in (".bin", ".idx"):
+        local_copy(location(prefix + suffix), folder)
+    return str(folder / location(prefix).name)
+
+
+def _locate(path: StoragePath) -> tuple[dict, StoragePath]:
     """(blend, tokenizer directory) of a tokenize output or a blend.json inside one."""
     blend_file = path / "blend.json" if path.is_dir() else path
     if not blend_file.exists():
@@ -55,9 +66,10 @@ def _locate(path: Path) -> tuple[dict, Path]:
         raise DataError(f"{blend_file} is not JSON ({err.msg})") from None
     if not blend.get("prefixes"):
         raise DataError(f"{blend_file} lists no shard prefixes")
-    missing = [p for p in blend["prefixes"] if not (Path(p + ".bin").exists() and Path(p + ".idx").exists())]
+    missing = [p for p in blend["prefixes"] if not (location(p + ".bin").exists() and location(p + ".idx").exists())]
     if missing:
         raise DataError(f"{blend_file}: shard(s) {missing[:3]} have no .bin/.idx (moved or deleted?)")
+    blend["prefixes"] = [_local_prefix(p) for p in blend["prefixes"]]
     return blend, blend_file.parent / "tokenizer"
 
 
@@ -68,7 +80,7 @@ class PackedSamples:
     def __init__(self, config: DataConfig, num_samples: int) -> None:
         from codemill.tokenize.tokenizer import EOS, FIM_PAD, load_tokenizer
 
-        blend, tokenizer_dir = _locate(Path(config.path))
+        blend, tokenizer_dir = _locate(location(config.path))
         tokenizer = load_tokenizer(tokenizer_dir)
         self.vocab_size = tokenizer.get_vocab_size()
         with warnings.catch_warnings():  # megatron-core warns about Transformer Engine / Apex on import

@@ -6,7 +6,12 @@ The same corpus curated from local disk gives the same records."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -106,10 +111,69 @@ def test_every_stage_on_s3(s3_bucket, tmp_path, repo_dir, capsys):
     assert rows(curated) == rows(tmp_path / "local")
 
 
+def test_a_run_killed_on_s3_resumes_from_the_bucket_to_the_same_bytes(s3_bucket, tmp_path):
+    """SIGKILL after some units finished, with sources and output on S3: the rerun finds the
+    markers in the bucket, reuses those units and writes the bytes of an uninterrupted run."""
+    from test_curate_scale import _corpus as python_files
+
+    local = python_files(tmp_path / "dirs", 12, 10, 4_000)
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for folder in sorted(local.iterdir()):
+        with tarfile.open(archives / f"{folder.name}.tar", "w") as tar:
+            tar.add(folder, arcname=folder.name)
+    _upload(archives, f"{s3_bucket}/archives")
+
+    def curate(out: str) -> list[str]:
+        return [sys.executable, "-m", "codemill.cli", "curate", f"{s3_bucket}/archives", "--out", out,
+                "--no-licenses", "--workers", "1", "--shard-mb", "0.1"]
+
+    def objects(root: str) -> dict[str, bytes]:
+        return {str(p)[len(root):]: p.read_bytes() for p in location(root).rglob("*.parquet")}
+
+    reference = f"{s3_bucket}/reference"
+    subprocess.run(curate(reference), check=True, capture_output=True, timeout=600)
+    assert json.loads(location(f"{reference}/stats.json").read_text())["layout"]["units"] >= 6
+
+    out = f"{s3_bucket}/killed"
+    process = subprocess.Popen(curate(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while (len(list(location(f"{out}/_work/units").glob("*.json"))) < 2 and process.poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not location(f"{out}/_SUCCESS.json").exists()
+    rerun = subprocess.run(curate(out), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming an unfinished run" in rerun.stderr
+    assert objects(out) == objects(reference)
+    assert not list(location(out).glob("_work/*"))
+
+
 def test_storage_failures_are_named(s3_bucket, tmp_path, capsys, monkeypatch):
     # A source that is not there.
     assert main(["curate", f"{s3_bucket}/nothing.tar.gz", "--out", str(tmp_path / "o"), "--workers", "1"]) == 2
     assert f"{s3_bucket}/nothing.tar.gz does not exist" in capsys.readouterr().err
+    # A bucket that is not there, for the output.
+    assert main(["curate", str(Path(__file__).parent), "--out", "s3://no-such-bucket-codemill/out",
+                 "--no-licenses", "--workers", "1"]) == 1
+    assert "s3://no-such-bucket-codemill/out" in capsys.readouterr().err
+    # No credentials.
+    with monkeypatch.context() as m:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            m.delenv(name)
+        m.setenv("HOME", str(tmp_path))  # no ~/.aws/credentials either
+        m.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        from codemill.storage import set_storage_options
+
+        # Other options: a new filesystem object (fsspec caches one per set of options, with its credentials).
+        options = json.dumps({"s3": {"config_kwargs": {"connect_timeout": 3}}})
+        assert main(["--storage-options", options, "curate", str(Path(__file__).parent), "--out", f"{s3_bucket}/o2",
+                     "--no-licenses", "--workers", "1"]) == 1
+        assert "Unable to locate credentials" in capsys.readouterr().err
+        set_storage_options(None)
     # An endpoint that does not answer: the error names the object and what to check; nothing is
     # left that looks finished.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")

@@ -103,7 +103,11 @@ def _reported(action: str, url: str) -> Iterator[None]:
     """Storage errors as a StorageError naming the object; a missing one stays FileNotFoundError."""
     try:
         yield
-    except (FileNotFoundError, StorageError):
+    except FileNotFoundError as err:
+        if action in ("write", "copy", "move"):  # s3fs: the bucket is not there
+            raise StorageError(f"cannot {action} {url}: {err}; create the bucket or give another path") from err
+        raise
+    except StorageError:
         raise
     except Exception as err:  # botocore and aiohttp raise their own types; the user needs the URL
         raise StorageError(f"cannot {action} {_hint(url, err)}") from err

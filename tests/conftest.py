@@ -169,7 +169,7 @@ def build_swh_export(repo: Path, out: Path, fmt: str = "parquet") -> Path:
 
 
 # ------------------------------------------------------------------------------------ S3 (moto)
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -187,7 +187,7 @@ def s3_server():
     import time
 
     pytest.importorskip("moto", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30

@@ -79,11 +79,14 @@ class MergedStats(StatsCombine):
 
 
 def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, object | None]:
-    """Pipeline options from the CLI; FnApiRunner when no runner is named (Prism cannot run offline)."""
-    args = list(args or [])
+    """Pipeline options from the CLI and the runner to pass to beam.Pipeline: FnApiRunner when no
+    runner is named (Prism cannot run offline), codemill's own for `--runner=DaskRunner`, else None
+    (Beam resolves the name)."""
+    from codemill.pipelines.dask_runner import runner_from_args
+
+    runner, args = runner_from_args(list(args or []))
     options = PipelineOptions(args)
-    runner = None
-    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+    if runner is None and not any(a == "--runner" or a.startswith("--runner=") for a in args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         runner = FnApiRunner()
@@ -93,8 +96,16 @@ def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, o
 def is_single_process(options: PipelineOptions, runner) -> bool:
     """The default in-process runner with one worker: the local pool may fan work out."""
     from apache_beam.options.pipeline_options import DirectOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    return runner is not None and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
+    return isinstance(runner, FnApiRunner) and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
+
+
+def is_local_runner(runner) -> bool:
+    """The in-process FnApiRunner (which may use Beam's own worker processes)."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return isinstance(runner, FnApiRunner)
 
 
 class ProgressBar(beam.DoFn):

@@ -41,6 +41,7 @@ from codemill.jsonl import json_field, read_json
 from codemill.pipelines.common import (
     ProgressBar,
     default_pipeline_options,
+    is_local_runner,
     is_single_process,
     register,
     write_json,
@@ -183,7 +184,7 @@ def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pi
 
     options, runner = default_pipeline_options(pipeline_args)
     single_process = is_single_process(options, runner)
-    if runner is None:
+    if not is_local_runner(runner):
         processes = 1  # a cluster runner: each SDK worker already owns a core
     started = time.monotonic()
     with contextlib.ExitStack() as stack:

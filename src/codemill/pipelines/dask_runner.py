@@ -1,0 +1,426 @@
+"""A Beam runner on dask.distributed, owned by codemill: `--runner=DaskRunner --dask_client_address=tcp://HOST:PORT`.
+
+Why our own: Beam 2.77's DaskRunner returns success and silently drops work (only the last leaf
+is computed, unknown transforms become no-ops, tagged outputs are merged, finish_bundle outputs are
+lost, side inputs run outside the graph, no metrics, no combiner lifting; issue 19 lists them).
+
+How it runs a pipeline. The transform tree is walked from its root before anything runs; a
+transform that is not translated below stops the run there, naming it. Composites that have a
+better plan than their expansion run whole:
+
+  Create         the values spread over up to `partitions` partitions (parallelism follows the data)
+  Reshuffle      every partition's elements dealt round-robin over `partitions` partitions
+  CombinePerKey  lifted: each partition folds its elements into one accumulator per key, only the
+                 accumulators are shuffled by key, then merged and extracted
+
+Every other composite is expanded to the primitives Impulse, ParDo, GroupByKey and Flatten. A
+PCollection is a list of partitions; a partition is one task of a plain dask graph whose result
+is a list of elements. A ParDo runs once per input partition as one bundle (setup, start_bundle,
+process, finish_bundle; outputs of finish_bundle kept), its tagged outputs kept apart, its side
+inputs passed in as graph dependencies, and its counters returned with its outputs. A GroupByKey
+hash-partitions each input partition (a stable hash of the key's pickle) into `partitions`
+buckets and groups each bucket in its own task, so no task ever holds more than its share.
+
+The driver asks the scheduler for the counters of every ParDo task, which makes every branch run
+(a writer at the end of a branch included) while no element comes back to the driver. A worker
+that dies mid-job costs only a recomputation of the tasks it held (the stages' writes are
+atomic, so a repeated side effect is harmless, and counters travel with results, so they are
+not counted twice); a lost scheduler or client is an error that says to rerun (the stages resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import operator
+import os
+import pickle
+import threading
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+from apache_beam.metrics.execution import MetricKey, MetricResult, MetricsContainer
+from apache_beam.metrics.metric import MetricResults
+from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
+
+DEFAULT_PARTITIONS_PER_THREAD = 2
+
+
+class DaskRunnerError(RuntimeError):
+    """The cluster was lost or cannot run the pipeline (names the address or the transform)."""
+
+
+class UnsupportedTransformError(DaskRunnerError):
+    """A transform this runner has no translation for (named with its label)."""
+
+
+# ------------------------------------------------------------------------------- the tasks
+_FNS: dict[bytes, list] = defaultdict(list)  # per worker process: DoFns set up and free for a bundle
+_FNS_LOCK = threading.Lock()
+
+
+def _stable_bucket(key: Any, buckets: int) -> int:
+    """The same bucket for equal keys in every process (Python's own str hash is salted per process)."""
+    digest = hashlib.blake2b(pickle.dumps(key, protocol=4), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+def _global(value):
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import MIN_TIMESTAMP
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+def _collector():
+    """A DoFnRunner receiver that keeps the plain values (a subclass of Beam's compiled Receiver,
+    made on first use so that importing this module does not import Beam's runner internals)."""
+    from apache_beam.runners.common import Receiver
+
+    class Collect(Receiver):
+        def __init__(self) -> None:
+            self.values: list = []
+
+        def receive(self, windowed_value) -> None:
+            self.values.append(windowed_value.value)
+
+    return Collect
+
+
+@dataclass(frozen=True)
+class _ParDoSpec:
+    label: str
+    fn: bytes  # the DoFn, pickled with Beam's pickler
+    args: tuple
+    kwargs: dict
+    sides: tuple  # (view class, view options) per side input, in the order of the placeholders
+    windowing: Any
+    tags: tuple  # output tags, None for the main output
+    env: tuple = ()  # codemill's settings from the driver's environment, for workers started without them
+
+
+# What a worker needs from the driver's environment (workers are started on their own, by `dask worker`).
+SHIPPED_ENV = ("CODEMILL_STORAGE_OPTIONS", "CODEMILL_PROGRESS")
+
+
+def _borrow_fn(spec: _ParDoSpec):
+    """A DoFn already set up in this process if one is free (Beam reuses DoFn instances across
+    bundles, never across concurrent ones), else a fresh one."""
+    from apache_beam.internal import pickler
+
+    with _FNS_LOCK:
+        free = _FNS[spec.fn]
+        if free:
+            return free.pop(), False
+    return pickler.loads(spec.fn), True
+
+
+def _metric_updates(container: MetricsContainer) -> dict:
+    cumulative = container.get_cumulative()
+    return {key: value for key, value in cumulative.counters.items() if value}
+
+
+def run_pardo(spec: _ParDoSpec, elements: list, *sides: list) -> dict:
+    """One bundle of a ParDo: {tag: outputs} plus "__metrics__": {MetricKey: count}."""
+    from apache_beam.runners.common import DoFnRunner
+    from apache_beam.runners.worker import statesampler
+    from apache_beam.transforms.sideinputs import SideInputMap
+    from apache_beam.utils.counters import CounterFactory
+
+    for name, value in spec.env:
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+    container = MetricsContainer(spec.label)
+    sampler = statesampler.StateSampler("", CounterFactory())
+    statesampler.set_current_tracker(sampler)
+    collect = _collector()
+    receivers = {tag: collect() for tag in spec.tags}
+    side_maps = [SideInputMap(view, options, [_global(v) for part in parts for v in part])
+                 for (view, options), parts in zip(spec.sides, sides)]
+    fn, fresh = _borrow_fn(spec)
+    try:
+        with sampler.scoped_state(spec.label, "process", metrics_container=container):
+            runner = DoFnRunner(fn, list(spec.args), dict(spec.kwargs), side_maps, spec.windowing,
+                                tagged_receivers=receivers, step_name=spec.label)
+            if fresh:
+                runner.setup()
+            runner.start()
+            for element in elements:
+                runner.process(_global(element))
+            runner.finish()
+    finally:
+        statesampler.set_current_tracker(None)
+    with _FNS_LOCK:
+        _FNS[spec.fn].append(fn)  # set up, ready for the next bundle here
+    out: dict = {tag: receiver.values for tag, receiver in receivers.items()}
+    out["__metrics__"] = _metric_updates(container)
+    return out
+
+
+def _split_by_key(elements: list, buckets: int) -> list[list]:
+    out: list[list] = [[] for _ in range(buckets)]
+    for element in elements:
+        key, _ = element
+        out[_stable_bucket(key, buckets)].append(element)
+    return out
+
+
+def _group(*buckets: list) -> list:
+    groups: dict = {}
+    for bucket in buckets:
+        for key, value in bucket:
+            groups.setdefault(key, []).append(value)
+    return list(groups.items())
+
+
+def _deal(offset: int, elements: list, buckets: int) -> list[list]:
+    out: list[list] = [[] for _ in range(buckets)]
+    for position, element in enumerate(elements):
+        out[(offset + position) % buckets].append(element)
+    return out
+
+
+def _concat(*parts: list) -> list:
+    return list(itertools.chain.from_iterable(parts))
+
+
+def _combine_partition(fn_payload: bytes, elements: list, buckets: int) -> list[list]:
+    """Lifted combine, first half: one accumulator per key of this partition, split by key."""
+    from apache_beam.internal import pickler
+
+    fn = pickler.loads(fn_payload)
+    fn.setup()
+    accumulators: dict = {}
+    for key, value in elements:
+        accumulators[key] = fn.add_input(accumulators[key] if key in accumulators else fn.create_accumulator(), value)
+    fn.teardown()
+    return _split_by_key([(key, fn.compact(acc)) for key, acc in accumulators.items()], buckets)
+
+
+def _combine_merge(fn_payload: bytes, *buckets: list) -> list:
+    """Second half: merge each key's accumulators from every partition, then extract."""
+    from apache_beam.internal import pickler
+
+    fn = pickler.loads(fn_payload)
+    fn.setup()
+    merged = [(key, fn.extract_output(fn.merge_accumulators(accs))) for key, accs in _group(*buckets)]
+    fn.teardown()
+    return merged
+
+
+def _values(*parts: list) -> list:
+    return [value for part in parts for value in part]
+
+
+# ------------------------------------------------------------------------------- translation
+@dataclass
+class _Graph:
+    partitions: int
+    tasks: dict = field(default_factory=dict)
+    pcollections: dict = field(default_factory=dict)  # PCollection -> [task key of each partition]
+    metric_keys: list = field(default_factory=list)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    counter: itertools.count = field(default_factory=itertools.count)
+
+    def name(self, label: str) -> str:
+        return f"{label}-{next(self.counter)}-{self.token}"
+
+    def add(self, name: str, index: int, task: tuple) -> tuple:
+        key = (name, index)
+        self.tasks[key] = task
+        return key
+
+    def constant(self, label: str, parts: list[list]) -> list[tuple]:
+        name = self.name(label)
+        return [self.add(name, i, (partial(_values, part),)) for i, part in enumerate(parts)]
+
+    def shuffle(self, label: str, inputs: list[tuple], splitter: Callable, reducer: Callable) -> list[tuple]:
+        """Each input partition split into `partitions` buckets by `splitter`; bucket j of every
+        input reduced by `reducer` into output partition j."""
+        n = self.partitions
+        name = self.name(label)
+        split = [self.add(f"{name}-split", i, (splitter(i), key, n)) for i, key in enumerate(inputs)]
+        pieces = [[self.add(f"{name}-piece-{j}", i, (operator.getitem, s, j)) for i, s in enumerate(split)]
+                  for j in range(n)]
+        return [self.add(name, j, (reducer, *pieces[j])) for j in range(n)]
+
+    # ---------------------------------------------------------------- walking the tree
+    def translate(self, node) -> None:
+        import apache_beam as beam
+        from apache_beam.transforms import core
+
+        transform = node.transform
+        if transform is None or (node.parts and not self._whole(node)):
+            for part in node.parts:
+                self.translate(part)
+            return
+        if self._whole(node):
+            return self._composite(node)
+        if isinstance(transform, core.Impulse):
+            self._outputs(node, self.constant("impulse", [[b""]]))
+        elif isinstance(transform, beam.ParDo):
+            self._pardo(node)
+        elif isinstance(transform, beam.Flatten):
+            parts = [key for pcoll in node.inputs for key in self.pcollections[pcoll]]
+            self._outputs(node, parts or self.constant("empty", [[]]))
+        else:
+            raise UnsupportedTransformError(
+                f"the dask runner has no translation for {node.full_label!r} ({type(transform).__name__}); "
+                "run this pipeline with the default local runner, or add a translation in pipelines/dask_runner.py")
+
+    @staticmethod
+    def _whole(node) -> bool:
+        import apache_beam as beam
+
+        return isinstance(node.transform, (beam.Create, beam.Reshuffle, beam.CombinePerKey, beam.GroupByKey))
+
+    def _input(self, node) -> list[tuple]:
+        (pcoll,) = [p for p in node.inputs]  # one main input
+        return self.pcollections[pcoll]
+
+    def _outputs(self, node, keys: list[tuple]) -> None:
+        (pcoll,) = node.outputs.values()
+        self.pcollections[pcoll] = keys
+
+    def _composite(self, node) -> None:
+        import apache_beam as beam
+        from apache_beam.internal import pickler
+
+        transform = node.transform
+        if isinstance(transform, beam.Create):
+            values = list(transform.values)
+            n = max(1, min(len(values), self.partitions))
+            self._outputs(node, self.constant(node.full_label, [values[i::n] for i in range(n)]))
+        elif isinstance(transform, beam.GroupByKey):
+            self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: _split_by_key, _group))
+        elif isinstance(transform, beam.Reshuffle):
+            self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: partial(_deal, i), _concat))
+        else:  # CombinePerKey
+            if transform.args or transform.kwargs:
+                raise UnsupportedTransformError(f"{node.full_label!r}: CombinePerKey with extra arguments")
+            fn = beam.CombineFn.maybe_from_callable(transform.fn)
+            payload = pickler.dumps(fn)
+            self._outputs(node, self.shuffle(node.full_label, self._input(node),
+                                             lambda i: partial(_combine_partition, payload),
+                                             partial(_combine_merge, payload)))
+
+    def _pardo(self, node) -> None:
+        from apache_beam.internal import pickler
+        from apache_beam.runners.common import DoFnSignature
+        from apache_beam.transforms.userstate import is_stateful_dofn
+        from apache_beam.transforms.window import GlobalWindows
+
+        transform = node.transform
+        main = node.inputs[0]
+        # Bundles here are partitions in the global window: anything that needs more is refused,
+        # never run with other semantics.
+        windowfn = getattr(getattr(transform, "windowing", None), "windowfn", None)
+        why = ("a splittable DoFn (reading a source)" if DoFnSignature(transform.fn).is_splittable_dofn()
+               else "a stateful DoFn" if is_stateful_dofn(transform.fn)
+               else "windowing other than the global window"
+               if not isinstance(main.windowing.windowfn, GlobalWindows)
+               or (windowfn is not None and not isinstance(windowfn, GlobalWindows)) else None)
+        if why:
+            raise UnsupportedTransformError(
+                f"the dask runner cannot run {node.full_label!r}: {why}; run this pipeline with the default "
+                "local runner")
+        side_inputs = list(node.side_inputs)
+        spec = _ParDoSpec(
+            label=node.full_label, fn=pickler.dumps(transform.fn), args=tuple(transform.args or ()),
+            kwargs=dict(transform.kwargs or {}),
+            sides=tuple((type(s), s._view_options()) for s in side_inputs),
+            windowing=main.windowing, tags=tuple(node.outputs),
+            env=tuple((name, os.environ[name]) for name in SHIPPED_ENV if name in os.environ))
+        side_keys = [list(self.pcollections[s.pvalue]) for s in side_inputs]
+        name = self.name(node.full_label)
+        outputs: dict = {tag: [] for tag in node.outputs}
+        for i, key in enumerate(self.pcollections[main]):
+            task = self.add(name, i, (partial(run_pardo, spec), key, *side_keys))
+            for tag in node.outputs:
+                outputs[tag].append(self.add(f"{name}-out-{tag}", i, (operator.getitem, task, tag)))
+            self.metric_keys.append(self.add(f"{name}-metrics", i, (operator.getitem, task, "__metrics__")))
+        for tag, pcoll in node.outputs.items():
+            self.pcollections[pcoll] = outputs[tag]
+
+
+# ------------------------------------------------------------------------------- the runner
+class _Metrics(MetricResults):
+    def __init__(self, counters: dict) -> None:
+        self.counters = counters
+
+    def query(self, filter=None) -> dict:
+        counters = [MetricResult(key, value, value) for key, value in self.counters.items()
+                    if self.matches(filter, key)]
+        return {self.COUNTERS: counters, self.DISTRIBUTIONS: [], self.GAUGES: [], self.STRINGSETS: [],
+                self.BOUNDED_TRIES: []}
+
+
+class DaskResult(PipelineResult):
+    def __init__(self, counters: dict) -> None:
+        super().__init__(PipelineState.DONE)
+        self._metrics = _Metrics(counters)
+
+    def wait_until_finish(self, duration=None):
+        return self.state
+
+    def metrics(self) -> MetricResults:
+        return self._metrics
+
+
+class DaskRunner(PipelineRunner):
+    """Runs a Beam pipeline on a dask.distributed cluster (the scheduler at `address`)."""
+
+    def __init__(self, address: str | None = None, partitions: int | None = None, timeout: float = 30) -> None:
+        self.address, self.partitions, self.timeout = address, partitions, timeout
+
+    def run_pipeline(self, pipeline, options) -> DaskResult:
+        from distributed import Client
+
+        try:
+            client = Client(self.address, timeout=self.timeout, set_as_default=False)
+        except (OSError, TimeoutError) as err:
+            raise DaskRunnerError(f"cannot reach the dask scheduler at {self.address}: {err}; start it "
+                                  "(`dask scheduler`) or give another --dask_client_address") from None
+        try:
+            threads = sum(client.nthreads().values()) or 1
+            graph = _Graph(self.partitions or DEFAULT_PARTITIONS_PER_THREAD * threads)
+            graph.translate(pipeline.transforms_stack[0])  # everything translated before anything runs
+            try:
+                results = client.get(graph.tasks, graph.metric_keys, sync=True)
+            except (OSError, TimeoutError) as err:
+                raise DaskRunnerError(
+                    f"lost the dask cluster at {self.address} during the job ({type(err).__name__}: {err}); "
+                    "nothing unfinished is marked finished: rerun the same command to resume") from err
+        finally:
+            client.close()
+        counters: dict[MetricKey, int] = defaultdict(int)
+        for updates in results:
+            for key, value in updates.items():
+                counters[key] += value
+        return DaskResult(dict(counters))
+
+
+DASK_FLAGS = ("--dask_client_address", "--dask_partitions")
+
+
+def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
+    """(our DaskRunner, the remaining args) when args name `--runner=DaskRunner`, else (None, args).
+    The short name resolves to this runner, never to Beam's own."""
+    values: dict[str, str] = {}
+    rest: list[str] = []
+    items = iter(args)
+    for arg in items:
+        name, _, value = arg.partition("=")
+        if name in DASK_FLAGS + ("--runner",):
+            values[name] = value if _ else next(items, "")
+        else:
+            rest.append(arg)
+    runner = values.get("--runner")
+    if runner is None or runner.rsplit(".", 1)[-1] != "DaskRunner":
+        return None, list(args)
+    partitions = values.get("--dask_partitions")
+    return DaskRunner(values.get("--dask_client_address") or None, int(partitions) if partitions else None), rest

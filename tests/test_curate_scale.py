@@ -255,8 +255,9 @@ def test_killing_the_driver_alone_leaves_no_worker_behind(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_killed_dedup_resumes_to_the_same_bytes(tmp_path: Path) -> None:
-    """`codemill dedup` killed as soon as it planned, and after its decisions were saved: the
-    rerun reuses what was done and writes the bytes of an uninterrupted run."""
+    """`codemill dedup` killed as soon as it planned, after the first connected-component round,
+    and after its decisions were saved: the rerun reuses what was done and writes the bytes of an
+    uninterrupted run."""
     from codemill.cli import main
 
     corpus = _corpus(tmp_path / "corpus", 10, 10, 3_000)
@@ -272,7 +273,9 @@ def test_a_killed_dedup_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     expected = _outputs(reference)
     assert json.loads((reference / "dedup.json").read_text())["totals"]["removed_files"] >= 5
 
-    for name, ready in {"as soon as it planned": "plan.json", "after the decisions": "decided.json"}.items():
+    points = {"as soon as it planned": "plan.json", "after a component round": "cc/round-00001/_ROUND.json",
+              "after the decisions": "decided.json"}
+    for name, ready in points.items():
         out = tmp_path / name.replace(" ", "-")
         process = subprocess.Popen([*dedup, str(out), "--workers", "1"], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)

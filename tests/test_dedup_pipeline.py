@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-import apache_beam as beam
+import pyarrow as pa
 import pytest
 from dedup_corpus import constructed_corpus, quality
 
@@ -15,32 +15,36 @@ from codemill.cli import main
 from codemill.curation.swhid import blob_id
 from codemill.dedup.components import components_reference
 from codemill.dedup.config import DedupConfig
-from codemill.pipelines.common import default_pipeline_options
-from codemill.pipelines.dedup import ConnectedComponents, Dedup, convergence, input_shards
-from codemill.pipelines.outputs import RECORD_TABLES, ShardWriter
-from codemill.records import FileRecord
-from codemill.shards import read_table, shard_of
+from codemill.jsonl import write_json
+from codemill.pipelines.components import (
+    EDGE_SCHEMA,
+    NotConvergedError,
+    connected_components,
+    read_edges,
+    round_dir,
+)
+from codemill.pipelines.dedup import run_dedup
+from codemill.pipelines.outputs import RECORD_TABLES, ShardWriter, write_success
+from codemill.records import TREE_SCHEMA, FileRecord
+from codemill.shards import read_table, shard_name, shard_of, shard_paths, write_table_atomic
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 def run_dedup_records(records: list[FileRecord], out: Path, config: DedupConfig = DedupConfig(),
-                      args: list[str] | None = None, rounds: int = 8,
-                      lsh_partitions: int | None = None) -> tuple[list[dict], dict]:
-    """Dedup records in a pipeline (written first as two input shards laid out by repository);
-    returns the manifest rows (sorted) and the convergence report."""
+                      args: list[str] | None = None) -> tuple[list[dict], dict]:
+    """Dedup records with `run_dedup` (written first as a finished curation output of two shards
+    laid out by repository); returns the manifest rows (sorted) and the components' report."""
     source = out.with_name(out.name + "-input")
-    writer = ShardWriter(str(source), RECORD_TABLES, 2)
+    writer = ShardWriter(str(source), RECORD_TABLES + (("trees", TREE_SCHEMA, "all"),), 2)
     for index in range(2):
         writer((index, [r for r in records if shard_of(r.repo, 2) == index]))
-    options, runner = default_pipeline_options(args)
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    pipeline | beam.Create(input_shards(source)) | Dedup(config, rounds, str(out), lsh_partitions=lsh_partitions)
-    result = pipeline.run()
-    result.wait_until_finish()
+    write_json(source / "stats.json", {"totals": {"files": len(records)}})
+    write_json(source / "sources.json", {"sources": []})
+    write_success(source, "curate", 0.0, 2)
+    result = run_dedup(source, out, config, args)
     rows = sorted(read_table(out / "manifest").to_pylist(), key=lambda r: (r["repo"], r["path"]))
-    report = convergence(result, rounds) if config.mode == "near" else {}
-    return rows, report
+    return rows, result.report.get("connected_components", {})
 
 
 def clusters_of(rows: list[dict]) -> dict[str, str]:
@@ -65,7 +69,7 @@ def test_near_dedup_quality_on_a_constructed_corpus(tmp_path: Path) -> None:
     assert measured["precision"] >= 0.99, measured
     assert measured["recall"] >= 0.95, measured
     assert measured["pair_recall"] >= 0.95, measured
-    assert report["converged_after_rounds"] is not None
+    assert report["rounds"] >= 2 and report["changes_per_round"][-1] == 0
     # One survivor per family's cluster; every drop names its reason and survivor.
     kept = [r for r in rows if r["kept"]]
     for row in rows:
@@ -77,7 +81,16 @@ def test_near_dedup_quality_on_a_constructed_corpus(tmp_path: Path) -> None:
     assert len(kept) >= 2 * 30
 
 
-def test_components_in_beam_with_two_workers_match_union_find(tmp_path: Path) -> None:
+def _write_round_zero(cc_dir: Path, edges: set, parts: int) -> None:
+    for index in range(parts):
+        rows = sorted(e for e in edges if shard_of(e[0], parts) == index)
+        table = pa.table({"u": [u for u, _ in rows], "v": [v for _, v in rows]}, schema=EDGE_SCHEMA)
+        write_table_atomic(round_dir(cc_dir, 0) / shard_name(index, parts), table)
+
+
+def test_components_a_pipeline_per_round_match_union_find(tmp_path: Path) -> None:
+    """Rounds run (with Beam's two worker processes) until one changes nothing; a rerun reuses the
+    rounds on disk."""
     rng = random.Random(11)
     nodes = [f"n{i:04d}" for i in range(600)]
     edges = set()
@@ -86,33 +99,24 @@ def test_components_in_beam_with_two_workers_match_union_find(tmp_path: Path) ->
         edges.add((min(a, b), max(a, b)))
     chain = rng.sample(nodes, 80)
     edges |= {(min(a, b), max(a, b)) for a, b in zip(chain, chain[1:])}
-    out = tmp_path / "labels.jsonl"
-    options, runner = default_pipeline_options(MULTI)
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    (pipeline | beam.Create(sorted(edges)) | ConnectedComponents(12)
-     | beam.Map(json.dumps) | beam.io.WriteToText(str(out), shard_name_template=""))
-    result = pipeline.run()
-    result.wait_until_finish()
-    labels = dict(json.loads(line) for line in out.read_text().splitlines())
+    _write_round_zero(tmp_path / "cc", edges, 3)
+    report = connected_components(tmp_path / "cc", 3, MULTI, max_rounds=40)
+    labels = {}
+    for path in shard_paths(Path(report["final"])):
+        for label, node in read_edges(str(path)):
+            labels[node], labels[label] = label, label
     assert labels == components_reference(edges)
-    report = convergence(result, 12)
-    assert report["converged_after_rounds"] <= 12
+    assert report["changes_per_round"][-1] == 0 and all(c > 0 for c in report["changes_per_round"][:-1])
     assert report["edges_per_round"][0] == len(edges)
+    assert connected_components(tmp_path / "cc", 3, [], max_rounds=40) == report  # every round reused
 
 
 def test_convergence_failure_is_loud(tmp_path: Path) -> None:
     chain = [f"n{i:03d}" for i in range(200)]
     random.Random(5).shuffle(chain)
-    edges = [(min(a, b), max(a, b)) for a, b in zip(chain, chain[1:])]
-    options, runner = default_pipeline_options([])
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    pipeline | beam.Create(edges) | ConnectedComponents(1)
-    result = pipeline.run()
-    result.wait_until_finish()
-    from codemill.pipelines.dedup import NotConvergedError
-
+    _write_round_zero(tmp_path / "cc", {(min(a, b), max(a, b)) for a, b in zip(chain, chain[1:])}, 2)
     with pytest.raises(NotConvergedError, match="cc_rounds"):
-        convergence(result, 1)
+        connected_components(tmp_path / "cc", 2, [], max_rounds=1)
 
 
 def test_dedup_is_deterministic_across_runs_and_workers(tmp_path: Path) -> None:
@@ -120,8 +124,7 @@ def test_dedup_is_deterministic_across_runs_and_workers(tmp_path: Path) -> None:
     first, _ = run_dedup_records(records, tmp_path / "a")
     second, _ = run_dedup_records(list(reversed(records)), tmp_path / "b")
     multi, _ = run_dedup_records(records, tmp_path / "c", args=MULTI)
-    packed, _ = run_dedup_records(records, tmp_path / "d", lsh_partitions=3)  # the local runner's banding
-    assert first == second == multi == packed
+    assert first == second == multi  # packed band keys (one process) and grouped by key (two)
     for name in ("data", "dropped", "manifest"):
         for part in sorted((tmp_path / "a" / name).glob("*.parquet")):
             assert part.read_bytes() == (tmp_path / "b" / name / part.name).read_bytes()

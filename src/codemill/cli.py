@@ -171,8 +171,7 @@ def _print_dedup_summary(out_dir) -> None:
     if config["mode"] == "near":
         cc = report["connected_components"]
         line += (f", {config['num_perm']} permutations, LSH {config['bands']} bands x {config['rows']} rows, "
-                 f"Jaccard >= {config['threshold']}; components settled after {cc['converged_after_rounds']} "
-                 f"of {cc['rounds_unrolled']} rounds")
+                 f"Jaccard >= {config['threshold']}; components settled in {cc['rounds']} rounds")
     print(f"{line}): {totals.get('files', 0)} files, {totals.get('clusters', 0)} clusters, removed "
           f"{totals.get('removed_exact', 0)} exact and {totals.get('removed_near', 0)} near duplicates "
           f"({totals.get('removed_bytes', 0) / 1e6:.1f} MB); {totals.get('too_short_for_near_dedup', 0)} texts "

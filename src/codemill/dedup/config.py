@@ -32,7 +32,7 @@ class DedupConfig:
     false_negative_weight: float = 0.5
     seed: int = 42
     verify: bool = True  # check candidate pairs by the Jaccard of their shingle sets
-    cc_rounds: int | None = None  # connected-component rounds; None: from the corpus size
+    cc_rounds: int | None = None  # the most connected-component rounds allowed; None: from the corpus size
     bucket_sort_limit: int = 10_000  # larger LSH buckets link members only to the bucket minimum
     batch_size: int = 64  # documents per signature batch
 
@@ -66,12 +66,13 @@ class DedupConfig:
                                   self.false_negative_weight)
 
     def rounds_for(self, num_files: int) -> int:
-        """Connected-component rounds to unroll. Alternating large-star/small-star converges in
-        O(log n) rounds in practice (Kiveris et al. 2014); the run checks convergence afterwards
-        and fails loudly, naming this setting, if the last round still changed the graph."""
+        """The most connected-component rounds a run may take. Rounds run until one changes
+        nothing; alternating large-star/small-star converges in O(log n) rounds in practice
+        (Kiveris et al. 2014), so reaching this cap means something is wrong, and the run fails
+        loudly, naming this setting."""
         if self.cc_rounds is not None:
             return self.cc_rounds
-        return max(6, 2 * max(1, num_files).bit_length() // 3 + 4)
+        return max(12, 2 * max(1, num_files).bit_length() + 8)
 
     def lsh_partitions_for(self, num_files: int, entries_per_partition: int = 50_000) -> int:
         """How many groups the band keys are packed into on the local runner: about

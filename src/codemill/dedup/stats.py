@@ -72,6 +72,16 @@ class DedupStats:
             self.removed[name].update(counter)
         return self
 
+    @classmethod
+    def from_json(cls, data: dict) -> "DedupStats":
+        """The accumulator back from `to_json` (to merge the parts a run wrote at different steps)."""
+        stats = cls()
+        stats.totals.update(data.get("totals", {}))
+        stats.cluster_sizes.update(data.get("cluster_size_histogram", {}))
+        for name, counter in data.get("removed", {}).items():
+            stats.removed[name].update(counter)
+        return stats
+
     def to_json(self) -> dict:
         def by_bin(item):
             return int(item[0].split("-")[0])

@@ -4,7 +4,7 @@
                  └─> one MinHash signature per distinct SWHID ─bands─> LSH buckets              │
                       ─> candidate pairs ─texts of their members, read again from the shards─   │
                       ─Verify (Jaccard of shingle sets)─> edges                                  │
-                      ─> ConnectedComponents (large-star/small-star rounds) ─> labels ──────────┤
+                      ─> OUT/_work/cc: connected components, a pipeline per round ─> labels ────┤
     entries + labels ─> clusters ─survivor─> decisions ─by shard─> each input shard rewritten
                                                                    to the same output shard
 
@@ -22,12 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from codemill.dedup.components import bucket_pairs, large_star, small_star
+from codemill.dedup.components import bucket_pairs
 from codemill.dedup.config import DedupConfig
 from codemill.dedup.lsh import band_keys
 from codemill.dedup.minhash import jaccard, shingle_sets
@@ -37,14 +36,12 @@ from codemill.dedup.shards import (
     InputShard,
     fetch_texts,
     resume_shard,
-    rewrite_shard,
     save_decisions,
     scan_shard,
     shard_done,
 )
 from codemill.dedup.stats import DedupStats, decision_events
 from codemill.pipelines.common import (
-    MergedStats,
     ProgressBar,
     StatsCombine,
     default_pipeline_options,
@@ -54,6 +51,14 @@ from codemill.pipelines.common import (
     write_json,
 )
 from codemill.jsonl import json_field, read_json
+from codemill.pipelines.components import (
+    ROUND_MARKER,
+    NotConvergedError,  # noqa: F401 (the command line catches it from here)
+    WriteEdges,
+    connected_components,
+    round_dir,
+)
+from codemill.pipelines.components import labels as component_labels
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.settings import stage_key
 from codemill.shards import parquet_file, shard_paths
@@ -179,67 +184,6 @@ class VerifiedPairs(beam.PTransform):
         return edges, events
 
 
-def _undirected(edge: tuple) -> Iterator[tuple]:
-    u, v = edge
-    yield u, v
-    yield v, u
-
-
-def _large_star_step(grouped: tuple, round_index: int) -> Iterator[tuple]:
-    """Emits each new edge (m, v) keyed by its larger end v, ready for the small-star grouping."""
-    node, neighbours = grouped
-    edges, changed = large_star(node, neighbours)
-    counter = beam.metrics.Metrics.counter
-    counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_edges").inc(sum(1 for v in neighbours if v > node))
-    counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_changes").inc(changed)
-    for smaller, larger in edges:
-        yield larger, smaller
-
-
-def _small_star_step(grouped: tuple, round_index: int) -> Iterator[tuple]:
-    """Emits each new edge as a key, so one GroupByKey makes the round's edges distinct."""
-    node, smaller = grouped
-    edges, changed = small_star(node, smaller)
-    beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"cc_round_{round_index:02d}_changes").inc(changed)
-    for edge in edges:
-        yield edge, None
-
-
-def _distinct_undirected(grouped: tuple) -> Iterator[tuple]:
-    yield from _undirected(grouped[0])
-
-
-class ConnectedComponents(beam.PTransform):
-    """Edges (u < v) -> (node, label) for every node on an edge; the label is the smallest node
-    of its component. `rounds` alternating large-star/small-star rounds are unrolled into the
-    pipeline (Beam has no loops), three shuffles each: by node (large-star), by larger end
-    (small-star), by edge (distinct). Each round's edges and changes are counted in the run's
-    metrics and `convergence()` checks afterwards that the last round changed nothing."""
-
-    def __init__(self, rounds: int) -> None:
-        super().__init__()
-        self.rounds = rounds
-
-    def expand(self, edges):
-        adjacency = edges | "Undirected" >> beam.FlatMap(_undirected)
-        for r in range(self.rounds):
-            distinct = (
-                adjacency
-                | f"ByNode{r}" >> beam.GroupByKey()
-                | f"LargeStar{r}" >> beam.FlatMap(_large_star_step, r)
-                | f"ByLargerEnd{r}" >> beam.GroupByKey()
-                | f"SmallStar{r}" >> beam.FlatMap(_small_star_step, r)
-                | f"ByEdge{r}" >> beam.GroupByKey()
-            )
-            if r + 1 < self.rounds:
-                adjacency = distinct | f"Undirected{r}" >> beam.FlatMap(_distinct_undirected)
-        return (
-            distinct
-            | "Labels" >> beam.FlatMap(lambda grouped: [(grouped[0][1], grouped[0][0]), (grouped[0][0], grouped[0][0])])
-            | "Label" >> beam.CombinePerKey(min)
-        )
-
-
 def _assign(joined: tuple[str, dict]) -> Iterator[tuple[str, DedupEntry]]:
     swhid, groups = joined
     labels = list(groups["labels"])
@@ -268,81 +212,24 @@ class FetchTexts(beam.DoFn):
         yield from fetch_texts(shard, set(wanted))
 
 
-def _rewrite(joined: tuple[int, dict], out_dir: str):
-    _, groups = joined
-    shard = next(iter(groups["shard"]))
-    return rewrite_shard(shard, dict(groups["decisions"]), out_dir)
+class CandidateEdges(beam.PTransform):
+    """Input shards -> the verified near-duplicate edges (u < v), written as the components' round 0
+    under `edges_dir`. Returns the stats events (contents sketched, candidate pairs checked). Only
+    signatures, band keys and pairs cross the shuffles; texts travel only to verify a pair."""
 
-
-class Dedup(beam.PTransform):
-    """The InputShards of a curation output -> the same shards under out_dir with dup_cluster set
-    and duplicates dropped. Returns {'stats': the dedup statistics, 'records': the records'
-    statistics (stats.json)}, each a one-element PCollection. Only entries, signatures, pairs and
-    decisions cross the shuffles; texts travel only to verify candidate pairs."""
-
-    def __init__(self, config: DedupConfig, rounds: int, out_dir: str, processes: int = 1,
-                 lsh_partitions: int | None = None, decisions_dir: str | None = None) -> None:
+    def __init__(self, config: DedupConfig, edges_dir: StoragePath, parts: int, processes: int = 1,
+                 lsh_partitions: int | None = None) -> None:
         """`lsh_partitions`: None groups by band key (memory per group = one bucket, streamed; for
-        cluster runners); a number packs band keys into that many groups (the local runner).
-        `decisions_dir`: save each shard's decisions there instead of rewriting the shards (the
-        driver rewrites them after, resumably); 'records' is then None."""
+        cluster runners); a number packs band keys into that many groups (the local runner)."""
         super().__init__()
-        self.config = config
-        self.rounds = rounds
-        self.out_dir = out_dir
-        self.processes = processes
-        self.lsh_partitions = lsh_partitions
-        self.decisions_dir = decisions_dir
+        self.config, self.edges_dir, self.parts = config, edges_dir, parts
+        self.processes, self.lsh_partitions = processes, lsh_partitions
 
     def expand(self, shards):
         config = self.config
-        params = config.minhash if config.mode == "near" else None
-        scanned = (
-            shards
-            | "Scan" >> beam.ParDo(PooledDoFn(scan_shard, (params, config.batch_size), self.processes, batch_size=1))
-        )
-        entries = scanned | "Entries" >> beam.FlatMap(tagged, "entry")
-        events = []
-        if config.mode == "near":
-            labels, near_events = self._near_labels(shards, scanned)
-            events.append(near_events)
-        else:
-            labels = shards.pipeline | "NoLabels" >> beam.Create([])
-        decided = (
-            {"entries": entries, "labels": labels}
-            | "JoinLabels" >> beam.CoGroupByKey()
-            | "Assign" >> beam.FlatMap(_assign)
-            | "GroupClusters" >> beam.GroupByKey()
-            | "Decide" >> beam.FlatMap(_decide)
-        )
-        decisions = decided | "Decisions" >> beam.FlatMap(tagged, "decision")
-        events.append(decided | "DecisionEvents" >> beam.FlatMap(tagged, "event"))
-        # Each shard's decisions go back to it: the shard is rewritten where it is read.
-        by_shard = (
-            {"shard": shards | "KeyShard" >> beam.Map(lambda shard: (shard.index, shard)), "decisions": decisions}
-            | "JoinDecisions" >> beam.CoGroupByKey()
-        )
-        if self.decisions_dir is not None:
-            directory = self.decisions_dir
-            by_shard | "SaveDecisions" >> beam.MapTuple(
-                lambda index, groups: save_decisions(index, list(groups["decisions"]), directory))
-            record_stats = None
-        else:
-            record_stats = (
-                by_shard
-                | "Rewrite" >> beam.Map(_rewrite, self.out_dir)
-                | "RewriteProgress" >> beam.ParDo(ProgressBar(None, "dedup: shards written", " shards", position=2))
-                | "RecordStats" >> beam.CombineGlobally(MergedStats(StatsAccumulator))
-            )
-        stats = (
-            tuple(events) | "AllEvents" >> beam.Flatten()
-            | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
-        )
-        return {"stats": stats, "records": record_stats}
-
-    def _near_labels(self, shards, scanned):
-        config = self.config
         bands, rows = config.bands_rows
+        scanned = shards | "Scan" >> beam.ParDo(
+            PooledDoFn(scan_shard, (config.minhash, config.batch_size), self.processes, batch_size=1))
         # Each shard sketches its distinct texts where it lies; copies in other shards are sketched
         # again (cheaper than a shuffle of every text to drop them first), then made distinct.
         sketches = (
@@ -376,57 +263,102 @@ class Dedup(beam.PTransform):
         else:
             edges = pairs
             pair_events = pairs | "Unverified" >> beam.Map(lambda _: ("candidate", True))
-        labels = edges | "Components" >> ConnectedComponents(self.rounds)
-        events = (sketch_events, pair_events) | "NearEvents" >> beam.Flatten()
-        return labels, events
+        edges | "WriteEdges" >> WriteEdges(self.edges_dir, self.parts)
+        return (sketch_events, pair_events) | "NearEvents" >> beam.Flatten()
+
+
+class DecideClusters(beam.PTransform):
+    """Input shards (+ the converged components, for near dedup) -> each shard's decisions saved
+    under `decisions_dir`. Returns the stats events (files, clusters, what was removed)."""
+
+    def __init__(self, config: DedupConfig, decisions_dir: str, components: StoragePath | None,
+                 processes: int = 1) -> None:
+        super().__init__()
+        self.config, self.decisions_dir, self.components, self.processes = config, decisions_dir, components, processes
+
+    def expand(self, shards):
+        entries = (
+            shards
+            | "ScanEntries" >> beam.ParDo(PooledDoFn(scan_shard, (None, self.config.batch_size), self.processes,
+                                                     batch_size=1))
+            | "Entries" >> beam.FlatMap(tagged, "entry")
+        )
+        if self.components is not None:
+            clusters = component_labels(shards.pipeline, self.components)
+        else:
+            clusters = shards.pipeline | "NoLabels" >> beam.Create([])
+        decided = (
+            {"entries": entries, "labels": clusters}
+            | "JoinLabels" >> beam.CoGroupByKey()
+            | "Assign" >> beam.FlatMap(_assign)
+            | "GroupClusters" >> beam.GroupByKey()
+            | "Decide" >> beam.FlatMap(_decide)
+        )
+        decisions = decided | "Decisions" >> beam.FlatMap(tagged, "decision")
+        # Each shard's decisions go back to it: the shard is rewritten where it is read.
+        directory = self.decisions_dir
+        (
+            {"shard": shards | "KeyShard" >> beam.Map(lambda shard: (shard.index, shard)), "decisions": decisions}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "SaveDecisions" >> beam.MapTuple(
+                lambda index, groups: save_decisions(index, list(groups["decisions"]), directory))
+        )
+        return decided | "DecisionEvents" >> beam.FlatMap(tagged, "event")
 
 
 register(DedupEntry, Decision)
-
-
-class NotConvergedError(RuntimeError):
-    """The connected components did not settle within the unrolled rounds."""
-
-
-def convergence(result, rounds: int) -> dict:
-    """Rounds and edges per round from a finished run's metrics; raises NotConvergedError when the
-    last round still changed edges (the labels would be incomplete)."""
-    edges, changes = [0] * rounds, [0] * rounds
-    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
-        name = counter.key.metric.name
-        if name.startswith("cc_round_"):
-            index = int(name.split("_")[2])
-            target = edges if name.endswith("_edges") else changes
-            target[index] += counter.committed or 0
-    settled = next((r for r, c in enumerate(changes) if c == 0), None)
-    report = {"rounds_unrolled": rounds, "converged_after_rounds": None if settled is None else settled + 1,
-              "edges_per_round": edges, "changes_per_round": changes}
-    if rounds and changes[-1] != 0:
-        raise NotConvergedError(
-            f"connected components still changed {changes[-1]} edges in round {rounds} of {rounds}; "
-            f"rerun with a larger dedup cc_rounds (e.g. {2 * rounds}). Edges per round: {edges}")
-    return report
-
-
 DEDUP_REPORT = "dedup.json"
+WORK_DIR = "_work"  # an unfinished run's edges, component rounds, decisions and rewritten-shard markers
 
 
-def finish_dedup_report(out_dir: StoragePath, result, config: DedupConfig, rounds: int) -> dict:
-    """Adds the parameters and the connected-component rounds to dedup.json; returns the report."""
-    path = location(out_dir) / DEDUP_REPORT
-    report = read_json(path)
+def _stats_pipeline(pipeline_args, shards: list[InputShard], transform: beam.PTransform, target: StoragePath):
+    """Run `transform` over the shards; its stats events, folded, go to `target` (written last)."""
+    options, runner = default_pipeline_options(pipeline_args)
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    (pipeline
+     | "InputShards" >> beam.Create(shards)
+     | "Work" >> transform
+     | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
+     | "WriteStats" >> beam.Map(lambda stats: write_json(target, stats)))
+    pipeline.run().wait_until_finish()
+    if not location(target).exists():
+        from codemill.pipelines.outputs import IncompleteOutputError
+
+        raise IncompleteOutputError(f"the dedup pipeline finished without writing {target}; rerun the same command")
+
+
+def _decisions_and_report(work: StoragePath, shards: list[InputShard],
+            config: DedupConfig, pipeline_args, processes: int, num_files: int) -> dict:
+    """Edges, components and decisions, each step resumable; returns the dedup report."""
+    options, runner = default_pipeline_options(pipeline_args)
+    local = is_single_process(options, runner)
+    processes = processes if local else 1
+    cc_report = None
+    parts = max(1, len(shards))
+    if config.mode == "near":
+        edge_stats = work / "edge-stats.json"
+        if not edge_stats.exists():
+            lsh = config.lsh_partitions_for(num_files) if local else None
+            _stats_pipeline(pipeline_args, shards, CandidateEdges(config, round_dir(work / "cc", 0), parts, processes,
+                                                                  lsh), edge_stats)
+        cc_report = connected_components(work / "cc", parts, pipeline_args, config.rounds_for(num_files))
+    decision_stats = work / "decision-stats.json"
+    if not decision_stats.exists():
+        final = location(cc_report["final"]) if cc_report else None
+        _stats_pipeline(pipeline_args, shards, DecideClusters(config, str(work / "decisions"), final, processes),
+                        decision_stats)
+    stats = DedupStats.from_json(read_json(decision_stats))
+    if config.mode == "near":
+        stats.merge(DedupStats.from_json(read_json(work / "edge-stats.json")))
+    report = stats.to_json()
     bands, rows = config.bands_rows
     report["config"] = {**asdict(config), "bands": bands, "rows": rows}
-    if config.mode == "near":
-        report["connected_components"] = convergence(result, rounds)
-        cc = report["connected_components"]
-        log.info("connected components: %s rounds unrolled, settled after %s; edges per round %s",
-                 rounds, cc["converged_after_rounds"], cc["edges_per_round"])
-    write_json(path, report)
+    if cc_report is not None:
+        report["connected_components"] = {key: cc_report[key] for key in
+                                          ("rounds", "edges_per_round", "changes_per_round")}
+        log.info("connected components: settled after %d rounds; edges per round %s", cc_report["rounds"],
+                 cc_report["edges_per_round"])
     return report
-
-
-WORK_DIR = "_work"  # an unfinished run's saved decisions and rewritten-shard markers
 
 
 def input_shards(in_dir: StoragePath) -> list[InputShard]:
@@ -454,8 +386,8 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
               pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
     dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped.
-    A run killed after its decisions were saved and started again with the same arguments
-    rewrites only the shards it had not finished."""
+    A run killed at any point and started again with the same arguments redoes only what it had
+    not finished: the edges, each component round, the decisions, each rewritten shard."""
     from codemill.pipelines.outputs import SUCCESS_MARKER, check_outputs, clear_outputs, write_success
 
     in_dir, out_dir = resolved(in_dir), resolved(out_dir)
@@ -467,15 +399,18 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
     shards = input_shards(in_dir)
     num_shards = len(shards)
     num_files = sum(parquet_file(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
-    rounds = config.rounds_for(num_files)
-    key = stage_key("dedup", (in_dir / SUCCESS_MARKER).read_text(), str(in_dir), config, rounds)
+    key = stage_key("dedup", (in_dir / SUCCESS_MARKER).read_text(), str(in_dir), config)
     work = out_dir / WORK_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     decided = work / "decided.json"
     if json_field(work / "plan.json", "key") == key:
         done = len(list((work / "shards").glob("*.json")))
-        print(f"codemill dedup: resuming an unfinished run: {'the decisions and ' if decided.exists() else ''}"
-              f"{done} of {num_shards} rewritten shards are reused", file=sys.stderr)
+        rounds = len(list((work / "cc").glob(f"round-*/{ROUND_MARKER}")))
+        steps = [name for name, done_ in (("the verified edges", (work / "edge-stats.json").exists()),
+                                           (f"{rounds} component rounds", rounds > 0),
+                                           ("the decisions", decided.exists())) if done_]
+        print(f"codemill dedup: resuming an unfinished run: {', '.join(steps + [''])}{done} of {num_shards} "
+              "rewritten shards are reused", file=sys.stderr)
     else:
         clear_outputs(out_dir)
         rmtree(work)
@@ -486,26 +421,13 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
         write_json(work / "plan.json", {"key": key})  # last: the set-up is complete
 
     options, runner = default_pipeline_options(pipeline_args)
-    local = is_single_process(options, runner)
-    if not local:
-        processes = 1
     started = time.monotonic()
-    # 1. Every cluster's decisions, saved per shard (the whole graph is needed before any shard can
-    #    be rewritten, so this part restarts from its beginning after a kill).
+    # 1. Every cluster's decisions, saved per shard: the verified edges, the connected components
+    #    (a round at a time, until one changes nothing) and the decisions each resume on their own.
     if not decided.exists():
-        pipeline = beam.Pipeline(runner=runner, options=options)
-        outputs = (
-            pipeline
-            | "InputShards" >> beam.Create(shards)
-            | "Dedup" >> Dedup(config, rounds, str(out_dir), processes,
-                               lsh_partitions=config.lsh_partitions_for(num_files) if local else None,
-                               decisions_dir=str(work / "decisions"))
-        )
-        outputs["stats"] | "WriteDedupStats" >> beam.Map(lambda stats: write_json(out_dir / DEDUP_REPORT, stats))
-        result = pipeline.run()
-        result.wait_until_finish()
-        finish_dedup_report(out_dir, result, config, rounds)
-        write_json(decided, {"rounds": rounds})
+        write_json(out_dir / DEDUP_REPORT, _decisions_and_report(work, shards, config, pipeline_args, processes,
+                                                                 num_files))
+        write_json(decided, {})
     report = read_json(out_dir / DEDUP_REPORT)
     # 2. Each shard rewritten from its decisions, a shard at a time; finished shards are kept.
     finished = {p.name for p in (work / "shards").glob("*.json")}  # one listing, not a request per shard

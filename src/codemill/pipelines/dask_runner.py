@@ -8,7 +8,8 @@ How it runs a pipeline. The transform tree is walked from its root before anythi
 transform that is not translated below stops the run there, naming it. Composites that have a
 better plan than their expansion run whole:
 
-  Create         the values spread over up to `partitions` partitions (parallelism follows the data)
+  Create         the values spread over partitions, one each up to 4x `partitions` (parallelism
+                 follows the data)
   Reshuffle      every partition's elements dealt round-robin over `partitions` partitions
   CombinePerKey  lifted: each partition folds its elements into one accumulator per key, only the
                  accumulators are shuffled by key, then merged and extracted
@@ -19,7 +20,10 @@ is a list of elements. A ParDo runs once per input partition as one bundle (setu
 process, finish_bundle; outputs of finish_bundle kept), its tagged outputs kept apart, its side
 inputs passed in as graph dependencies, and its counters returned with its outputs. A GroupByKey
 hash-partitions each input partition (a stable hash of the key's pickle) into `partitions`
-buckets and groups each bucket in its own task, so no task ever holds more than its share.
+buckets (as many as its input has partitions, within 4x `partitions`) and groups each bucket in
+its own task, so no task holds more than its share; the scheduler sees one small task per pair of
+input and output partitions, which bounds how wide a shuffle can usefully be (dask's P2P shuffle,
+disk-backed and O(inputs + outputs) tasks, is the way past that).
 
 The driver asks the scheduler for the counters of every ParDo task, which makes every branch run
 (a writer at the end of a branch included) while no element comes back to the driver. A worker
@@ -241,7 +245,8 @@ class _Graph:
     def shuffle(self, label: str, inputs: list[tuple], splitter: Callable, reducer: Callable) -> list[tuple]:
         """Each input partition split into `partitions` buckets by `splitter`; bucket j of every
         input reduced by `reducer` into output partition j."""
-        n = self.partitions
+        # As wide as the input, within 4x the default: every (input, output) pair is a task here.
+        n = max(self.partitions, min(len(inputs), 4 * self.partitions))
         name = self.name(label)
         split = [self.add(f"{name}-split", i, (splitter(i), key, n)) for i, key in enumerate(inputs)]
         pieces = [[self.add(f"{name}-piece-{j}", i, (operator.getitem, s, j)) for i, s in enumerate(split)]
@@ -293,7 +298,7 @@ class _Graph:
         transform = node.transform
         if isinstance(transform, beam.Create):
             values = list(transform.values)
-            n = max(1, min(len(values), self.partitions))
+            n = max(1, min(len(values), 4 * self.partitions))  # an element a partition, up to 4x the default
             self._outputs(node, self.constant(node.full_label, [values[i::n] for i in range(n)]))
         elif isinstance(transform, beam.GroupByKey):
             self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: _split_by_key, _group))

@@ -4,6 +4,7 @@ compared byte for byte with the local runner's, once with a worker killed during
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -28,6 +29,12 @@ SOURCES = [str(Path(__file__).resolve().parents[1] / "src" / "codemill"), str(Pa
 @pytest.fixture(scope="module")
 def cluster():
     """`dask scheduler` and `dask worker --nworkers 2` on localhost; yields the scheduler address."""
+    with _cluster() as (address, _):
+        yield address
+
+
+@contextlib.contextmanager
+def _cluster():
     from distributed import Client
 
     port = free_port()
@@ -43,15 +50,17 @@ def cluster():
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
-        yield address
+        yield address, scheduler
     finally:
         for process in (workers, scheduler):
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in (workers, scheduler):
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
 
 
 def _digests(out: Path) -> dict[str, str]:
@@ -201,6 +210,33 @@ def test_the_data_stages_of_codemill_run_on_the_cluster(cluster, tmp_path):
         (local,) = (tmp_path / "local" / "stages").glob(f"{stage}-*")
         (remote,) = (tmp_path / "dask" / "stages").glob(f"{stage}-*")
         assert _digests(remote) == _digests(local), stage
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_stops_the_job_with_a_message_and_the_rerun_resumes(tmp_path):
+    """The scheduler is killed mid-job: the command says so and exits 1, nothing unfinished is
+    marked finished, and the same command on a new cluster resumes to the bytes of a local run."""
+    curate = ["curate", *SOURCES, "--no-licenses", "--dedup", "near", "--shard-mb", "0.05"]
+    _codemill(*curate, "--out", str(tmp_path / "local"))
+    out = tmp_path / "dask"
+    with _cluster() as (address, scheduler):
+        job = subprocess.Popen([sys.executable, "-m", "codemill.cli", *curate, "--out", str(out),
+                                "--runner=DaskRunner", f"--dask_client_address={address}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, CODEMILL_PROGRESS="0"))
+        deadline = time.monotonic() + 300
+        units = out / "_curated" / "_work" / "units"
+        while job.poll() is None and time.monotonic() < deadline and len(list(units.glob("*.json"))) < 2:
+            time.sleep(0.01)
+        assert job.poll() is None, "the job ended before the scheduler could be killed"
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        _, err = job.communicate(timeout=300)
+    assert job.returncode == 1 and "lost the dask cluster" in err and "rerun the same command" in err, err[-2000:]
+    assert not (out / "_SUCCESS.json").exists()
+    with _cluster() as (address, _):
+        rerun = _codemill(*curate, "--out", str(out), "--runner=DaskRunner", f"--dask_client_address={address}")
+    assert "resuming an unfinished run" in rerun.stderr
+    assert _digests(out) == _digests(tmp_path / "local")
 
 
 def test_a_lost_scheduler_is_a_clear_error():

@@ -844,11 +844,13 @@ def main(argv: list[str] | None = None) -> int:
             set_storage_options(args.storage_options)
         except ValueError as err:
             parser.error(str(err))
+    from codemill.errors import CodemillError
+
     try:
         return _dispatch(parser, args, rest)
-    except StorageError as err:  # an unreachable endpoint, refused credentials, a failed upload
+    except (StorageError, CodemillError) as err:  # storage or cluster trouble: say what, and to rerun
         print(f"codemill: {err}", file=sys.stderr)
-        return 1
+        return getattr(err, "exit_code", 1)
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:

@@ -40,7 +40,9 @@ import operator
 import os
 import pickle
 import threading
+import time
 import uuid
+from concurrent.futures import CancelledError
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -50,10 +52,12 @@ from apache_beam.metrics.execution import MetricKey, MetricResult, MetricsContai
 from apache_beam.metrics.metric import MetricResults
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
+from codemill.errors import ClusterError
+
 DEFAULT_PARTITIONS_PER_THREAD = 2
 
 
-class DaskRunnerError(RuntimeError):
+class DaskRunnerError(ClusterError):
     """The cluster was lost or cannot run the pipeline (names the address or the transform)."""
 
 
@@ -394,12 +398,14 @@ class DaskRunner(PipelineRunner):
             threads = sum(client.nthreads().values()) or 1
             graph = _Graph(self.partitions or DEFAULT_PARTITIONS_PER_THREAD * threads)
             graph.translate(pipeline.transforms_stack[0])  # everything translated before anything runs
+            started = time.monotonic()
             try:
                 results = client.get(graph.tasks, graph.metric_keys, sync=True)
-            except (OSError, TimeoutError) as err:
+            except (OSError, TimeoutError, CancelledError) as err:  # CancelledError: the scheduler went away
                 raise DaskRunnerError(
                     f"lost the dask cluster at {self.address} during the job ({type(err).__name__}: {err}); "
                     "nothing unfinished is marked finished: rerun the same command to resume") from err
+            _report(len(graph.tasks), graph.partitions, threads, time.monotonic() - started)
         finally:
             client.close()
         counters: dict[MetricKey, int] = defaultdict(int)
@@ -407,6 +413,20 @@ class DaskRunner(PipelineRunner):
             for key, value in updates.items():
                 counters[key] += value
         return DaskResult(dict(counters))
+
+
+REPORT_ENV = "CODEMILL_DASK_REPORT"  # a JSON Lines file: one line per pipeline run (benchmarks read it)
+
+
+def _report(tasks: int, partitions: int, threads: int, seconds: float) -> None:
+    import json
+    import logging
+
+    line = {"tasks": tasks, "partitions": partitions, "threads": threads, "seconds": round(seconds, 2)}
+    logging.getLogger(__name__).info("dask runner: %s", line)
+    if os.environ.get(REPORT_ENV):
+        with open(os.environ[REPORT_ENV], "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
 
 
 DASK_FLAGS = ("--dask_client_address", "--dask_partitions")

@@ -33,8 +33,15 @@ def cluster():
         yield address
 
 
+def _scheduler_file(port: int | str) -> str:
+    import tempfile
+
+    return f"{tempfile.gettempdir()}/codemill-dask-{port}.json"
+
+
 @contextlib.contextmanager
 def _cluster():
+    """(address, scheduler process); the scheduler also writes its address to a file, as on Slurm."""
     from distributed import Client
 
     port = free_port()
@@ -43,7 +50,8 @@ def _cluster():
     env = dict(os.environ, CODEMILL_PROGRESS="0",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     logs = subprocess.DEVNULL
-    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                                  "--scheduler-file", _scheduler_file(port)],
                                  stdout=logs, stderr=logs, env=env, start_new_session=True)
     workers = subprocess.Popen([DASK, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
                                 "--memory-limit", "4GiB"], stdout=logs, stderr=logs, env=env, start_new_session=True)
@@ -111,8 +119,10 @@ def _count(name: str):
 
 def test_beam_semantics_on_the_cluster(cluster):
     """Tagged outputs kept apart, finish_bundle outputs kept, side inputs, a lifted combine,
-    counters; every branch runs though nothing is read back."""
-    pipeline = beam.Pipeline(runner=DaskRunner(cluster))
+    counters; every branch runs though nothing is read back. (The scheduler found by its file.)"""
+    file = _scheduler_file(cluster.rsplit(":", 1)[1])
+    runner, _ = runner_from_args(["--runner=DaskRunner", f"--dask_scheduler_file={file}"])
+    pipeline = beam.Pipeline(runner=runner)
     numbers = pipeline | beam.Create(list(range(200)))
     split = numbers | beam.ParDo(_Tagged()).with_outputs("odd", main="even")
     evens = split.even | "NonNegative" >> beam.Filter(lambda x: x >= 0)

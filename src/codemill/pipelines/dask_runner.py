@@ -383,16 +383,21 @@ class DaskResult(PipelineResult):
 class DaskRunner(PipelineRunner):
     """Runs a Beam pipeline on a dask.distributed cluster (the scheduler at `address`)."""
 
-    def __init__(self, address: str | None = None, partitions: int | None = None, timeout: float = 30) -> None:
+    def __init__(self, address: str | None = None, partitions: int | None = None, timeout: float = 30,
+                 scheduler_file: str | None = None) -> None:
         self.address, self.partitions, self.timeout = address, partitions, timeout
+        self.scheduler_file = scheduler_file
 
     def run_pipeline(self, pipeline, options) -> DaskResult:
         from distributed import Client
 
         try:
-            client = Client(self.address, timeout=self.timeout, set_as_default=False)
-        except (OSError, TimeoutError) as err:
-            raise DaskRunnerError(f"cannot reach the dask scheduler at {self.address}: {err}; start it "
+            client = Client(self.address, timeout=self.timeout, set_as_default=False,
+                            scheduler_file=self.scheduler_file)
+            self.address = self.address or client.scheduler.address
+        except (OSError, TimeoutError, ValueError) as err:
+            where = self.address or f"the address in {self.scheduler_file}"
+            raise DaskRunnerError(f"cannot reach the dask scheduler at {where}: {err}; start it "
                                   "(`dask scheduler`) or give another --dask_client_address") from None
         try:
             threads = sum(client.nthreads().values()) or 1
@@ -429,7 +434,7 @@ def _report(tasks: int, partitions: int, threads: int, seconds: float) -> None:
             out.write(json.dumps(line) + "\n")
 
 
-DASK_FLAGS = ("--dask_client_address", "--dask_partitions")
+DASK_FLAGS = ("--dask_client_address", "--dask_scheduler_file", "--dask_partitions")
 
 
 def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
@@ -448,4 +453,5 @@ def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
     if runner is None or runner.rsplit(".", 1)[-1] != "DaskRunner":
         return None, list(args)
     partitions = values.get("--dask_partitions")
-    return DaskRunner(values.get("--dask_client_address") or None, int(partitions) if partitions else None), rest
+    return DaskRunner(values.get("--dask_client_address") or None, int(partitions) if partitions else None,
+                      scheduler_file=values.get("--dask_scheduler_file") or None), rest

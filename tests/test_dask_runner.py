@@ -117,11 +117,13 @@ def _count(name: str):
     return inc
 
 
-def test_beam_semantics_on_the_cluster(cluster):
+@pytest.mark.parametrize("shuffle", ["tasks", "p2p"])
+def test_beam_semantics_on_the_cluster(cluster, shuffle):
     """Tagged outputs kept apart, finish_bundle outputs kept, side inputs, a lifted combine,
-    counters; every branch runs though nothing is read back. (The scheduler found by its file.)"""
+    counters; every branch runs though nothing is read back; both kinds of shuffle. (The
+    scheduler found by its file.)"""
     file = _scheduler_file(cluster.rsplit(":", 1)[1])
-    runner, _ = runner_from_args(["--runner=DaskRunner", f"--dask_scheduler_file={file}"])
+    runner, _ = runner_from_args(["--runner=DaskRunner", f"--dask_scheduler_file={file}", f"--dask_shuffle={shuffle}"])
     pipeline = beam.Pipeline(runner=runner)
     numbers = pipeline | beam.Create(list(range(200)))
     split = numbers | beam.ParDo(_Tagged()).with_outputs("odd", main="even")
@@ -154,7 +156,8 @@ def test_an_unknown_transform_is_refused_before_anything_runs(cluster, tmp_path)
 
 @pytest.mark.slow
 def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, tmp_path):
-    """curate with near dedup, `codemill dedup`, tokenizer train and tokenize."""
+    """curate with near dedup, `codemill dedup` (its shuffles through dask's P2P shuffle),
+    tokenizer train and tokenize."""
     dask = ["--runner=DaskRunner", f"--dask_client_address={cluster}"]
     curate = ["curate", *SOURCES, "--no-licenses", "--dedup", "near", "--shard-mb", "0.1"]
     _codemill(*curate, "--out", str(tmp_path / "local"))
@@ -163,7 +166,7 @@ def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, tmp_p
 
     _codemill("curate", *SOURCES, "--no-licenses", "--shards", "3", "--out", str(tmp_path / "curated"))
     _codemill("dedup", str(tmp_path / "curated"), str(tmp_path / "dedup-local"))
-    _codemill("dedup", str(tmp_path / "curated"), str(tmp_path / "dedup-dask"), *dask)
+    _codemill("dedup", str(tmp_path / "curated"), str(tmp_path / "dedup-dask"), *dask, "--dask_shuffle=p2p")
     assert _digests(tmp_path / "dedup-dask") == _digests(tmp_path / "dedup-local")
 
     _codemill("tokenizer", "train", str(tmp_path / "local"), "--out", str(tmp_path / "tok"), "--vocab-size", "600")

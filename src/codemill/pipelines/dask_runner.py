@@ -18,12 +18,13 @@ Every other composite is expanded to the primitives Impulse, ParDo, GroupByKey a
 PCollection is a list of partitions; a partition is one task of a plain dask graph whose result
 is a list of elements. A ParDo runs once per input partition as one bundle (setup, start_bundle,
 process, finish_bundle; outputs of finish_bundle kept), its tagged outputs kept apart, its side
-inputs passed in as graph dependencies, and its counters returned with its outputs. A GroupByKey
-hash-partitions each input partition (a stable hash of the key's pickle) into `partitions`
-buckets (as many as its input has partitions, within 4x `partitions`) and groups each bucket in
-its own task, so no task holds more than its share; the scheduler sees one small task per pair of
-input and output partitions, which bounds how wide a shuffle can usefully be (dask's P2P shuffle,
-disk-backed and O(inputs + outputs) tasks, is the way past that).
+inputs passed in as graph dependencies, and its counters returned with its outputs. A shuffle
+(GroupByKey, Reshuffle, the lifted combine) routes every element by an int (a stable hash of the
+key's pickle, or a round-robin count) so that equal keys meet in one output partition, which one
+task reduces. A small shuffle is plain tasks, one per pair of input and output partitions; above
+`P2P_ABOVE` pairs (or always, with `--dask_shuffle=p2p`) it goes through dask's P2P shuffle, which
+moves the pickled elements worker to worker, spills them to disk, and costs O(inputs + outputs)
+tasks, so neither a task nor the scheduler holds more than its share.
 
 The driver asks the scheduler for the counters of every ParDo task, which makes every branch run
 (a writer at the end of a branch included) while no element comes back to the driver. A worker
@@ -70,10 +71,10 @@ _FNS: dict[bytes, list] = defaultdict(list)  # per worker process: DoFns set up 
 _FNS_LOCK = threading.Lock()
 
 
-def _stable_bucket(key: Any, buckets: int) -> int:
-    """The same bucket for equal keys in every process (Python's own str hash is salted per process)."""
+def _stable_hash(key: Any) -> int:
+    """The same 63-bit hash for equal keys in every process (Python's str hash is salted per process)."""
     digest = hashlib.blake2b(pickle.dumps(key, protocol=4), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % buckets
+    return int.from_bytes(digest, "big") >> 1
 
 
 def _global(value):
@@ -169,12 +170,47 @@ def run_pardo(spec: _ParDoSpec, elements: list, *sides: list) -> dict:
     return out
 
 
-def _split_by_key(elements: list, buckets: int) -> list[list]:
+# A shuffle routes each element by an int: equal routes meet in one output partition.
+def _route_by_key(elements: list) -> list[tuple[int, Any]]:
+    return [(_stable_hash(element[0]), element) for element in elements]
+
+
+def _route_round_robin(offset: int, elements: list) -> list[tuple[int, Any]]:
+    return [(offset * 1_000_003 + position, element) for position, element in enumerate(elements)]
+
+
+def _route_combined(fn_payload: bytes, elements: list) -> list[tuple[int, Any]]:
+    """Lifted combine, first half: one accumulator per key of this partition."""
+    from apache_beam.internal import pickler
+
+    fn = pickler.loads(fn_payload)
+    fn.setup()
+    accumulators: dict = {}
+    for key, value in elements:
+        accumulators[key] = fn.add_input(accumulators[key] if key in accumulators else fn.create_accumulator(), value)
+    fn.teardown()
+    return _route_by_key([(key, fn.compact(acc)) for key, acc in accumulators.items()])
+
+
+def _split(route: Callable, elements: list, buckets: int) -> list[list]:
+    """The task-based shuffle's first half: the partition's elements in `buckets` lists."""
     out: list[list] = [[] for _ in range(buckets)]
-    for element in elements:
-        key, _ = element
-        out[_stable_bucket(key, buckets)].append(element)
+    for hashed, element in route(elements):
+        out[hashed % buckets].append(element)
     return out
+
+
+def _frame(route: Callable, elements: list):
+    """The P2P shuffle's input: a frame of (route, pickled element) rows."""
+    import pandas as pd
+
+    rows = route(elements)
+    return pd.DataFrame({"route": pd.Series([r for r, _ in rows], dtype="int64"),
+                         "payload": pd.Series([pickle.dumps(e, protocol=5) for _, e in rows], dtype=object)})
+
+
+def _unframe(reducer: Callable, frame) -> list:
+    return reducer([pickle.loads(payload) for payload in frame["payload"]])
 
 
 def _group(*buckets: list) -> list:
@@ -185,28 +221,8 @@ def _group(*buckets: list) -> list:
     return list(groups.items())
 
 
-def _deal(offset: int, elements: list, buckets: int) -> list[list]:
-    out: list[list] = [[] for _ in range(buckets)]
-    for position, element in enumerate(elements):
-        out[(offset + position) % buckets].append(element)
-    return out
-
-
 def _concat(*parts: list) -> list:
     return list(itertools.chain.from_iterable(parts))
-
-
-def _combine_partition(fn_payload: bytes, elements: list, buckets: int) -> list[list]:
-    """Lifted combine, first half: one accumulator per key of this partition, split by key."""
-    from apache_beam.internal import pickler
-
-    fn = pickler.loads(fn_payload)
-    fn.setup()
-    accumulators: dict = {}
-    for key, value in elements:
-        accumulators[key] = fn.add_input(accumulators[key] if key in accumulators else fn.create_accumulator(), value)
-    fn.teardown()
-    return _split_by_key([(key, fn.compact(acc)) for key, acc in accumulators.items()], buckets)
 
 
 def _combine_merge(fn_payload: bytes, *buckets: list) -> list:
@@ -225,9 +241,13 @@ def _values(*parts: list) -> list:
 
 
 # ------------------------------------------------------------------------------- translation
+P2P_ABOVE = 4096  # (input x output) partition pairs above which a shuffle goes through dask's P2P shuffle
+
+
 @dataclass
 class _Graph:
     partitions: int
+    shuffle_mode: str = "auto"  # auto | tasks | p2p
     tasks: dict = field(default_factory=dict)
     pcollections: dict = field(default_factory=dict)  # PCollection -> [task key of each partition]
     metric_keys: list = field(default_factory=list)
@@ -246,16 +266,40 @@ class _Graph:
         name = self.name(label)
         return [self.add(name, i, (partial(_values, part),)) for i, part in enumerate(parts)]
 
-    def shuffle(self, label: str, inputs: list[tuple], splitter: Callable, reducer: Callable) -> list[tuple]:
-        """Each input partition split into `partitions` buckets by `splitter`; bucket j of every
-        input reduced by `reducer` into output partition j."""
-        # As wide as the input, within 4x the default: every (input, output) pair is a task here.
-        n = max(self.partitions, min(len(inputs), 4 * self.partitions))
+    def shuffle(self, label: str, inputs: list[tuple], route: Callable, reducer: Callable) -> list[tuple]:
+        """Elements of every input partition routed by `route(i)` (an int per element: equal ones
+        meet); each output partition's elements reduced by `reducer`. Small shuffles are plain
+        tasks, one per (input, output) pair; larger ones (or all, with shuffle="p2p") go through
+        dask's P2P shuffle: disk-backed, O(inputs + outputs) tasks."""
+        tasks_wide = max(self.partitions, min(len(inputs), 4 * self.partitions))
+        if self.shuffle_mode == "p2p" or (self.shuffle_mode == "auto" and len(inputs) * tasks_wide > P2P_ABOVE):
+            return self._p2p(label, inputs, route, reducer, max(self.partitions, len(inputs)))
+        n = tasks_wide
         name = self.name(label)
-        split = [self.add(f"{name}-split", i, (splitter(i), key, n)) for i, key in enumerate(inputs)]
+        split = [self.add(f"{name}-split", i, (partial(_split, route(i)), key, n)) for i, key in enumerate(inputs)]
         pieces = [[self.add(f"{name}-piece-{j}", i, (operator.getitem, s, j)) for i, s in enumerate(split)]
                   for j in range(n)]
         return [self.add(name, j, (reducer, *pieces[j])) for j in range(n)]
+
+    def _p2p(self, label: str, inputs: list[tuple], route: Callable, reducer: Callable, n: int) -> list[tuple]:
+        import dask
+        import dask.dataframe as dd
+        import pandas as pd
+        from dask.delayed import Delayed
+
+        name = self.name(label)
+        frames = []
+        for i, key in enumerate(inputs):
+            frame_key = (f"{name}-frame", i)
+            frames.append(Delayed(frame_key, {frame_key: (partial(_frame, route(i)), key)}))
+        meta = pd.DataFrame({"route": pd.Series(dtype="int64"), "payload": pd.Series(dtype=object)})
+        with dask.config.set({"dataframe.convert-string": False}):  # payloads are pickles, not text
+            shuffled = dd.from_delayed(frames, meta=meta, verify_meta=False).shuffle(
+                on="route", npartitions=n, shuffle_method="p2p")
+            parts = shuffled.to_delayed()
+            for part in parts:
+                self.tasks.update(dict(part.__dask_graph__()))
+        return [self.add(name, j, (partial(_unframe, reducer), part.key)) for j, part in enumerate(parts)]
 
     # ---------------------------------------------------------------- walking the tree
     def translate(self, node) -> None:
@@ -305,16 +349,17 @@ class _Graph:
             n = max(1, min(len(values), 4 * self.partitions))  # an element a partition, up to 4x the default
             self._outputs(node, self.constant(node.full_label, [values[i::n] for i in range(n)]))
         elif isinstance(transform, beam.GroupByKey):
-            self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: _split_by_key, _group))
+            self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: _route_by_key, _group))
         elif isinstance(transform, beam.Reshuffle):
-            self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: partial(_deal, i), _concat))
+            self._outputs(node, self.shuffle(node.full_label, self._input(node),
+                                             lambda i: partial(_route_round_robin, i), _concat))
         else:  # CombinePerKey
             if transform.args or transform.kwargs:
                 raise UnsupportedTransformError(f"{node.full_label!r}: CombinePerKey with extra arguments")
             fn = beam.CombineFn.maybe_from_callable(transform.fn)
             payload = pickler.dumps(fn)
             self._outputs(node, self.shuffle(node.full_label, self._input(node),
-                                             lambda i: partial(_combine_partition, payload),
+                                             lambda i: partial(_route_combined, payload),
                                              partial(_combine_merge, payload)))
 
     def _pardo(self, node) -> None:
@@ -384,9 +429,11 @@ class DaskRunner(PipelineRunner):
     """Runs a Beam pipeline on a dask.distributed cluster (the scheduler at `address`)."""
 
     def __init__(self, address: str | None = None, partitions: int | None = None, timeout: float = 30,
-                 scheduler_file: str | None = None) -> None:
+                 scheduler_file: str | None = None, shuffle: str = "auto") -> None:
+        if shuffle not in ("auto", "tasks", "p2p"):
+            raise DaskRunnerError(f"--dask_shuffle must be auto, tasks or p2p, not {shuffle!r}")
         self.address, self.partitions, self.timeout = address, partitions, timeout
-        self.scheduler_file = scheduler_file
+        self.scheduler_file, self.shuffle = scheduler_file, shuffle
 
     def run_pipeline(self, pipeline, options) -> DaskResult:
         from distributed import Client
@@ -401,7 +448,7 @@ class DaskRunner(PipelineRunner):
                                   "(`dask scheduler`) or give another --dask_client_address") from None
         try:
             threads = sum(client.nthreads().values()) or 1
-            graph = _Graph(self.partitions or DEFAULT_PARTITIONS_PER_THREAD * threads)
+            graph = _Graph(self.partitions or DEFAULT_PARTITIONS_PER_THREAD * threads, self.shuffle)
             graph.translate(pipeline.transforms_stack[0])  # everything translated before anything runs
             started = time.monotonic()
             try:
@@ -434,7 +481,7 @@ def _report(tasks: int, partitions: int, threads: int, seconds: float) -> None:
             out.write(json.dumps(line) + "\n")
 
 
-DASK_FLAGS = ("--dask_client_address", "--dask_scheduler_file", "--dask_partitions")
+DASK_FLAGS = ("--dask_client_address", "--dask_scheduler_file", "--dask_partitions", "--dask_shuffle")
 
 
 def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
@@ -454,4 +501,5 @@ def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
         return None, list(args)
     partitions = values.get("--dask_partitions")
     return DaskRunner(values.get("--dask_client_address") or None, int(partitions) if partitions else None,
-                      scheduler_file=values.get("--dask_scheduler_file") or None), rest
+                      scheduler_file=values.get("--dask_scheduler_file") or None,
+                      shuffle=values.get("--dask_shuffle") or "auto"), rest

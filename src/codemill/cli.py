@@ -50,8 +50,9 @@ SOURCE kinds (detected, or forced with --source-kind):
   The last four, --out and --license-cache may be fsspec URLs (s3://bucket/corpus/...).
   (none)      the embedded default corpus: the installed Python distributions, capped by --max-files
 
+A dask.distributed cluster runs it with codemill's own runner:
+  --runner=DaskRunner --dask_client_address=tcp://HOST:8786 (or --dask_scheduler_file=FILE)
 Any Apache Beam pipeline option passes through, e.g.
-  --runner=apache_beam.runners.dask.dask_runner.DaskRunner --dask_client_address=HOST:8786
   --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
 Without --runner, the local FnApiRunner runs in-process and fans the per-file work out to --workers
 processes (Beam's own --direct_num_workers/--direct_running_mode also pass through).

@@ -35,6 +35,7 @@ not counted twice); a lost scheduler or client is an error that says to rerun (t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import operator
@@ -44,7 +45,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import CancelledError
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -67,8 +68,11 @@ class UnsupportedTransformError(DaskRunnerError):
 
 
 # ------------------------------------------------------------------------------- the tasks
-_FNS: dict[bytes, list] = defaultdict(list)  # per worker process: DoFns set up and free for a bundle
+# Per worker process: DoFns set up and free for the next bundle, by pickled DoFn, least recently
+# used first; beyond _KEPT_FNS kinds the oldest are torn down (a worker serves job after job).
+_FNS: OrderedDict[bytes, list] = OrderedDict()
 _FNS_LOCK = threading.Lock()
+_KEPT_FNS = 64
 
 
 def _stable_hash(key: Any) -> int:
@@ -85,6 +89,7 @@ def _global(value):
     return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
 
 
+@functools.lru_cache(maxsize=1)
 def _collector():
     """A DoFnRunner receiver that keeps the plain values (a subclass of Beam's compiled Receiver,
     made on first use so that importing this module does not import Beam's runner internals)."""
@@ -122,10 +127,24 @@ def _borrow_fn(spec: _ParDoSpec):
     from apache_beam.internal import pickler
 
     with _FNS_LOCK:
-        free = _FNS[spec.fn]
+        free = _FNS.get(spec.fn)
         if free:
+            _FNS.move_to_end(spec.fn)
             return free.pop(), False
     return pickler.loads(spec.fn), True
+
+
+def _give_back(spec: _ParDoSpec, fn) -> None:
+    with _FNS_LOCK:
+        _FNS.setdefault(spec.fn, []).append(fn)
+        _FNS.move_to_end(spec.fn)
+        evicted = [_FNS.popitem(last=False)[1] for _ in range(max(0, len(_FNS) - _KEPT_FNS))]
+    for fns in evicted:
+        for old in fns:
+            try:
+                old.teardown()
+            except Exception:  # best effort, as Beam's own teardown  # noqa: BLE001
+                pass
 
 
 def _metric_updates(container: MetricsContainer) -> dict:
@@ -163,8 +182,7 @@ def run_pardo(spec: _ParDoSpec, elements: list, *sides: list) -> dict:
             runner.finish()
     finally:
         statesampler.set_current_tracker(None)
-    with _FNS_LOCK:
-        _FNS[spec.fn].append(fn)  # set up, ready for the next bundle here
+    _give_back(spec, fn)  # set up, ready for the next bundle here
     out: dict = {tag: receiver.values for tag, receiver in receivers.items()}
     out["__metrics__"] = _metric_updates(container)
     return out

@@ -88,3 +88,24 @@ def test_small_config_size() -> None:
     with torch.device("meta"):
         model = HybridLM(named_config("small"))
     assert 20e6 < model.num_parameters() < 50e6
+
+
+def test_a_model_built_on_meta_and_reset_equals_one_built_directly() -> None:
+    """FSDP2's usual path: build on the meta device, `to_empty`, then `reset_parameters`. Every
+    parameter and buffer (the muP scales included) and the logits equal a direct build's."""
+    config = named_config("tiny", vocab_size=97, learnable_multipliers=("scalar", "row", "col"))
+    direct = HybridLM(config)
+    direct.reset_parameters(seed=7)
+    with torch.device("meta"):
+        lazy = HybridLM(config)
+    assert all(p.is_meta for p in lazy.parameters())
+    lazy.to_empty(device="cpu")
+    lazy.reset_parameters(seed=7)
+    mine, theirs = dict(lazy.named_buffers()), dict(direct.named_buffers())
+    assert mine.keys() == theirs.keys() and any(name.endswith(".scale") for name in mine)
+    for name, value in theirs.items():
+        assert torch.equal(mine[name], value), name
+    for (name, a), (_, b) in zip(lazy.named_parameters(), direct.named_parameters()):
+        assert torch.equal(a, b), name
+    tokens = torch.randint(0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lazy(tokens), direct(tokens))

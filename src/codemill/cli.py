@@ -233,9 +233,9 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         return 2
 
     path = train_tokenizer(kept_texts(args.input, max_files), args.out, config)
-    load = "(copy the folder locally) " if is_remote(args.out) else ""
-    print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it {load}with "
-          f"transformers.AutoTokenizer.from_pretrained({args.out!r})")
+    folder = "<a local copy of the folder>" if is_remote(args.out) else args.out
+    print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
+          f"transformers.AutoTokenizer.from_pretrained({folder!r})")
     return 0
 
 

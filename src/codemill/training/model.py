@@ -187,14 +187,22 @@ class Linear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = False, kinds: tuple[str, ...] = (),
                  scale: float | torch.Tensor = 1.0):
         super().__init__(in_features, out_features, bias=bias)
+        # The constant is kept on the CPU beside its buffer: a model built on the meta device and
+        # moved with `to_empty` gets uninitialised buffers, which `reset_scale` fills again.
         if isinstance(scale, torch.Tensor):
-            constant = scale.to(torch.float32).expand(out_features).clone()
+            self._scale_value: torch.Tensor | None = scale.detach().to("cpu", torch.float32).expand(out_features).clone()
         else:
-            constant = None if scale == 1.0 else torch.full((out_features,), float(scale))
+            self._scale_value = None if scale == 1.0 else torch.full((out_features,), float(scale), device="cpu")
+        constant = None if self._scale_value is None else self._scale_value.to(self.weight.device)
         self.register_buffer("scale", constant, persistent=False)
         self.multiplier_scalar = nn.Parameter(torch.ones(1)) if "scalar" in kinds else None
         self.multiplier_row = nn.Parameter(torch.ones(out_features)) if "row" in kinds else None
         self.multiplier_col = nn.Parameter(torch.ones(in_features)) if "col" in kinds else None
+
+    @torch.no_grad()
+    def reset_scale(self) -> None:
+        if self.scale is not None:
+            self.scale.copy_(self._scale_value)
 
     def _row_factor(self, learnable_only: bool = False) -> torch.Tensor | None:
         factor = None if learnable_only else self.scale
@@ -337,7 +345,8 @@ class Attention(nn.Module):
 def mup_vector(c: ModelConfig) -> torch.Tensor:
     """Falcon-H1's per-channel multipliers of the mixer's in_proj output: z, x, B, C, dt."""
     sizes = (c.ssm_dim, c.ssm_dim, c.ssm_groups * c.ssm_state, c.ssm_groups * c.ssm_state, c.ssm_heads)
-    return torch.cat([torch.full((n,), float(m)) for n, m in zip(sizes, c.ssm_multipliers)])
+    # On the CPU even under a `torch.device("meta")` context: it is a constant, not a parameter.
+    return torch.cat([torch.full((n,), float(m), device="cpu") for n, m in zip(sizes, c.ssm_multipliers)])
 
 
 class Mamba2Mixer(nn.Module):
@@ -437,10 +446,14 @@ class HybridLM(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
         """Normal(0, init_std) matrices; Mamba-2's dt (log-uniform in [dt_min, dt_max], stored as
-        its softplus inverse), A in [1, 16], D = 1; norms and multipliers at 1."""
+        its softplus inverse), A in [1, 16], D = 1; norms and multipliers at 1; the constant muP
+        scales of the matrices. Complete on its own, so that a model built on the meta device,
+        moved with `to_empty` (FSDP2's usual path) and reset equals one built directly."""
         c = self.config
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         for module in self.modules():
+            if isinstance(module, Linear):
+                module.reset_scale()
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * c.init_std)
                 if getattr(module, "bias", None) is not None:

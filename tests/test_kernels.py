@@ -133,3 +133,36 @@ def test_flash_attention_matches_sdpa() -> None:
     out = attention(q, k, v, scale=0.125)
     ref = attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), scale=0.125)
     torch.testing.assert_close(out.float().cpu(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_kernel_choices_are_made_once_and_said_with_their_reason(caplog) -> None:
+    """Without the CUDA packages (these machines) each fast path is looked up once per process and
+    its absence is logged once, naming the package; a shape causal-conv1d cannot take is named."""
+    import importlib
+    import logging
+
+    from codemill.training.kernels import choice, conv
+
+    # (the package re-exports functions named like these modules)
+    ssd = importlib.import_module("codemill.training.kernels.ssd")
+    attention_module = importlib.import_module("codemill.training.kernels.attention")
+
+    for lookup in (ssd._cuda_kernel, conv._cuda_kernel, attention_module._flash):
+        lookup.cache_clear()
+    with caplog.at_level(logging.INFO, logger="codemill.kernels"):
+        for _ in range(3):
+            found = (ssd._cuda_kernel(), conv._cuda_kernel(), attention_module._flash())
+    messages = [r.getMessage() for r in caplog.records]
+    names = (("SSD scan", "mamba-ssm"), ("causal conv", "causal-conv1d"), ("attention", "flash-attn"))
+    for (kernel, package), fast in zip(names, found):
+        said = [m for m in messages if m.startswith(kernel)]
+        assert len(said) == 1, said
+        assert fast is not None or package in said[0], said
+    assert conv.kernel_refusal(64, 4) is None
+    assert "conv_width 5" in conv.kernel_refusal(64, 5)
+    assert "multiple of 8" in conv.kernel_refusal(60, 4)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="codemill.kernels"):
+        choice.fell_back("causal conv", "conv_width 5 (test)")
+        choice.fell_back("causal conv", "conv_width 5 (test)")
+    assert len(caplog.records) == 1

@@ -1,6 +1,6 @@
 """Sequence-mixing kernels of the hybrid model: each pure-torch reference (the CPU path, tested)
-next to its optional CUDA twin (mamba-ssm, causal-conv1d, flash-attn), chosen at call time when
-the CUDA package imports and the tensors are on a GPU."""
+next to its optional CUDA twin (mamba-ssm, causal-conv1d, flash-attn), chosen once per process
+when the CUDA package imports and the tensors are on a GPU, and logged (kernels/choice.py)."""
 
 from codemill.training.kernels.attention import attention
 from codemill.training.kernels.conv import (

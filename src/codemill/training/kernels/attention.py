@@ -7,16 +7,23 @@ q (batch, heads, q_len, head_dim), k/v (batch, kv_heads, k_len, head_dim). When 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
+from codemill.training.kernels.choice import chosen
 
+
+@functools.lru_cache(maxsize=None)
 def _flash():
+    """flash-attn, or None (torch's SDPA then picks its own fused kernel); logged once."""
     try:
         from flash_attn import flash_attn_func
-    except ImportError:
-        return None
-    return flash_attn_func
+    except Exception as err:
+        return chosen("attention", None, f"flash-attn did not import ({type(err).__name__}: {err}); "
+                                         "torch's scaled_dot_product_attention instead")
+    return chosen("attention", flash_attn_func, "flash-attn 2")
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

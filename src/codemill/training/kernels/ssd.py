@@ -21,8 +21,12 @@ quadratic form, and every step is a batched matmul, which is what a CPU does wel
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+
+from codemill.training.kernels.choice import chosen
 
 
 def segment_sum(a: torch.Tensor) -> torch.Tensor:
@@ -133,12 +137,14 @@ def ssd_sequential_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: to
     return torch.stack(ys, dim=1), state
 
 
+@functools.lru_cache(maxsize=None)
 def _cuda_kernel():
+    """mamba-ssm's fused scan, or None; tried once per process, the outcome logged once with its reason."""
     try:
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-    except ImportError:
-        return None
-    return mamba_chunk_scan_combined
+    except Exception as err:  # not installed, or one of its optional modules broken
+        return chosen("SSD scan", None, f"mamba-ssm's Triton kernel did not import ({type(err).__name__}: {err})")
+    return chosen("SSD scan", mamba_chunk_scan_combined, "mamba-ssm's Triton kernel (mamba_chunk_scan_combined)")
 
 
 def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int,

@@ -21,8 +21,9 @@ SMALL = {
     "curate": {"detect_licenses": False, "num_shards": 2},
     "tokenizer": {"vocab_size": 512},
     "tokenize": {"num_shards": 2, "documents": {"max_tokens": 1024}},
+    # fp32: the same numbers on every machine (`auto` picks bf16 where the CPU has AMX or AVX512-BF16).
     "train": {"model": "tiny", "steps": 6, "checkpoint_every": 2, "log_every": 1, "micro_batch": 2,
-              "data": {"seq_len": 64}, "optim": {"warmup_steps": 1, "lr": 0.01}, "peak_flops": 1.0e11},
+              "precision": "fp32", "data": {"seq_len": 64}, "optim": {"warmup_steps": 1, "lr": 0.01}, "peak_flops": 1.0e11},
     "eval": {"likelihood_tasks": ["humaneval", "code"], "likelihood_limit": 3, "max_tokens": 128,
              "pass_tasks": ["humaneval"], "pass_limit": 3, "max_new_tokens": 8, "timeout": 5},
     "publish": {"rows_per_shard": 50},

@@ -4,6 +4,7 @@ optimiser groups and schedules, and 2-process DDP / FSDP2 against one process.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ import pytest
 import torch
 from token_data import make_token_dataset
 
-from codemill.training.checkpoint import CheckpointCorrupt, load_latest
+from codemill.training.checkpoint import CheckpointCorrupt, load_checkpoint, load_latest
 from codemill.training.data import DataConfig, DataError, PackedSamples
 from codemill.training.loop import TrainConfig, TrainingAborted, train
 from codemill.training.model import HybridLM, named_config
@@ -30,8 +31,10 @@ def token_data(tmp_path_factory) -> Path:
 
 
 def _config(data: Path, out: Path, **changes) -> TrainConfig:
+    # fp32 unless a test says otherwise: exact comparisons, the same on every machine.
     base = dict(out_dir=str(out), model="tiny", data=DataConfig(path=str(data), seq_len=64), steps=20, micro_batch=4,
-                log_every=1, checkpoint_every=5, optim=OptimConfig(warmup_steps=3, lr=3e-3), peak_flops=1e11)
+                log_every=1, checkpoint_every=5, optim=OptimConfig(warmup_steps=3, lr=3e-3), peak_flops=1e11,
+                precision="fp32")
     base.update(changes)
     return TrainConfig(**base)
 
@@ -273,3 +276,46 @@ def test_older_checkpoints_can_keep_weights_only(token_data: Path, tmp_path: Pat
     result = train(_config(token_data, run, steps=10, checkpoint_every=2, keep_checkpoints=10,
                            keep_optimizer_states=1))
     assert result.resumed_from == 8 and result.last_step == 10
+
+
+def test_precision_is_resolved_from_the_hardware_and_said(monkeypatch) -> None:
+    from codemill.training import precision as module
+
+    monkeypatch.setattr(module, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    chosen = module.resolve_precision("auto", torch.device("cpu"))
+    assert chosen.name == "bf16" and "amx_bf16" in chosen.reason and chosen.dtype == torch.bfloat16
+    monkeypatch.setattr(module, "cpu_bf16_flags", lambda: ())
+    assert module.resolve_precision("auto", torch.device("cpu")).name == "fp32"
+    assert module.resolve_precision("auto", torch.device("cuda")).name == "bf16"
+    assert module.resolve_precision("bf16", torch.device("cpu")).reason == "as configured"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
+
+
+def test_the_scan_stays_float32_under_bf16_autocast() -> None:
+    """Inside bf16 autocast the SSD scan computes as it does outside it (the same float32
+    numbers), and its final state, the decoding state, is float32."""
+    from codemill.training.kernels import ssd_chunked_ref
+
+    g = torch.Generator().manual_seed(0)
+    batch, length, heads, head_dim, groups, state = 2, 64, 4, 8, 2, 16
+    x = torch.randn(batch, length, heads, head_dim, generator=g) * 4
+    dt = torch.rand(batch, length, heads, generator=g) * 0.1
+    A = -torch.rand(heads, generator=g) * 4
+    B, C = (torch.randn(batch, length, groups, state, generator=g) for _ in range(2))
+    plain = ssd_chunked_ref(x, dt, A, B, C, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = ssd_chunked_ref(x, dt, A, B, C, 16)
+    assert autocast[1].dtype == torch.float32
+    assert torch.equal(autocast[0], plain[0]) and torch.equal(autocast[1], plain[1])
+
+
+def test_bf16_training_keeps_float32_master_weights_and_records_it(token_data: Path, tmp_path: Path) -> None:
+    result = train(_config(token_data, tmp_path / "run", steps=10, precision="bf16"))
+    losses = list(result.losses.values())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000010")
+    assert checkpoint.state["precision"] == {"name": "bf16", "reason": "as configured"}
+    assert all(value.dtype == torch.float32 for value in checkpoint.model.values() if value.is_floating_point())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {row["precision"] for row in rows} == {"bf16"}

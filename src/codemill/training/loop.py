@@ -44,6 +44,7 @@ from codemill.training.model import (
     named_config,
 )
 from codemill.training.optim import OptimConfig, Optimizers
+from codemill.training.precision import PRECISIONS, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,16 @@ class TrainConfig:
     parallel: str = "ddp"  # with several ranks: ddp | fsdp
     tensorboard: bool = False
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~1/3 more compute
-    peak_flops: float | None = None  # for MFU; measured (fp32 matmul) when not given
+    peak_flops: float | None = None  # for MFU; measured (a matmul in the run's precision) when not given
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast, float32 master weights); training/precision.py
     fail_after_step: int | None = None  # fault injection for resume tests: hard exit after this step
 
     def __post_init__(self) -> None:
         for name in ("steps", "micro_batch", "grad_accum", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train {name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -108,9 +112,9 @@ class TrainResult:
     skipped_steps: int
 
 
-def measure_matmul_peak(device: torch.device, seconds: float = 0.5) -> float:
-    """FLOP/s of a 2048^2 fp32 matmul here (bf16 on CUDA): the ceiling MFU is measured against."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def measure_matmul_peak(device: torch.device, seconds: float = 0.5, dtype: torch.dtype | None = None) -> float:
+    """FLOP/s of a 2048^2 matmul here in `dtype` (the run's precision): the ceiling MFU is measured against."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     a = torch.randn(2048, 2048, device=device, dtype=dtype)
     b = torch.randn(2048, 2048, device=device, dtype=dtype)
     a @ b  # warm up
@@ -224,11 +228,13 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
     if start_step >= config.steps:
         return TrainResult(out_dir, {}, start_step, resumed_from, skipped)
 
-    peak = config.peak_flops or measure_matmul_peak(env.device)
+    precision = resolve_precision(config.precision, env.device)
+    if env.main:
+        log.warning("training in %s (%s)", precision.name, precision.reason)
+    peak = config.peak_flops or measure_matmul_peak(env.device, dtype=precision.dtype)
     flops_token = flops_per_token(model_config, config.data.seq_len)
     metrics = _Metrics(out_dir, env, config.tensorboard)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if env.device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = precision.autocast(env.device)
     losses: dict[int, float] = {}
     tokens_since, time_since = 0, time.perf_counter()
     bar = _progress(config.steps, start_step, env)
@@ -270,7 +276,8 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
                 tokens_per_s = tokens_since / elapsed
                 metrics.write({"step": done, "loss": loss_value, "lr": config.optim.lr * lr_factor,
                                "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
-                               "mfu": tokens_per_s * flops_token / (peak * env.world), "skipped_total": skipped})
+                               "mfu": tokens_per_s * flops_token / (peak * env.world), "skipped_total": skipped,
+                               "precision": precision.name})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
                 tokens_since, time_since = 0, time.perf_counter()
             bar.update(1)
@@ -294,7 +301,7 @@ def _checkpoint(out_dir: Path, step: int, model, optimizers: Optimizers, env: Di
     if env.main:
         state = {"step": step, "samples": step * config.micro_batch * config.grad_accum * env.world,
                  "skipped_steps": skipped, "world": env.world, "train": config.to_dict(),
-                 "model": model_config.to_dict()}
+                 "model": model_config.to_dict(), "precision": vars(resolve_precision(config.precision, env.device))}
         save_checkpoint(out_dir, step, model_state, optim_state, rng, state, config.keep_checkpoints,
                         config.keep_optimizer_states)
     if env.world > 1:

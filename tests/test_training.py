@@ -319,3 +319,17 @@ def test_bf16_training_keeps_float32_master_weights_and_records_it(token_data: P
     assert all(value.dtype == torch.float32 for value in checkpoint.model.values() if value.is_floating_point())
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {row["precision"] for row in rows} == {"bf16"}
+
+
+def test_fsdp_alone_runs_and_matches_a_plain_run(token_data: Path, tmp_path: Path) -> None:
+    """FSDP2 on one process (a one-rank group) gives a plain run's losses; with bf16 it gathers
+    bf16 parameters, reduces in float32, and its checkpoints hold float32 master weights."""
+    plain = train(_config(token_data, tmp_path / "plain", steps=5))
+    sharded = train(_config(token_data, tmp_path / "fsdp", steps=5, parallel="fsdp"))
+    for step, loss in plain.losses.items():
+        assert sharded.losses[step] == pytest.approx(loss, rel=1e-5), step
+    mixed = train(_config(token_data, tmp_path / "fsdp-bf16", steps=5, parallel="fsdp", precision="bf16"))
+    assert all(math.isfinite(v) for v in mixed.losses.values())
+    assert mixed.losses[1] == pytest.approx(plain.losses[1], rel=0.05)
+    checkpoint = load_checkpoint(tmp_path / "fsdp-bf16" / "checkpoints" / "step-00000005")
+    assert all(value.dtype == torch.float32 for value in checkpoint.model.values() if value.is_floating_point())

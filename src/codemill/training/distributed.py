@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 PARALLEL_MODES = ("ddp", "fsdp")
+DEVICE_ENV = "CODEMILL_DEVICE"  # auto | cpu | cuda: where training runs (auto: CUDA when torch sees one)
 
 
 @dataclass(frozen=True)
@@ -27,44 +28,68 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_distributed() -> DistEnv:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1)."""
+def init_distributed(parallel: str = "ddp") -> DistEnv:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1). Alone with
+    `parallel="fsdp"`, a one-process group is made, so that FSDP2 (its mixed precision, its
+    sharded checkpoints) runs the same way on one device as on many."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        return DistEnv(device=device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    wanted = os.environ.get(DEVICE_ENV, "auto")
+    if wanted not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"{DEVICE_ENV} must be auto, cpu or cuda, got {wanted!r}")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{DEVICE_ENV}=cuda but torch sees no CUDA device")
+    if wanted != "cpu" and torch.cuda.is_available():
+        # More ranks than GPUs on a node (a test on a one-GPU machine) share them round-robin.
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        device, backend = torch.device("cuda", index), "nccl" if torch.cuda.device_count() >= world else "gloo"
     else:
         device, backend = torch.device("cpu"), "gloo"
+    if world <= 1 and parallel != "fsdp":
+        return DistEnv(device=device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return DistEnv(rank, world, local_rank, device)
+        # device_id binds the group to this rank's GPU up front (NCCL then needs no lazy init).
+        device_id = device if device.type == "cuda" else None
+        if world <= 1:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                                    device_id=device_id)
+        else:
+            dist.init_process_group(backend=backend, device_id=device_id)
+    return DistEnv(rank, max(1, world), local_rank, device)
 
 
 def shutdown(env: DistEnv) -> None:
-    if env.world > 1 and dist.is_initialized():
+    if dist.is_initialized():
         # Every rank waits here: without it FSDP2 under gloo aborted at exit 1 run in 4 (measured).
         dist.barrier()
         dist.destroy_process_group()
 
 
-def parallelize(model: torch.nn.Module, env: DistEnv, mode: str) -> torch.nn.Module:
-    if env.world <= 1:
-        return model
+def parallelize(model: torch.nn.Module, env: DistEnv, mode: str, bf16: bool = False) -> torch.nn.Module:
+    """DDP or FSDP2 when a process group exists (several ranks, or FSDP2 alone). With `bf16`,
+    FSDP2 gathers parameters in bfloat16 and reduces gradients in float32 (its MixedPrecisionPolicy;
+    the sharded master weights stay float32)."""
     if mode not in PARALLEL_MODES:
         raise ValueError(f"parallel mode must be one of {PARALLEL_MODES}, got {mode!r}")
+    if not dist.is_initialized():
+        return model
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
+        else MixedPrecisionPolicy()
     for block in model.layers:
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
     return model
 
 

@@ -179,7 +179,7 @@ def _progress(total: int, initial: int, env: DistEnv):
 
 
 def train(config: TrainConfig) -> TrainResult:
-    env = init_distributed()
+    env = init_distributed(config.parallel)
     try:
         return _train(config, env)
     finally:
@@ -203,7 +203,8 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
     model.reset_parameters(seed=config.seed)
     if config.activation_checkpointing:  # before sharding, as torchtitan orders them
         apply_activation_checkpointing(model)
-    model = parallelize(model, env, config.parallel)
+    model = parallelize(model, env, config.parallel,
+                        bf16=resolve_precision(config.precision, env.device).name == "bf16")
     optimizers = Optimizers(model, config.optim, model_config.hidden_size)
     if env.main:
         (out_dir / "config.json").write_text(json.dumps({"train": config.to_dict(), "model": model_config.to_dict()},

@@ -23,7 +23,20 @@ from conftest import free_port
 
 pytest.importorskip("distributed")
 DASK = str(Path(sys.executable).parent / "dask")
-SOURCES = [str(Path(__file__).resolve().parents[1] / "src" / "codemill"), str(Path(__file__).resolve().parent)]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> list[str]:
+    """Two repositories of real code, copied once: the live folders change under a running suite
+    (pytest writes __pycache__ into them), and a changed size plans other shards."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("sources")
+    here = Path(__file__).resolve()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(here.parents[1] / "src" / "codemill", root / "codemill", ignore=ignore)
+    shutil.copytree(here.parent, root / "tests", ignore=ignore)
+    return [str(root / "codemill"), str(root / "tests")]
 
 
 @pytest.fixture(scope="module")
@@ -155,16 +168,16 @@ def test_an_unknown_transform_is_refused_before_anything_runs(cluster, tmp_path)
 
 
 @pytest.mark.slow
-def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, tmp_path):
+def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, sources, tmp_path):
     """curate with near dedup, `codemill dedup` (its shuffles through dask's P2P shuffle),
     tokenizer train and tokenize."""
     dask = ["--runner=DaskRunner", f"--dask_client_address={cluster}"]
-    curate = ["curate", *SOURCES, "--no-licenses", "--dedup", "near", "--shard-mb", "0.1"]
+    curate = ["curate", *sources, "--no-licenses", "--dedup", "near", "--shard-mb", "0.1"]
     _codemill(*curate, "--out", str(tmp_path / "local"))
     _codemill(*curate, "--out", str(tmp_path / "dask"), *dask)
     assert _digests(tmp_path / "dask") == _digests(tmp_path / "local")
 
-    _codemill("curate", *SOURCES, "--no-licenses", "--shards", "3", "--out", str(tmp_path / "curated"))
+    _codemill("curate", *sources, "--no-licenses", "--shards", "3", "--out", str(tmp_path / "curated"))
     _codemill("dedup", str(tmp_path / "curated"), str(tmp_path / "dedup-local"))
     _codemill("dedup", str(tmp_path / "curated"), str(tmp_path / "dedup-dask"), *dask, "--dask_shuffle=p2p")
     assert _digests(tmp_path / "dedup-dask") == _digests(tmp_path / "dedup-local")
@@ -179,12 +192,12 @@ def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, tmp_p
 
 
 @pytest.mark.slow
-def test_a_worker_killed_during_the_job_changes_nothing(cluster, tmp_path):
+def test_a_worker_killed_during_the_job_changes_nothing(cluster, sources, tmp_path):
     """SIGKILL one worker process while curate + near dedup runs: dask recomputes what it held,
     its nanny starts a new one, and the output is byte-identical."""
     from distributed import Client
 
-    curate = ["curate", *SOURCES, "--no-licenses", "--dedup", "near", "--shard-mb", "0.05"]
+    curate = ["curate", *sources, "--no-licenses", "--dedup", "near", "--shard-mb", "0.05"]
     _codemill(*curate, "--out", str(tmp_path / "local"))
     with Client(cluster, timeout=30) as client:
         pids = client.run(os.getpid)
@@ -226,10 +239,10 @@ def test_the_data_stages_of_codemill_run_on_the_cluster(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_lost_scheduler_stops_the_job_with_a_message_and_the_rerun_resumes(tmp_path):
+def test_a_lost_scheduler_stops_the_job_with_a_message_and_the_rerun_resumes(sources, tmp_path):
     """The scheduler is killed mid-job: the command says so and exits 1, nothing unfinished is
     marked finished, and the same command on a new cluster resumes to the bytes of a local run."""
-    curate = ["curate", *SOURCES, "--no-licenses", "--dedup", "near", "--shard-mb", "0.05"]
+    curate = ["curate", *sources, "--no-licenses", "--dedup", "near", "--shard-mb", "0.05"]
     _codemill(*curate, "--out", str(tmp_path / "local"))
     out = tmp_path / "dask"
     with _cluster() as (address, scheduler):

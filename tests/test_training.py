@@ -39,13 +39,13 @@ def _config(data: Path, out: Path, **changes) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _run_subprocess(config: TrainConfig, expect_exit: int = 0) -> None:
+def _run_subprocess(config: TrainConfig, expect_exit: int = 0, device: str = "auto") -> None:
     """A run in a fresh process, as `codemill train` would be (a crash there kills only it)."""
     code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
             "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
     values = config.to_dict()
     result = subprocess.run([sys.executable, "-c", code, json.dumps(values)], capture_output=True, text=True,
-                            env=dict(os.environ, CODEMILL_PROGRESS="0"), timeout=600)
+                            env=dict(os.environ, CODEMILL_PROGRESS="0", CODEMILL_DEVICE=device), timeout=600)
     assert result.returncode == expect_exit, result.stderr[-3000:]
 
 
@@ -152,7 +152,7 @@ def test_schedules_groups_and_clipping() -> None:
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(token_data: Path, tmp_path: Path, parallel: str) -> None:
     single = tmp_path / "single"
-    _run_subprocess(_config(token_data, single, steps=6, micro_batch=4, checkpoint_every=6))
+    _run_subprocess(_config(token_data, single, steps=6, micro_batch=4, checkpoint_every=6), device="cpu")
     config = _config(token_data, tmp_path / "pair", steps=6, micro_batch=2, checkpoint_every=6, parallel=parallel)
     code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
             "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
@@ -163,7 +163,9 @@ def test_two_processes_match_one_with_the_same_global_batch(token_data: Path, tm
         port = probe.getsockname()[1]
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                              str(script), json.dumps(config.to_dict())], capture_output=True, text=True,
-                            env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS="1"), timeout=300)
+                            # On CPU (gloo) on any machine: two ranks cannot share one GPU under NCCL.
+                            env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS="1", CODEMILL_DEVICE="cpu"),
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _losses(single), _losses(tmp_path / "pair")
     assert len(two) == 6

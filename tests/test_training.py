@@ -335,3 +335,17 @@ def test_fsdp_alone_runs_and_matches_a_plain_run(token_data: Path, tmp_path: Pat
     assert mixed.losses[1] == pytest.approx(plain.losses[1], rel=0.05)
     checkpoint = load_checkpoint(tmp_path / "fsdp-bf16" / "checkpoints" / "step-00000005")
     assert all(value.dtype == torch.float32 for value in checkpoint.model.values() if value.is_floating_point())
+
+
+def test_a_resume_with_another_step_count_is_refused(token_data: Path, tmp_path: Path) -> None:
+    """The schedule and the sample order are planned for the run's steps: resuming with other
+    steps would silently restart the learning-rate schedule, so it is refused with what to do."""
+    train(_config(token_data, tmp_path / "run", steps=4, checkpoint_every=2))
+    with pytest.raises(ValueError, match="started for 4 steps.*--steps 4"):
+        train(_config(token_data, tmp_path / "run", steps=6, checkpoint_every=2))
+    assert train(_config(token_data, tmp_path / "run", steps=4, checkpoint_every=2)).last_step == 4
+
+
+def test_samples_carry_no_attention_mask(token_data: Path) -> None:
+    samples = PackedSamples(DataConfig(path=str(token_data), seq_len=32), 4)
+    assert "attention_mask" not in samples.dataset[0]

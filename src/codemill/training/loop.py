@@ -213,6 +213,12 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
     start_step, skipped, resumed_from = 0, 0, None
     checkpoint = load_latest(out_dir)
     if checkpoint is not None:
+        planned = checkpoint.state.get("train", {}).get("steps", config.steps)
+        if planned != config.steps:
+            raise ValueError(
+                f"{out_dir} was started for {planned} steps: its learning-rate schedule (warmup, decay) and the "
+                f"order of its samples are planned for that many. Resume it with --steps {planned}, or start a new "
+                f"run in another --out to train for {config.steps} steps")
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_state_dict,

@@ -95,3 +95,11 @@ def test_s3_errors_name_the_object(s3_server, monkeypatch):
             location("s3://bucket/x.json").write_text("{}")
     finally:
         storage.set_storage_options(None)
+
+
+def test_local_only_commands_refuse_a_url(capsys):
+    from codemill.cli import main
+
+    assert main(["run", "--out", "s3://bucket/run"]) == 2
+    assert "s3://bucket/run (out) must be on local disk" in capsys.readouterr().err
+    assert main(["export-hf", "s3://bucket/ckpt", "model"]) == 2

@@ -854,7 +854,22 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(err, "exit_code", 1)
 
 
+# Commands whose paths stay on local disk (checkpoints, sandboxes, reports): a URL is refused
+# rather than turned by Path() into a local folder named "s3:".
+LOCAL_PATHS = {"run": ("out",), "train": ("out", "config"), "export-hf": ("checkpoint", "out"), "eval": ("out", "model"),
+               "eval-signal": ("run_dir",)}
+
+
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
+    from codemill.storage import is_remote
+
+    for name in LOCAL_PATHS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and is_remote(value):
+            print(f"codemill {args.command}: {value} ({name.replace('_', '-')}) must be on local disk; the data stages "
+                  "(curate, dedup, tokenizer train, tokenize, publish, manifest verify, trace) and the training "
+                  "data path take fsspec URLs", file=sys.stderr)
+            return 2
     if args.command == "curate":
         return _curate(args, rest)
     if args.command == "dedup":

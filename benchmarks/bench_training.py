@@ -6,9 +6,16 @@ For each shape, each side runs in its own fresh process (so peak RSS is its own)
 time forward + backward + AdamW step on random tokens after warm-up steps (fused AdamW on both sides:
 ours through the trainer's Optimizers, transformers' as its Trainer's default `adamw_torch_fused`). Reported: seconds per
 step, tokens/s, peak RSS, the step's achieved FLOP/s (codemill's FLOP count, the same for both
-sides) as a fraction of this machine's fp32 matmul peak, measured in the same run.
+sides) as a fraction of this machine's matmul peak in the same precision, measured in the same run.
+
+`--precision fp32,bf16` runs every side in each precision: bf16 is codemill's training precision
+(autocast over float32 weights, the scan in float32) and, for transformers, the same
+`torch.autocast("cpu", dtype=torch.bfloat16)`. With bf16 in the list, `--curve-steps N` also trains
+the tiny model N steps on real token shards with `codemill train` in fp32 and in bf16 and compares
+the losses at every logged step. The processor's bf16 features and what `auto` picks are printed.
 
 Usage: python benchmarks/bench_training.py [--shapes tiny,small] [--steps 20] [--threads 2]
+                                           [--precision fp32,bf16] [--curve-steps 200]
 Prints Markdown for benchmarks/RESULTS.md.
 """
 
@@ -32,11 +39,15 @@ SHAPES = {
 
 
 def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, compile_model: bool,
-           activation_checkpointing: bool = False) -> dict:
+           activation_checkpointing: bool = False, precision: str = "fp32") -> dict:
     import resource
     import time
 
     import torch
+
+    from codemill.training.precision import resolve_precision
+
+    autocast = resolve_precision(precision, torch.device("cpu")).autocast(torch.device("cpu"))
 
     from codemill.training.model import HybridLM, flops_per_token, named_config
 
@@ -74,7 +85,8 @@ def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, 
     times = []
     for step in range(warmup + steps):
         start = time.perf_counter()
-        loss = loss_of(tokens)
+        with autocast:
+            loss = loss_of(tokens)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -83,7 +95,8 @@ def worker(side: str, shape: str, steps: int, warmup: int, checkpoint_dir: str, 
     times.sort()
     seconds = times[len(times) // 2]
     tokens_per_step = spec["batch"] * spec["seq"]
-    return {"side": side, "shape": shape, "seconds": seconds, "tokens_per_s": tokens_per_step / seconds,
+    return {"side": side, "shape": shape, "precision": precision, "seconds": seconds,
+            "tokens_per_s": tokens_per_step / seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "params": sum(p.numel() for p in model.parameters()),
             "flops_per_step": flops_per_token(config, spec["seq"]) * tokens_per_step, "loss": float(loss)}
@@ -95,12 +108,38 @@ def _compiled_loss(model, tokens):
     return masked_cross_entropy(model(tokens[:, :-1]), tokens[:, 1:])
 
 
-def matmul_peak() -> float:
+def matmul_peak(dtype) -> float:
     import torch
 
     from codemill.training.loop import measure_matmul_peak
 
-    return measure_matmul_peak(torch.device("cpu"), seconds=2.0)
+    return measure_matmul_peak(torch.device("cpu"), seconds=2.0, dtype=dtype)
+
+
+def loss_curves(steps: int, threads: int) -> dict[str, dict[int, float]]:
+    """`codemill train` of the tiny model on real token shards, in fp32 and in bf16."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from token_data import make_token_dataset
+
+    from codemill.training.data import DataConfig
+    from codemill.training.loop import TrainConfig
+    from codemill.training.optim import OptimConfig
+
+    curves = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_token_dataset(Path(tmp) / "tokens")
+        for precision in ("fp32", "bf16"):
+            config = TrainConfig(out_dir=f"{tmp}/{precision}", model="tiny", data=DataConfig(path=str(data), seq_len=128),
+                                 steps=steps, micro_batch=8, log_every=max(1, steps // 10), checkpoint_every=steps,
+                                 optim=OptimConfig(warmup_steps=max(1, steps // 20), lr=3e-3), peak_flops=1e11,
+                                 precision=precision)
+            code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
+                    "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
+            subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], check=True, capture_output=True,
+                           env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS=str(threads)))
+            rows = [json.loads(line) for line in Path(f"{tmp}/{precision}/metrics.jsonl").read_text().splitlines()]
+            curves[precision] = {row["step"]: row["loss"] for row in rows}
+    return curves
 
 
 def main() -> None:
@@ -112,21 +151,27 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also run codemill under torch.compile")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="also run codemill with activation checkpointing (the trainer's option)")
+    parser.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16")
+    parser.add_argument("--curve-steps", type=int, default=200,
+                        help="with bf16: steps of the tiny model's fp32-vs-bf16 loss curves (0: skip)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         import torch
 
         torch.set_num_threads(args.threads)
-        side, shape, checkpoint_dir, variant = args.worker.split(",")
+        side, shape, checkpoint_dir, variant, precision = args.worker.split(",")
         print(json.dumps(worker(side, shape, args.steps, args.warmup, checkpoint_dir, variant == "compile",
-                                variant == "ac")))
+                                variant == "ac", precision)))
         return
 
     import torch
 
+    from codemill.training.precision import cpu_bf16_flags, resolve_precision
+
     torch.set_num_threads(args.threads)
-    peak = matmul_peak()
+    precisions = args.precision.split(",")
+    peaks = {p: matmul_peak(torch.bfloat16 if p == "bf16" else torch.float32) for p in precisions}
     rows = []
     for shape in args.shapes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -142,28 +187,46 @@ def main() -> None:
             del model
             sides = ([("transformers", "eager"), ("codemill", "eager")] + ([("codemill", "compile")] if args.compile
                      else []) + ([("codemill", "ac")] if args.activation_checkpointing else []))
-            for side, variant in sides:
-                out = subprocess.run([sys.executable, __file__, "--worker", f"{side},{shape},{tmp},{variant}",
-                                      "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                      "--threads", str(args.threads)],
-                                     check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
-                row = json.loads(out.stdout.strip().splitlines()[-1])
-                row["label"] = side + {"eager": "", "compile": " (torch.compile)",
-                                       "ac": " (activation checkpointing)"}[variant]
-                rows.append(row)
+            for precision in precisions:
+                for side, variant in sides:
+                    out = subprocess.run([sys.executable, __file__, "--worker", f"{side},{shape},{tmp},{variant},{precision}",
+                                          "--steps", str(args.steps), "--warmup", str(args.warmup),
+                                          "--threads", str(args.threads)],
+                                         check=True, capture_output=True, text=True,
+                                         env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                    row["label"] = side + {"eager": "", "compile": " (torch.compile)",
+                                           "ac": " (activation checkpointing)"}[variant]
+                    rows.append(row)
 
+    auto = resolve_precision("auto", torch.device("cpu"))
     print(f"\n### Training step benchmark ({platform.machine()}, {args.threads} threads, torch {torch.__version__})\n")
-    print(f"fp32 matmul peak (2048^2, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s. Median of {args.steps} steps "
-          f"after {args.warmup} warm-up steps; forward + backward + AdamW step on the same random tokens.\n")
-    print("| shape | params | side | s/step | tokens/s | vs transformers | peak RSS MB | vs transformers | "
-          "share of matmul peak |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"bf16 features of this CPU: {', '.join(cpu_bf16_flags()) or 'none'}; `precision: auto` picks {auto.name} "
+          f"({auto.reason}).")
+    print("Matmul peak (2048^2, " + f"{args.threads} threads): "
+          + ", ".join(f"{p} {peaks[p] / 1e9:.0f} GFLOP/s" for p in precisions)
+          + f". Median of {args.steps} steps after {args.warmup} warm-up steps; forward + backward + AdamW step "
+          "on the same random tokens.\n")
+    print("| shape | params | precision | side | s/step | tokens/s | vs transformers | vs codemill fp32 | peak RSS MB "
+          "| share of matmul peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for shape in args.shapes.split(","):
-        base = next(r for r in rows if r["shape"] == shape and r["side"] == "transformers")
-        for r in (r for r in rows if r["shape"] == shape):
-            print(f"| {shape} | {r['params'] / 1e6:.2f}M | {r['label']} | {r['seconds']:.3f} | {r['tokens_per_s']:,.0f} | "
-                  f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x | {r['peak_rss_mb']:,.0f} | "
-                  f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x | {r['flops_per_step'] / r['seconds'] / peak:.0%} |")
+        for precision in precisions:
+            base = next(r for r in rows if r["shape"] == shape and r["side"] == "transformers"
+                        and r["precision"] == precision)
+            ours_fp32 = next((r for r in rows if r["shape"] == shape and r["label"] == "codemill"
+                              and r["precision"] == "fp32"), None)
+            for r in (r for r in rows if r["shape"] == shape and r["precision"] == precision):
+                versus = f"{r['tokens_per_s'] / ours_fp32['tokens_per_s']:.2f}x" if ours_fp32 else "-"
+                print(f"| {shape} | {r['params'] / 1e6:.2f}M | {precision} | {r['label']} | {r['seconds']:.3f} | "
+                      f"{r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base['tokens_per_s']:.2f}x | {versus} | "
+                      f"{r['peak_rss_mb']:,.0f} | {r['flops_per_step'] / r['seconds'] / peaks[precision]:.0%} |")
+    if "bf16" in precisions and args.curve_steps:
+        curves = loss_curves(args.curve_steps, args.threads)
+        worst = max(abs(curves["bf16"][s] - curves["fp32"][s]) / curves["fp32"][s] for s in curves["fp32"])
+        print(f"\nLoss curves, tiny model, {args.curve_steps} steps of `codemill train` (step: fp32 / bf16):")
+        print("; ".join(f"{s}: {curves['fp32'][s]:.3f} / {curves['bf16'][s]:.3f}" for s in sorted(curves["fp32"])))
+        print(f"largest relative difference: {worst:.2%}")
 
 
 if __name__ == "__main__":

@@ -321,6 +321,20 @@ def test_bf16_training_keeps_float32_master_weights_and_records_it(token_data: P
     assert all(value.dtype == torch.float32 for value in checkpoint.model.values() if value.is_floating_point())
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {row["precision"] for row in rows} == {"bf16"}
+    # Evaluation and decoding run the model as it trained: bf16 autocast, logits back in float32.
+    from codemill.eval.generate import SamplingConfig, codec_for, generate_ours
+    from codemill.eval.likelihood import logits_fn
+    from codemill.tokenize.tokenizer import load_tokenizer
+    from codemill.training.loop import load_model, tokenizer_dir_of
+
+    model = load_model(tmp_path / "run")
+    assert model.precision.name == "bf16"
+    logits = logits_fn(model)(torch.tensor([[1, 2, 3, 4]]))
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    codec = codec_for(load_tokenizer(tokenizer_dir_of(tmp_path / "run")))
+    config = SamplingConfig(n=1, temperature=0, max_new_tokens=8)
+    first = generate_ours(model, codec, ["def add(a, b):"], [], config)
+    assert first == generate_ours(model, codec, ["def add(a, b):"], [], config) and first[0][0]
 
 
 def test_fsdp_alone_runs_and_matches_a_plain_run(token_data: Path, tmp_path: Path) -> None:

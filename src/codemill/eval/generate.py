@@ -11,6 +11,8 @@ Generation stops per sample at a stop sequence, the end-of-text token or max_new
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,10 +79,13 @@ def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequen
     out = []
     iterator = bar(prompts, desc="generate", unit="prompt", disable=not progress)
     decoder = Decoder(model)
+    precision = getattr(model, "precision", None)  # the run's training precision (`load_model`)
+    autocast = precision.autocast(torch.device("cpu")) if precision is not None else contextlib.nullcontext()
     for index, prompt in enumerate(iterator):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + index)
         ids = torch.tensor([codec.encode(prompt)] * config.n, dtype=torch.long)
-        logits, state = decoder.start(model, ids, config.max_new_tokens)
+        with autocast:
+            logits, state = decoder.start(model, ids, config.max_new_tokens)
         produced: list[list[int]] = [[] for _ in range(config.n)]
         done = [False] * config.n
         for _ in range(config.max_new_tokens):
@@ -96,7 +101,8 @@ def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequen
                     done[row] = True
             if all(done):
                 break
-            logits = decoder.step(token, state)
+            with autocast:
+                logits = decoder.step(token, state)
         out.append([_cut(codec.decode(p), stops)[0] for p in produced])
     return out
 

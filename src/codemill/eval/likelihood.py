@@ -11,6 +11,8 @@ transformers causal LM (a `logits_of` function adapts each).
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,10 +33,14 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (1, length) token ids -> (1
 
 
 def logits_fn(model) -> LogitsFn:
-    """Our HybridLM, or a transformers model (whose output has .logits)."""
+    """Our HybridLM (under the precision its run trained with: `load_model` sets it), or a
+    transformers model (whose output has .logits). Logits come back in float32."""
+    precision = getattr(model, "precision", None)
+
     def run(tokens: torch.Tensor) -> torch.Tensor:
-        out = model(tokens)
-        return out.logits if hasattr(out, "logits") else out
+        with precision.autocast(tokens.device) if precision is not None else contextlib.nullcontext():
+            out = model(tokens)
+        return (out.logits if hasattr(out, "logits") else out).float()
     return run
 
 

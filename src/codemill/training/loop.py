@@ -328,6 +328,10 @@ def load_model(run_or_checkpoint: Path) -> HybridLM:
             raise FileNotFoundError(f"{path} holds no checkpoint (neither a run directory nor a checkpoint)")
     model = HybridLM(ModelConfig.from_dict(checkpoint.state["model"]))
     model.load_state_dict(checkpoint.model)
+    # Evaluation honours the run's precision setting, resolved for this machine (`auto` may give
+    # bf16 on one and fp32 on another); a run from before the setting existed trained in fp32.
+    setting = checkpoint.state.get("train", {}).get("precision", "fp32")
+    model.precision = resolve_precision(setting, torch.device("cpu"))
     return model.eval()
 
 

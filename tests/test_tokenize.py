@@ -601,3 +601,22 @@ def test_shard_names_parse_back() -> None:
     assert all(parse_shard_name(f"/data/{shard_name(i, n)}") == (i, n) for n in (1, 4, 128) for i in range(n))
     assert parse_shard_name("/data/part-1-of-4.parquet") is None
     assert parse_shard_name("/data/notes.parquet") is None
+
+
+def test_byte_length_tables_follow_the_tokenizer_not_its_id(tokenizer_dir: Path, tmp_path: Path) -> None:
+    """A freed tokenizer's id may be reused by another: the table must be the new tokenizer's."""
+    import gc
+
+    from codemill.tokenize.documents import token_byte_lengths
+
+    small_dir = tmp_path / "small"
+    train_tokenizer(code_texts(), small_dir, TokenizerConfig(vocab_size=300))
+    for _ in range(20):  # new objects until one takes a freed one's id
+        small = load_tokenizer(small_dir)
+        assert len(token_byte_lengths(small)) == small.get_vocab_size()
+        del small
+        gc.collect()
+        large = load_tokenizer(tokenizer_dir)
+        assert len(token_byte_lengths(large)) == large.get_vocab_size()
+        del large
+        gc.collect()

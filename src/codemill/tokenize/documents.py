@@ -273,18 +273,23 @@ def _piece_budget(config: DocumentConfig, head: list[np.ndarray], path_ids: np.n
     return budget
 
 
-_BYTE_LENGTHS: dict[int, np.ndarray] = {}  # id(tokenizer) -> table; a worker keeps its tokenizer
+# id(tokenizer) -> (the tokenizer, its table). The tokenizer is kept with its table: an id alone
+# can be reused by another tokenizer once the first is freed (seen: a 1,024-token tokenizer given a
+# 512-token one's table). A worker keeps its tokenizer, so a few entries suffice.
+_BYTE_LENGTHS: dict[int, tuple[object, np.ndarray]] = {}
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """Bytes of text each token stands for, for byte-level BPE (one vocabulary character per byte)."""
-    cached = _BYTE_LENGTHS.get(id(tokenizer))
-    if cached is None:
-        cached = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    entry = _BYTE_LENGTHS.get(id(tokenizer))
+    if entry is None or entry[0] is not tokenizer:
+        table = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
         for token, token_id in tokenizer.get_vocab(with_added_tokens=False).items():
-            cached[token_id] = len(token)
-        _BYTE_LENGTHS[id(tokenizer)] = cached
-    return cached
+            table[token_id] = len(token)
+        if len(_BYTE_LENGTHS) >= 8:
+            _BYTE_LENGTHS.pop(next(iter(_BYTE_LENGTHS)))
+        entry = _BYTE_LENGTHS[id(tokenizer)] = (tokenizer, table)
+    return entry[1]
 
 
 def _cuts_by_bytes(content: str, tokens: np.ndarray, budget: int, tokenizer) -> list[tuple[int, int, int, int]] | None:

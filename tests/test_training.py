@@ -274,10 +274,10 @@ def test_older_checkpoints_can_keep_weights_only(token_data: Path, tmp_path: Pat
     assert load_model(checkpoints[0]) is not None  # evaluation reads a weights-only checkpoint
     with pytest.raises(CheckpointCorrupt, match="weights only"):
         load_checkpoint(checkpoints[0])  # but it cannot resume a run
-    # Resuming past the end continues from the newest (full) one.
-    result = train(_config(token_data, run, steps=10, checkpoint_every=2, keep_checkpoints=10,
+    # A rerun resumes from the newest (full) one: the run is complete, nothing is redone.
+    result = train(_config(token_data, run, steps=8, checkpoint_every=2, keep_checkpoints=10,
                            keep_optimizer_states=1))
-    assert result.resumed_from == 8 and result.last_step == 10
+    assert result.resumed_from == 8 and result.last_step == 8
 
 
 def test_precision_is_resolved_from_the_hardware_and_said(monkeypatch) -> None:

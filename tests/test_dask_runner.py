@@ -191,6 +191,20 @@ def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, sourc
     assert remote == local and any(name.endswith(".bin") for name in local)
 
 
+def _start_on_cluster(curate: list[str], out: Path, address: str) -> subprocess.Popen:
+    """`codemill curate ... --dedup` on the cluster, returned once two units are done (mid-job)."""
+    job = subprocess.Popen([sys.executable, "-m", "codemill.cli", *curate, "--out", str(out),
+                            "--runner=DaskRunner", f"--dask_client_address={address}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, CODEMILL_PROGRESS="0"))
+    deadline = time.monotonic() + 300
+    units = out / "_curated" / "_work" / "units"
+    while job.poll() is None and time.monotonic() < deadline and len(list(units.glob("*.json"))) < 2:
+        time.sleep(0.01)
+    assert job.poll() is None, "the job ended before it could be interrupted"
+    return job
+
+
 @pytest.mark.slow
 def test_a_worker_killed_during_the_job_changes_nothing(cluster, sources, tmp_path):
     """SIGKILL one worker process while curate + near dedup runs: dask recomputes what it held,
@@ -202,15 +216,7 @@ def test_a_worker_killed_during_the_job_changes_nothing(cluster, sources, tmp_pa
     with Client(cluster, timeout=30) as client:
         pids = client.run(os.getpid)
     out = tmp_path / "dask"
-    job = subprocess.Popen([sys.executable, "-m", "codemill.cli", *curate, "--out", str(out),
-                            "--runner=DaskRunner", f"--dask_client_address={cluster}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env=dict(os.environ, CODEMILL_PROGRESS="0"))
-    deadline = time.monotonic() + 300
-    units = out / "_curated" / "_work" / "units"
-    while job.poll() is None and time.monotonic() < deadline and len(list(units.glob("*.json"))) < 2:
-        time.sleep(0.01)
-    assert job.poll() is None, "the job ended before a worker could be killed"
+    job = _start_on_cluster(curate, out, cluster)
     os.kill(sorted(pids.values())[0], signal.SIGKILL)
     _, err = job.communicate(timeout=600)
     assert job.returncode == 0, err[-3000:]
@@ -246,15 +252,7 @@ def test_a_lost_scheduler_stops_the_job_with_a_message_and_the_rerun_resumes(sou
     _codemill(*curate, "--out", str(tmp_path / "local"))
     out = tmp_path / "dask"
     with _cluster() as (address, scheduler):
-        job = subprocess.Popen([sys.executable, "-m", "codemill.cli", *curate, "--out", str(out),
-                                "--runner=DaskRunner", f"--dask_client_address={address}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, CODEMILL_PROGRESS="0"))
-        deadline = time.monotonic() + 300
-        units = out / "_curated" / "_work" / "units"
-        while job.poll() is None and time.monotonic() < deadline and len(list(units.glob("*.json"))) < 2:
-            time.sleep(0.01)
-        assert job.poll() is None, "the job ended before the scheduler could be killed"
+        job = _start_on_cluster(curate, out, address)
         os.killpg(scheduler.pid, signal.SIGKILL)
         _, err = job.communicate(timeout=300)
     assert job.returncode == 1 and "lost the dask cluster" in err and "rerun the same command" in err, err[-2000:]

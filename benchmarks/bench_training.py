@@ -116,8 +116,14 @@ def matmul_peak(dtype) -> float:
     return measure_matmul_peak(torch.device("cpu"), seconds=2.0, dtype=dtype)
 
 
-def loss_curves(steps: int, threads: int) -> dict[str, dict[int, float]]:
-    """`codemill train` of the tiny model on real token shards, in fp32 and in bf16."""
+EVAL_SAMPLES = 64
+
+
+def loss_curves(steps: int, threads: int) -> dict[str, dict[str, dict[int, float]]]:
+    """`codemill train` of the tiny model on real token shards, in fp32 and in bf16: per precision,
+    the training loss at each logged step ("train": one batch each, so it moves by the batch) and
+    the loss of each checkpoint on one fixed set of samples past the training ones ("eval": the
+    same tokens at every checkpoint, computed as the run trained, under its precision)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from token_data import make_token_dataset
 
@@ -126,20 +132,44 @@ def loss_curves(steps: int, threads: int) -> dict[str, dict[int, float]]:
     from codemill.training.optim import OptimConfig
 
     curves = {}
+    every = max(1, steps // 10)
     with tempfile.TemporaryDirectory() as tmp:
         data = make_token_dataset(Path(tmp) / "tokens")
         for precision in ("fp32", "bf16"):
             config = TrainConfig(out_dir=f"{tmp}/{precision}", model="tiny", data=DataConfig(path=str(data), seq_len=128),
-                                 steps=steps, micro_batch=8, log_every=max(1, steps // 10), checkpoint_every=steps,
-                                 optim=OptimConfig(warmup_steps=max(1, steps // 20), lr=3e-3), peak_flops=1e11,
-                                 precision=precision)
+                                 steps=steps, micro_batch=8, log_every=every, checkpoint_every=every,
+                                 keep_checkpoints=steps, optim=OptimConfig(warmup_steps=max(1, steps // 20), lr=3e-3),
+                                 peak_flops=1e11, precision=precision)
             code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
                     "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
+            environment = dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS=str(threads))
             subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], check=True, capture_output=True,
-                           env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS=str(threads)))
+                           env=environment)
             rows = [json.loads(line) for line in Path(f"{tmp}/{precision}/metrics.jsonl").read_text().splitlines()]
-            curves[precision] = {row["step"]: row["loss"] for row in rows}
+            evaluated = subprocess.run([sys.executable, __file__, "--eval-checkpoints", f"{tmp}/{precision}",
+                                        json.dumps(config.data.__dict__), str(steps * config.micro_batch)],
+                                       check=True, capture_output=True, text=True, env=environment)
+            curves[precision] = {"train": {row["step"]: row["loss"] for row in rows},
+                                 "eval": {int(k): v for k, v in json.loads(evaluated.stdout).items()}}
     return curves
+
+
+def eval_checkpoints(run: str, data_json: str, first_sample: int) -> dict[int, float]:
+    """Mean loss of each checkpoint of `run` on EVAL_SAMPLES samples starting at first_sample."""
+    import torch
+
+    from codemill.training.data import DataConfig, PackedSamples
+    from codemill.training.loop import load_model
+    from codemill.training.model import masked_cross_entropy
+
+    samples = PackedSamples(DataConfig(**json.loads(data_json)), first_sample + EVAL_SAMPLES)
+    inputs, targets, mask = samples.batch(first_sample, EVAL_SAMPLES)
+    losses = {}
+    for checkpoint in sorted((Path(run) / "checkpoints").glob("step-*")):
+        model = load_model(checkpoint)
+        with torch.no_grad(), model.precision.autocast(torch.device("cpu")):
+            losses[int(checkpoint.name.split("-")[1])] = float(masked_cross_entropy(model(inputs), targets, mask))
+    return losses
 
 
 def main() -> None:
@@ -155,7 +185,12 @@ def main() -> None:
     parser.add_argument("--curve-steps", type=int, default=200,
                         help="with bf16: steps of the tiny model's fp32-vs-bf16 loss curves (0: skip)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--eval-checkpoints", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.eval_checkpoints:
+        run, data_json, first = args.eval_checkpoints
+        print(json.dumps(eval_checkpoints(run, data_json, int(first))))
+        return
     if args.worker:
         import torch
 
@@ -223,11 +258,13 @@ def main() -> None:
                       f"{r['peak_rss_mb']:,.0f} | {r['flops_per_step'] / r['seconds'] / peaks[precision]:.0%} |")
     if "bf16" in precisions and args.curve_steps:
         curves = loss_curves(args.curve_steps, args.threads)
-        worst = max(abs(curves["bf16"][s] - curves["fp32"][s]) / curves["fp32"][s] for s in curves["fp32"])
         print(f"\nLoss curves, tiny model, {args.curve_steps} steps of `codemill train` (step: fp32 / bf16):")
-        print("; ".join(f"{s}: {curves['fp32'][s]:.3f} / {curves['bf16'][s]:.3f}" for s in sorted(curves["fp32"])))
-        print(f"largest relative difference: {worst:.2%}")
-
+        for kind, what in (("train", "training loss of the step's batch"),
+                           ("eval", f"checkpoint's loss on {EVAL_SAMPLES} fixed held-out samples")):
+            fp32, bf16 = curves["fp32"][kind], curves["bf16"][kind]
+            worst = max(abs(bf16[s] - fp32[s]) / fp32[s] for s in fp32)
+            print(f"- {what}: " + "; ".join(f"{s}: {fp32[s]:.3f} / {bf16[s]:.3f}" for s in sorted(fp32))
+                  + f"; largest relative difference {worst:.2%}")
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 os.environ.setdefault("CODEMILL_PROGRESS", "0")
+# The suite trains on the CPU on every machine, where its comparisons are exact; tests/test_cuda.py
+# holds the GPU tests, with bf16 and TF32 tolerances. CODEMILL_DEVICE=cuda runs the rest there too.
+os.environ.setdefault("CODEMILL_DEVICE", "cpu")
 
 SHARED = Path(os.environ.get("CODEMILL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 

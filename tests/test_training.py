@@ -39,13 +39,14 @@ def _config(data: Path, out: Path, **changes) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def _run_subprocess(config: TrainConfig, expect_exit: int = 0, device: str = "auto") -> None:
+def _run_subprocess(config: TrainConfig, expect_exit: int = 0, device: str | None = None) -> None:
     """A run in a fresh process, as `codemill train` would be (a crash there kills only it)."""
     code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
             "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
     values = config.to_dict()
     result = subprocess.run([sys.executable, "-c", code, json.dumps(values)], capture_output=True, text=True,
-                            env=dict(os.environ, CODEMILL_PROGRESS="0", CODEMILL_DEVICE=device), timeout=600)
+                            env=dict(os.environ, CODEMILL_PROGRESS="0", CODEMILL_DEVICE=device or os.environ["CODEMILL_DEVICE"]),
+                            timeout=600)
     assert result.returncode == expect_exit, result.stderr[-3000:]
 
 

@@ -6,7 +6,7 @@ VENV ?= .venv
 OUT ?= out
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint typecheck bench clean
 
 $(BIN)/codemill: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ run: setup
 
 test: setup
 	$(BIN)/pytest -q -n 2 tests
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/pip install -q -c constraints.txt -e ".[bench]"

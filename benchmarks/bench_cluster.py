@@ -67,9 +67,13 @@ def _digests(out: Path) -> dict[str, str]:
 def _curate(files: int, out: Path, extra: list[str], env: dict, roots: dict[str, int]) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    process = subprocess.Popen([str(BIN / "codemill"), "curate", "--max-files", str(files), "--dedup", "near",
-                                "--out", str(out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, env=env)
+    process = subprocess.Popen(
+        [str(BIN / "codemill"), "curate", "--max-files", str(files), "--dedup", "near", "--out", str(out), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     peaks = Peaks({"driver": process.pid, **roots})
     _, err = process.communicate()
     seconds = time.perf_counter() - started
@@ -98,18 +102,34 @@ def main() -> None:
         local_s, local_mem = _curate(files, WORK / "local", ["--workers", "2"], env, {})
         port = _port()
         address = f"tcp://127.0.0.1:{port}"
-        cluster = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                     "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)]
-        cluster.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-                                         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        env=env, start_new_session=True))
+        cluster = [
+            subprocess.Popen(
+                [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        ]
+        cluster.append(
+            subprocess.Popen(
+                [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        )
         try:
             report = WORK / "dask-report.jsonl"
             report.unlink(missing_ok=True)
-            dask_s, dask_mem = _curate(files, WORK / "dask",
-                                       ["--runner=DaskRunner", f"--dask_client_address={address}"],
-                                       dict(env, CODEMILL_DASK_REPORT=str(report)), _workers(address))
+            dask_s, dask_mem = _curate(
+                files,
+                WORK / "dask",
+                ["--runner=DaskRunner", f"--dask_client_address={address}"],
+                dict(env, CODEMILL_DASK_REPORT=str(report)),
+                _workers(address),
+            )
         finally:
             for process in cluster:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -117,17 +137,35 @@ def main() -> None:
         pipelines = [json.loads(line) for line in report.read_text().splitlines()]
         same = _digests(WORK / "local") == _digests(WORK / "dask")
         stats = json.loads((WORK / "dask" / "stats.json").read_text())
-        rows.append((files, stats["totals"]["bytes"] / 1e6, local_s, dask_s, len(pipelines),
-                     sum(p["tasks"] for p in pipelines), max(p["tasks"] for p in pipelines), local_mem, dask_mem, same))
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}\n")
-    print("| files | MB | local s | dask s | dask / local | pipelines | tasks (all) | tasks (largest) "
-          "| peak PSS GB: local | driver | worker 0 | worker 1 | same bytes |")
+        rows.append(
+            (
+                files,
+                stats["totals"]["bytes"] / 1e6,
+                local_s,
+                dask_s,
+                len(pipelines),
+                sum(p["tasks"] for p in pipelines),
+                max(p["tasks"] for p in pipelines),
+                local_mem,
+                dask_mem,
+                same,
+            )
+        )
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}\n"
+    )
+    print(
+        "| files | MB | local s | dask s | dask / local | pipelines | tasks (all) | tasks (largest) "
+        "| peak PSS GB: local | driver | worker 0 | worker 1 | same bytes |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for files, mb, local_s, dask_s, n, tasks, largest, local_mem, dask_mem, same in rows:
-        print(f"| {files:,} | {mb:.1f} | {local_s:.1f} | {dask_s:.1f} | {dask_s / local_s:.2f}x | {n} | {tasks:,} | "
-              f"{largest:,} | {local_mem['driver']:.2f} | {dask_mem['driver']:.2f} | {dask_mem['worker 0']:.2f} | "
-              f"{dask_mem['worker 1']:.2f} | {same} |")
+        print(
+            f"| {files:,} | {mb:.1f} | {local_s:.1f} | {dask_s:.1f} | {dask_s / local_s:.2f}x | {n} | {tasks:,} | "
+            f"{largest:,} | {local_mem['driver']:.2f} | {dask_mem['driver']:.2f} | {dask_mem['worker 0']:.2f} | "
+            f"{dask_mem['worker 1']:.2f} | {same} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,18 @@ def build_corpus(files: int) -> tuple[Path, int, int]:
                     text = item.data.decode("utf-8")
                 except UnicodeDecodeError:
                     continue
-                out.write(json.dumps({"id": f"{item.repo}/{item.path}", "repo": item.repo, "path": item.path,
-                                      "content": text, "text": text}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "id": f"{item.repo}/{item.path}",
+                            "repo": item.repo,
+                            "path": item.path,
+                            "content": text,
+                            "text": text,
+                        }
+                    )
+                    + "\n"
+                )
                 count += 1
                 size += len(item.data)
     return path, count, size
@@ -85,7 +95,8 @@ class CodeCuration(PipelineStep):
         from codemill.curation.language import detect_language
         from codemill.curation.license import ScancodeDetector, is_license_file
         from codemill.curation.pii import redact
-        enabled = FilterConfig().enabled if self.full else tuple(n for n in FilterConfig().enabled if n != "syntax_errors")
+        every = FilterConfig().enabled
+        enabled = every if self.full else tuple(n for n in every if n != "syntax_errors")
         config = FilterConfig(enabled=enabled)
         detector = ScancodeDetector() if self.full else None
         for doc in data:
@@ -124,8 +135,12 @@ def run_datatrove(corpus: Path, workers: int, full: bool = False) -> float:
     # Timed as codemill is: the whole process, interpreter start and imports included (the
     # in-script timer, which starts after datatrove's ~0.8 s import, is printed but not used).
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", DATATROVE_SCRIPT, str(shard_dir), str(out), str(workers),
-                    "full" if full else "same"], capture_output=True, text=True, check=True)
+    subprocess.run(
+        [sys.executable, "-c", DATATROVE_SCRIPT, str(shard_dir), str(out), str(workers), "full" if full else "same"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return time.perf_counter() - start
 
 
@@ -134,12 +149,29 @@ def run_codemill(corpus: Path, workers: int, *, syntax_check: bool, licenses: bo
     shutil.rmtree(out, ignore_errors=True)
     config = WORK / "bench.yaml"
     filters = [n for n in FILTER_ORDER if syntax_check or n != "syntax_errors"]
-    config.write_text(f"curate:\n  redact_pii: true\n  detect_licenses: {str(licenses).lower()}\n"
-                      f"  filters:\n    enabled: [{', '.join(filters)}]\n")
+    config.write_text(
+        f"curate:\n  redact_pii: true\n  detect_licenses: {str(licenses).lower()}\n"
+        f"  filters:\n    enabled: [{', '.join(filters)}]\n"
+    )
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "codemill.cli", "curate", str(corpus), "--out", str(out),
-                    "--workers", str(workers), "--config", str(config)],
-                   check=True, capture_output=True, env=dict(os.environ, CODEMILL_PROGRESS="0"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "codemill.cli",
+            "curate",
+            str(corpus),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+            "--config",
+            str(config),
+        ],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, CODEMILL_PROGRESS="0"),
+    )
     return time.perf_counter() - start
 
 
@@ -148,7 +180,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--skip-full", action="store_true", help="leave out the ScanCode row (minutes on large corpora)")
+    parser.add_argument(
+        "--skip-full", action="store_true", help="leave out the ScanCode row (minutes on large corpora)"
+    )
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     corpus, count, size = build_corpus(args.files)
@@ -157,12 +191,15 @@ def main() -> None:
         "floor (read + sha1_git, 1 process)": lambda: run_floor(corpus),
         "datatrove (language + StarCoder2 filters + PII)": lambda: run_datatrove(corpus, args.workers),
         "codemill, same work (+ SWHIDs, trees, manifest)": lambda: run_codemill(
-            corpus, args.workers, syntax_check=False, licenses=False),
+            corpus, args.workers, syntax_check=False, licenses=False
+        ),
         "codemill + tree-sitter check": lambda: run_codemill(corpus, args.workers, syntax_check=True, licenses=False),
         "datatrove full (+ tree-sitter + ScanCode on licence files)": lambda: run_datatrove(
-            corpus, args.workers, full=True),
+            corpus, args.workers, full=True
+        ),
         "codemill full (+ tree-sitter + licences: cache, fast path, ScanCode)": lambda: run_codemill(
-            corpus, args.workers, syntax_check=True, licenses=True),
+            corpus, args.workers, syntax_check=True, licenses=True
+        ),
     }
     if args.skip_full:
         runs = {name: run for name, run in runs.items() if " full " not in name}
@@ -173,14 +210,19 @@ def main() -> None:
     datatrove = statistics.median(timings["datatrove (language + StarCoder2 filters + PII)"])
     full_names = [name for name in timings if " full " in name]
     datatrove_full = statistics.median(timings[full_names[0]]) if full_names else None
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{args.workers} workers; {count} files, {size / 1e6:.1f} MB; median of {args.repeats}\n")
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; "
+        f"{args.workers} workers; {count} files, {size / 1e6:.1f} MB; median of {args.repeats}\n"
+    )
     print("| pipeline | seconds | MB/s | files/s | vs datatrove (same work) |")
     print("|---|---|---|---|---|")
     for name, values in timings.items():
         seconds = statistics.median(values)
         anchor = datatrove_full if " full " in name else datatrove
-        print(f"| {name} | {seconds:.1f} | {size / 1e6 / seconds:.2f} | {count / seconds:.0f} | {anchor / seconds:.2f}x |")
+        print(
+            f"| {name} | {seconds:.1f} | {size / 1e6 / seconds:.2f} | {count / seconds:.0f} | {anchor / seconds:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

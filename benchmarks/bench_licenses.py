@@ -37,8 +37,12 @@ def licence_texts() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scancode-sample", type=int, default=300,
-                        help="texts the fast path leaves that ScanCode is timed on (default 300)")
+    parser.add_argument(
+        "--scancode-sample",
+        type=int,
+        default=300,
+        help="texts the fast path leaves that ScanCode is timed on (default 300)",
+    )
     args = parser.parse_args()
     from codemill.curation.license_index import license_index
 
@@ -50,8 +54,8 @@ def main() -> None:
     matches = [index.match(text) for text in texts]
     fast_seconds = time.perf_counter() - started
     data_file = [text.lstrip().startswith("---") for text in texts]
-    settled = [(t, m) for t, m in zip(texts, matches) if m is not None]
-    left = [t for t, m in zip(texts, matches) if m is None]
+    settled = [(t, m) for t, m in zip(texts, matches, strict=False) if m is not None]
+    left = [t for t, m in zip(texts, matches, strict=False) if m is None]
 
     detector = ScancodeDetector()
     started = time.perf_counter()
@@ -66,19 +70,27 @@ def main() -> None:
         detector.detect_text(text)
     left_seconds = time.perf_counter() - started
 
-    real = [m for m, d in zip(matches, data_file) if not d]
-    print(f"\n### Licence fast path, {time.strftime('%Y-%m-%d')} ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, one process)\n")
+    real = [m for m, d in zip(matches, data_file, strict=False) if not d]
+    print(
+        f"\n### Licence fast path, {time.strftime('%Y-%m-%d')} ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, one process)\n"
+    )
     print("| texts | distinct | settled by the fast path | agree with ScanCode |")
     print("|---|---|---|---|")
     print(f"| all licence files of the default corpus | {len(texts)} | {len(settled)} | {agree} of {len(settled)} |")
     print(f"| without ScanCode's own data files | {len(real)} | {sum(m is not None for m in real)} | |")
-    print(f"| ScanCode's data files (YAML header + text) | {sum(data_file)} | "
-          f"{sum(m is not None for m, d in zip(matches, data_file) if d)} | |")
-    print(f"\nfast path: {len(texts) / fast_seconds:.0f} texts/s over all {len(texts)} texts "
-          f"(index load {index_load:.2f} s, from the cache once built)")
-    print(f"ScanCode: index load {scancode_load:.1f} s; {len(settled) / settled_seconds:.1f} texts/s on the texts the "
-          f"fast path settled, {len(sample) / left_seconds:.1f} texts/s on a sample of {len(sample)} it left")
+    print(
+        f"| ScanCode's data files (YAML header + text) | {sum(data_file)} | "
+        f"{sum(m is not None for m, d in zip(matches, data_file, strict=False) if d)} | |"
+    )
+    print(
+        f"\nfast path: {len(texts) / fast_seconds:.0f} texts/s over all {len(texts)} texts "
+        f"(index load {index_load:.2f} s, from the cache once built)"
+    )
+    print(
+        f"ScanCode: index load {scancode_load:.1f} s; {len(settled) / settled_seconds:.1f} texts/s on the texts the "
+        f"fast path settled, {len(sample) / left_seconds:.1f} texts/s on a sample of {len(sample)} it left"
+    )
 
 
 if __name__ == "__main__":

@@ -82,11 +82,22 @@ class PeakPss:
 def run(src: Path, files: int, out: Path, workers: int, kill_after: float | None = None) -> dict:
     """One `codemill curate` with the code under `src`; returns wall, peak PSS and stats."""
     env = dict(os.environ, PYTHONPATH=str(src), CODEMILL_PROGRESS="0")
-    command = [CODEMILL, "curate", "--max-files", str(files), "--dedup", "near", "--out", str(out),
-               "--workers", str(workers)]
+    command = [
+        CODEMILL,
+        "curate",
+        "--max-files",
+        str(files),
+        "--dedup",
+        "near",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+    ]
     started = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     sampler = PeakPss(process.pid)
     if kill_after is not None:
         try:
@@ -101,8 +112,14 @@ def run(src: Path, files: int, out: Path, workers: int, kill_after: float | None
     if process.returncode != 0:
         raise SystemExit(f"{command} failed with {process.returncode}:\n{stderr[-3000:]}")
     stats = json.loads((out / "stats.json").read_text())
-    return {"wall": wall, "peak_gb": peak, "mb": stats["totals"]["bytes"] / 1e6, "files": stats["totals"]["files"],
-            "kept": stats["totals"]["kept_files"], "stderr": stderr}
+    return {
+        "wall": wall,
+        "peak_gb": peak,
+        "mb": stats["totals"]["bytes"] / 1e6,
+        "files": stats["totals"]["files"],
+        "kept": stats["totals"]["kept_files"],
+        "stderr": stderr,
+    }
 
 
 def old_worktree(commit: str) -> Path:
@@ -131,10 +148,16 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             result = run(src, files, out, args.workers)
             results[code, files] = result
-            print(f"{code} {files}: {result['wall']:.1f} s, {result['peak_gb']:.2f} GB, {result['mb']:.1f} MB, "
-                  f"{result['files']} files, {result['kept']} kept", file=sys.stderr, flush=True)
-            rows.append(f"| {code} | {files} | {result['files']} | {result['mb']:.1f} | {result['wall']:.1f} | "
-                        f"{result['mb'] / result['wall']:.2f} | {result['peak_gb']:.2f} |")
+            print(
+                f"{code} {files}: {result['wall']:.1f} s, {result['peak_gb']:.2f} GB, {result['mb']:.1f} MB, "
+                f"{result['files']} files, {result['kept']} kept",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows.append(
+                f"| {code} | {files} | {result['files']} | {result['mb']:.1f} | {result['wall']:.1f} | "
+                f"{result['mb'] / result['wall']:.2f} | {result['peak_gb']:.2f} |"
+            )
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, --workers {args.workers}\n")
     print("| code | --max-files | files | MB read | wall s | MB/s | peak PSS GB (process tree) |")
     print("|---|---|---|---|---|---|---|")
@@ -146,8 +169,10 @@ def main() -> None:
     if "old" in codes:
         for files in args.files:
             old, new = results["old", files], results["new", files]
-            print(f"{files} files: throughput new/old {(new['mb'] / new['wall']) / (old['mb'] / old['wall']):.2f}x, "
-                  f"peak new/old {new['peak_gb'] / old['peak_gb']:.2f}x")
+            print(
+                f"{files} files: throughput new/old {(new['mb'] / new['wall']) / (old['mb'] / old['wall']):.2f}x, "
+                f"peak new/old {new['peak_gb'] / old['peak_gb']:.2f}x"
+            )
     if args.resume_files:
         files = args.resume_files
         full = results.get(("new", files)) or run(codes["new"], files, WORK / "scale-resume-ref", args.workers)
@@ -156,8 +181,10 @@ def main() -> None:
         killed = run(codes["new"], files, out, args.workers, kill_after=0.65 * full["wall"])
         rerun = run(codes["new"], files, out, args.workers)
         reused = [line for line in rerun["stderr"].splitlines() if "resum" in line or "reusing" in line]
-        print(f"\nresume at {files} files: killed at {killed['wall']:.1f} s (SIGKILL: {killed['killed']}); rerun "
-              f"{rerun['wall']:.1f} s = {rerun['wall'] / full['wall']:.0%} of the uninterrupted {full['wall']:.1f} s")
+        print(
+            f"\nresume at {files} files: killed at {killed['wall']:.1f} s (SIGKILL: {killed['killed']}); rerun "
+            f"{rerun['wall']:.1f} s = {rerun['wall'] / full['wall']:.0%} of the uninterrupted {full['wall']:.1f} s"
+        )
         print("\n".join(f"    {line}" for line in reused))
 
 

@@ -45,8 +45,10 @@ def check(name: str, metric: float | None, tol: float | None, ok: bool | None, d
     """Record and print one check; ok=None is a skip."""
     status = "SKIP" if ok is None else "PASS" if ok else "FAIL"
     shown = "nan" if metric is None else f"{metric:.3g}"
-    print(f"CHECK {name} {status} metric={shown} tol={tol if tol is not None else '-'}{' ' + detail if detail else ''}",
-          flush=True)
+    print(
+        f"CHECK {name} {status} metric={shown} tol={tol if tol is not None else '-'}{' ' + detail if detail else ''}",
+        flush=True,
+    )
     RESULTS["checks"].append({"name": name, "status": status, "metric": metric, "tol": tol, "detail": detail})
 
 
@@ -59,9 +61,14 @@ def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def stage_versions(device: torch.device) -> None:
     import importlib
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "cuda": torch.version.cuda, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
-                platform.processor() or platform.machine()}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+    }
     for package in ("triton", "transformers", "mamba_ssm", "causal_conv1d", "flash_attn"):
         try:
             versions[package] = getattr(importlib.import_module(package), "__version__", "importable")
@@ -85,8 +92,9 @@ def stage_versions(device: torch.device) -> None:
     check("versions", None, None, True)
 
 
-def _scan_inputs(device: torch.device, length: int, heads: int = 8, head_dim: int = 32, groups: int = 2,
-                 state: int = 32):
+def _scan_inputs(
+    device: torch.device, length: int, heads: int = 8, head_dim: int = 32, groups: int = 2, state: int = 32
+):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, length, heads, head_dim, generator=g, dtype=torch.float64)
     dt = torch.rand(2, length, heads, generator=g, dtype=torch.float64) * 0.1 + 0.001
@@ -110,8 +118,11 @@ def stage_ssd(device: torch.device, small: bool) -> None:
 
     def run(name: str, fn, dtype: torch.dtype, autocast: bool, tol: float) -> None:
         leaves = [t.detach().to(dtype if t.dim() > 1 else torch.float32).requires_grad_(t.dim() > 1) for t in inputs]
-        context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else torch.autocast(device.type,
-                                                                                                   enabled=False)
+        context = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if autocast
+            else torch.autocast(device.type, enabled=False)
+        )
         with context:
             y, final = fn(leaves[0], leaves[1].float(), leaves[2].float(), leaves[3], leaves[4], chunk, leaves[5])
         y.float().square().sum().backward()
@@ -144,7 +155,7 @@ def stage_attention(device: torch.device, small: bool) -> None:
     q = torch.randn(2, 8, length, 64, generator=g, dtype=torch.float64)
     k = torch.randn(2, 2, length, 64, generator=g, dtype=torch.float64)
     v = torch.randn(2, 2, length, 64, generator=g, dtype=torch.float64)
-    scale = 64 ** -0.5
+    scale = 64**-0.5
     keys, values = k.repeat_interleave(4, dim=1), v.repeat_interleave(4, dim=1)
     scores = (q @ keys.transpose(-1, -2)) * scale
     scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
@@ -194,8 +205,11 @@ def stage_parity(device: torch.device, shapes: list[str]) -> None:
         check(f"parity.{shape}.loss", loss_error, 2e-2, loss_error <= 2e-2)
         logit_error = rel_error(logits, reference(tokens[:, :-1]).detach())
         check(f"parity.{shape}.logits", logit_error, 5e-2, logit_error <= 5e-2)
-        grads = [rel_error(b.grad, a.grad) for a, b in zip(reference.parameters(), other.parameters())
-                 if a.grad is not None and a.grad.norm() > 0]
+        grads = [
+            rel_error(b.grad, a.grad)
+            for a, b in zip(reference.parameters(), other.parameters(), strict=False)
+            if a.grad is not None and a.grad.norm() > 0
+        ]
         worst = max(grads)
         check(f"parity.{shape}.gradients", worst, 0.2, worst <= 0.2, f"median {sorted(grads)[len(grads) // 2]:.3g}")
         del reference, other
@@ -230,11 +244,21 @@ def stage_training(device: torch.device, shape: str, length: int, steps: int) ->
     tokens_per_s = length / seconds
     mfu = tokens_per_s * flops_per_token(config, length) / peak
     finite = all(math.isfinite(v) for v in losses)
-    check(f"training.{shape}.finite_and_falling", losses[-1] - losses[0], None, finite and losses[-1] < losses[0],
-          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {tokens_per_s:,.0f} tokens/s, MFU {mfu:.1%} of the bf16 "
-          f"peak {peak / 1e12:.1f} TFLOP/s")
-    RESULTS[f"training_{shape}"] = {"tokens_per_s": tokens_per_s, "mfu": mfu, "bf16_peak_flops": peak,
-                                    "losses": losses, "seq": length}
+    check(
+        f"training.{shape}.finite_and_falling",
+        losses[-1] - losses[0],
+        None,
+        finite and losses[-1] < losses[0],
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {tokens_per_s:,.0f} tokens/s, MFU {mfu:.1%} of the bf16 "
+        f"peak {peak / 1e12:.1f} TFLOP/s",
+    )
+    RESULTS[f"training_{shape}"] = {
+        "tokens_per_s": tokens_per_s,
+        "mfu": mfu,
+        "bf16_peak_flops": peak,
+        "losses": losses,
+        "seq": length,
+    }
 
 
 def stage_parallel(device: torch.device) -> None:
@@ -287,8 +311,12 @@ def main() -> int:
         ("attention", lambda: stage_attention(device, small=not on_cuda)),
         ("conv", lambda: stage_conv(device)),
         ("parity", lambda: stage_parity(device, ["tiny", "falcon-h1-0.5b"] if on_cuda else ["tiny"])),
-        ("training", lambda: stage_training(device, "falcon-h1-0.5b", 2048, 12) if on_cuda
-         else stage_training(device, "tiny", 64, 4)),
+        (
+            "training",
+            lambda: (
+                stage_training(device, "falcon-h1-0.5b", 2048, 12) if on_cuda else stage_training(device, "tiny", 64, 4)
+            ),
+        ),
         ("parallel", lambda: stage_parallel(device)),
     ]
     for name, run in stages:
@@ -303,8 +331,10 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(RESULTS, indent=2, default=str))
     failed = [c["name"] for c in RESULTS["checks"] if c["status"] == "FAIL"]
-    print(f"gpu_check: {len(RESULTS['checks'])} checks, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}"
-          f" ({RESULTS['seconds']} s) -> {args.out}")
+    print(
+        f"gpu_check: {len(RESULTS['checks'])} checks, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}"
+        f" ({RESULTS['seconds']} s) -> {args.out}"
+    )
     return 1 if failed else 0
 
 

@@ -27,12 +27,15 @@ def main() -> None:
     args = parser.parse_args()
     corpus = Path(args.corpus)
     if not corpus.exists():
-        raise SystemExit(f"{corpus} does not exist; run benchmarks/bench_curation.py --files 8000 first or give --corpus")
+        raise SystemExit(
+            f"{corpus} does not exist; run benchmarks/bench_curation.py --files 8000 first or give --corpus"
+        )
     rows = [json.loads(line) for line in corpus.open(encoding="utf-8")]
     config = FilterConfig(enabled=tuple(n for n in FilterConfig().enabled if n != "syntax_errors"))
     # The filters see each file's detected language, as in the pipeline (some filters depend on it).
-    languages = [detect_language(row["path"], row["content"].encode("utf-8", "surrogateescape")).language
-                 for row in rows]
+    languages = [
+        detect_language(row["path"], row["content"].encode("utf-8", "surrogateescape")).language for row in rows
+    ]
     steps = {
         "language": lambda row, _: detect_language(row["path"], row["content"].encode("utf-8", "surrogateescape")),
         "filters": lambda row, language: apply_filters(row["content"], language, config),
@@ -42,7 +45,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, step in steps.items():
             start = time.perf_counter()
-            for row, language in zip(rows, languages):
+            for row, language in zip(rows, languages, strict=False):
                 step(row, language)
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
     megabytes = sum(len(row["content"].encode("utf-8", "surrogateescape")) for row in rows) / 1e6

@@ -46,19 +46,25 @@ def main() -> None:
 
     documents._encodings = timed  # encode_plans looks it up at call time
     benchmarks = {"humaneval": ""}
-    for name, path in (("mbpp", SHARED / "benchmarks/mbpp/mbpp.jsonl"), ("gsm8k", SHARED / "benchmarks/gsm8k/test.jsonl")):
+    for name, path in (
+        ("mbpp", SHARED / "benchmarks/mbpp/mbpp.jsonl"),
+        ("gsm8k", SHARED / "benchmarks/gsm8k/test.jsonl"),
+    ):
         if path.exists():
             benchmarks[name] = str(path)
-    config = dataclasses.replace(TokenizeConfig(),
-                                 decontam=None if args.no_decontam else DecontamConfig(benchmarks=benchmarks))
+    config = dataclasses.replace(
+        TokenizeConfig(), decontam=None if args.no_decontam else DecontamConfig(benchmarks=benchmarks)
+    )
     started = time.perf_counter()
     run_tokenize(Path(args.input), Path(args.out), Path(args.tokenizer), config)
     total = time.perf_counter() - started
-    print(f"run_tokenize {total:.2f} s, {len(batches)} encode batches "
-          f"({'no decontamination' if args.no_decontam else 'decontamination: ' + ', '.join(benchmarks)})")
+    print(
+        f"run_tokenize {total:.2f} s, {len(batches)} encode batches "
+        f"({'no decontamination' if args.no_decontam else 'decontamination: ' + ', '.join(benchmarks)})"
+    )
     print(f"first batch submitted at +{batches[0][0] - started:.2f} s")
     idle = 0.0
-    for (_, end), (start, _) in zip(batches, batches[1:]):
+    for (_, end), (start, _) in zip(batches, batches[1:], strict=False):
         if start - end > 0.05:
             print(f"  encoder idle {start - end:.2f} s before the batch at +{start - started:.2f} s")
             idle += start - end

@@ -70,9 +70,15 @@ AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 
 
 def git(repo: Path, *args: str) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="T", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="T",
-               GIT_COMMITTER_EMAIL="t@example.com", GIT_AUTHOR_DATE="2024-01-02T03:04:05Z",
-               GIT_COMMITTER_DATE="2024-01-02T03:04:05Z")
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="T",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="T",
+        GIT_COMMITTER_EMAIL="t@example.com",
+        GIT_AUTHOR_DATE="2024-01-02T03:04:05Z",
+        GIT_COMMITTER_DATE="2024-01-02T03:04:05Z",
+    )
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
@@ -132,29 +138,50 @@ def build_swh_export(repo: Path, out: Path, fmt: str = "parquet") -> Path:
     out.mkdir(parents=True)
     store = out / "content"
     store.mkdir()
-    tree = from_disk.Directory.from_disk(path=bytes(repo), max_content_length=None,
-                                         path_filter=from_disk.ignore_named_directories([b".git"]))
+    tree = from_disk.Directory.from_disk(
+        path=bytes(repo), max_content_length=None, path_filter=from_disk.ignore_named_directories([b".git"])
+    )
     contents, entries = [], []
     for node in tree.iter_tree():
         if isinstance(node, from_disk.Content):
             model = node.to_model()
             data = model.with_data().data
-            contents.append({"sha1": model.sha1.hex(), "sha1_git": model.sha1_git.hex(), "length": model.length,
-                             "status": "visible"})
+            contents.append(
+                {
+                    "sha1": model.sha1.hex(),
+                    "sha1_git": model.sha1_git.hex(),
+                    "length": model.length,
+                    "status": "visible",
+                }
+            )
             (store / model.sha1.hex()).write_bytes(gzip.compress(data))
         else:
             directory = node.to_model()
             for entry in directory.entries:
-                entries.append({"directory_id": directory.id.hex(), "name": entry.name, "type": entry.type,
-                                "target": entry.target.hex(), "perms": entry.perms})
+                entries.append(
+                    {
+                        "directory_id": directory.id.hex(),
+                        "name": entry.name,
+                        "type": entry.type,
+                        "target": entry.target.hex(),
+                        "perms": entry.perms,
+                    }
+                )
     rev = "a" * 40
     tables = {
         "content": contents,
         "directory_entry": entries,
         "revision": [{"id": rev, "directory": tree.hash.hex(), "date": "2024-01-02T03:04:05+00:00"}],
         "origin": [{"id": "o1", "url": "https://example.org/team/exported"}],
-        "origin_visit_status": [{"origin": "https://example.org/team/exported", "visit": 1,
-                                 "date": "2024-02-01T00:00:00+00:00", "status": "full", "snapshot": "b" * 40}],
+        "origin_visit_status": [
+            {
+                "origin": "https://example.org/team/exported",
+                "visit": 1,
+                "date": "2024-02-01T00:00:00+00:00",
+                "status": "full",
+                "snapshot": "b" * 40,
+            }
+        ],
         "snapshot_branch": [
             {"snapshot_id": "b" * 40, "name": b"refs/heads/main", "target": rev, "target_type": "revision"},
             {"snapshot_id": "b" * 40, "name": b"HEAD", "target": "refs/heads/main", "target_type": "alias"},
@@ -191,8 +218,11 @@ def s3_server():
 
     pytest.importorskip("moto", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -204,10 +234,16 @@ def s3_server():
                 pytest.fail(f"moto server did not start on port {port}")
             time.sleep(0.1)
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     try:
         yield endpoint
     finally:

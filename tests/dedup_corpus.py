@@ -15,7 +15,7 @@ WORD = re.compile(r"\W+")
 
 def reference_shingles(text: str, n: int = 5) -> frozenset:
     tokens = [t for t in WORD.split(text.lower()) if t]
-    return frozenset(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return frozenset(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def exact_jaccard(a: frozenset, b: frozenset) -> float:
@@ -24,12 +24,14 @@ def exact_jaccard(a: frozenset, b: frozenset) -> float:
 
 def _line(rng: random.Random, names: list[str]) -> str:
     a, b, c = rng.sample(names, 3)
-    return rng.choice([
-        f"    {a} = {b}({c}, {rng.randrange(1000)})",
-        f"    if {a} > {rng.randrange(100)}:\n        return {b}.{c}()",
-        f"    for {a} in range({b}):\n        {c}.append({a} * {rng.randrange(50)})",
-        f"    {a}.{b} += {c}[{rng.randrange(10)}]",
-    ])
+    return rng.choice(
+        [
+            f"    {a} = {b}({c}, {rng.randrange(1000)})",
+            f"    if {a} > {rng.randrange(100)}:\n        return {b}.{c}()",
+            f"    for {a} in range({b}):\n        {c}.append({a} * {rng.randrange(50)})",
+            f"    {a}.{b} += {c}[{rng.randrange(10)}]",
+        ]
+    )
 
 
 def _edit_to(base_lines: list[str], target: float, rng: random.Random, names: list[str]) -> str:
@@ -75,10 +77,17 @@ def constructed_corpus(bases: int = 30, seed: int = 0) -> list[FileRecord]:
     records = []
     for i, (family, text) in enumerate(texts):
         data = text.encode()
-        records.append(FileRecord(
-            swhid=f"swh:1:cnt:{blob_id(data).hex()}", path=f"{family}/file{i}.py", repo=f"repo{i % 7}",
-            source_uri="constructed", content=text, size_bytes=len(data), language="Python",
-        ))
+        records.append(
+            FileRecord(
+                swhid=f"swh:1:cnt:{blob_id(data).hex()}",
+                path=f"{family}/file{i}.py",
+                repo=f"repo{i % 7}",
+                source_uri="constructed",
+                content=text,
+                size_bytes=len(data),
+                language="Python",
+            )
+        )
     return records
 
 
@@ -105,7 +114,9 @@ def quality(records: list[FileRecord], clusters: dict[str, str], threshold: floa
         return hits / total if total else 1.0
 
     return {
-        "contents": len(texts), "true_pairs": len(true_pairs), "true_docs": len(true_docs),
+        "contents": len(texts),
+        "true_pairs": len(true_pairs),
+        "true_docs": len(true_docs),
         "precision": ratio(len(true_docs & predicted_docs), len(predicted_docs)),
         "recall": ratio(len(true_docs & predicted_docs), len(true_docs)),
         "pair_recall": ratio(len(true_pairs & predicted_pairs), len(true_pairs)),

@@ -62,7 +62,9 @@ def hostile_tar(path: Path, mode: str = "w:gz") -> Path:
     return path
 
 
-@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"), (".tar.xz", "w:xz")])
+@pytest.mark.parametrize(
+    "suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"), (".tar.xz", "w:xz")]
+)
 def test_hostile_tar_members_are_named_drops(tmp_path: Path, suffix: str, mode: str) -> None:
     files, summary = read(hostile_tar(tmp_path / f"repo{suffix}", mode))
     assert files["pkg/good.py"].data == GOOD and files["pkg/good.py"].drop_reason is None
@@ -136,7 +138,7 @@ def test_zip_bomb_and_hostile_zip(tmp_path: Path) -> None:
         archive.writestr("bomb.txt", b"\0" * (50 << 20))  # 50 MiB of zeros: ratio ~1000
         archive.writestr("../up.py", b"x = 1\n")
         link = zipfile.ZipInfo("link")
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         archive.writestr(link, "/etc/passwd")
         archive.writestr("later.py", GOOD)
     files, summary = read(path)

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codemill.training.data import DataConfig
 from codemill.training.loop import TrainConfig, load_model, train
 from codemill.training.model import HybridLM, masked_cross_entropy, named_config
-from codemill.training.optim import OptimConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: these tests need a GPU")
 
@@ -50,8 +48,11 @@ def test_bf16_on_cuda_matches_fp32_on_cpu() -> None:
     assert _relative(logits, want_logits) <= BF16_LOGITS_RTOL
     want.backward()
     loss.backward()
-    errors = [_relative(b.grad, a.grad) for a, b in zip(cpu.parameters(), gpu.parameters())
-              if a.grad is not None and a.grad.norm() > 0]
+    errors = [
+        _relative(b.grad, a.grad)
+        for a, b in zip(cpu.parameters(), gpu.parameters(), strict=True)
+        if a.grad is not None and a.grad.norm() > 0
+    ]
     assert sorted(errors)[len(errors) // 2] <= 0.05 and max(errors) <= 0.25, errors
 
 
@@ -67,15 +68,14 @@ def test_tf32_on_cuda_matches_fp32_on_cpu() -> None:
 
 
 def test_a_cuda_run_trains_in_bf16_by_default_and_keeps_float32_weights(tmp_path: Path, monkeypatch) -> None:
+    from test_training import _config
     from token_data import make_token_dataset
 
     monkeypatch.setenv("CODEMILL_DEVICE", "cuda")
     data = make_token_dataset(tmp_path / "tokens")
 
     def config(out: str, precision: str) -> TrainConfig:
-        return TrainConfig(out_dir=str(tmp_path / out), model="tiny", data=DataConfig(path=str(data), seq_len=64),
-                           steps=12, micro_batch=4, log_every=1, checkpoint_every=12,
-                           optim=OptimConfig(warmup_steps=2, lr=3e-3), peak_flops=1e12, precision=precision)
+        return _config(data, tmp_path / out, steps=12, checkpoint_every=12, precision=precision)
 
     bf16 = train(config("auto", "auto"))
     rows = [json.loads(line) for line in (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()]

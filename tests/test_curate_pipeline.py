@@ -24,7 +24,9 @@ def sources(tmp_path: Path, repo_dir: Path, git_repo: Path) -> list[str]:
     table = tmp_path / "rows.jsonl"
     table.write_text(
         json.dumps({"repo": "t/one", "path": "m.py", "content": "def m():\n    return 42\n", "license": "Apache-2.0"})
-        + "\n" + json.dumps({"repo": "t/one", "path": "n.py"}) + "\n"
+        + "\n"
+        + json.dumps({"repo": "t/one", "path": "n.py"})
+        + "\n"
     )
     return [str(repo_dir), str(git_repo), str(archive), str(table)]
 
@@ -83,6 +85,32 @@ def test_curate_every_source_kind(tmp_path: Path, sources: list[str]) -> None:
     report = verify(out, progress=False)
     assert report.ok, report.problems
     assert report.files_checked == input_files
+    assert_loadable_by_datasets(out, ("data", "dropped", "manifest", "trees"))
+
+
+def assert_loadable_by_datasets(out: Path, tables: tuple[str, ...]) -> None:
+    """Every shard, the empty ones included, loads with Hugging Face `datasets` (which refuses a
+    row group of 0 rows): an empty shard is the schema with no row group."""
+    import datasets
+
+    files = sorted(out.rglob("*.parquet"))
+    for f in files:
+        metadata = pq.ParquetFile(f).metadata
+        assert all(metadata.row_group(i).num_rows > 0 for i in range(metadata.num_row_groups)), f
+    for table in tables:
+        loaded = datasets.load_dataset("parquet", data_dir=str(out / table), split="train")
+        assert loaded.num_rows == read_table(out / table).num_rows, table
+
+
+def test_an_empty_shard_has_no_row_group_and_loads_beside_full_ones(tmp_path: Path) -> None:
+    from codemill.shards import write_table_atomic
+
+    full = pa.table({"x": [1, 2], "s": ["a", "b"]})
+    write_table_atomic(tmp_path / "t" / "part-00000.parquet", full)
+    write_table_atomic(tmp_path / "t" / "part-00001.parquet", full.schema.empty_table())
+    empty = pq.ParquetFile(tmp_path / "t" / "part-00001.parquet")
+    assert empty.metadata.num_row_groups == 0 and empty.schema_arrow == full.schema
+    assert_loadable_by_datasets(tmp_path, ("t",))
 
 
 def test_manifest_verify_names_altered_files(tmp_path: Path, repo_dir: Path) -> None:
@@ -127,8 +155,12 @@ def test_parallel_runs_give_identical_output(tmp_path: Path, repo_dir: Path, git
     one, pool, beam_mp = tmp_path / "one", tmp_path / "pool", tmp_path / "beam"
     assert curate([str(repo_dir), str(git_repo)], one) == 0
     assert main(["curate", str(repo_dir), str(git_repo), "--out", str(pool), "--workers", "2"]) == 0
-    assert curate([str(repo_dir), str(git_repo)], beam_mp,
-                  "--direct_num_workers=2", "--direct_running_mode=multi_processing") == 0
+    assert (
+        curate(
+            [str(repo_dir), str(git_repo)], beam_mp, "--direct_num_workers=2", "--direct_running_mode=multi_processing"
+        )
+        == 0
+    )
     for other in (pool, beam_mp):
         for table in ("manifest", "data", "dropped", "trees"):
             first, second = sorted((one / table).glob("*.parquet")), sorted((other / table).glob("*.parquet"))
@@ -152,6 +184,34 @@ def test_optout_and_cli_errors(tmp_path: Path, repo_dir: Path, capsys) -> None:
     bad.write_text("curate:\n  filters:\n    max_lines_typo: 3\n")
     with pytest.raises(SystemExit, match="unknown filter setting"):
         curate([str(repo_dir)], tmp_path / "o3", "--config", str(bad))
+
+
+@pytest.mark.parametrize(
+    "argv, stray",
+    [
+        (["curate", "SRC", "--out", "OUT", "--no_pii"], "--no_pii"),  # misspelt: it is --no-pii
+        (["curate", "SRC", "--out", "OUT", "--no-licence"], "--no-licence"),
+        (["dedup", "SRC", "--out", "OUT", "--bogus=1"], "--bogus=1"),
+        (["tokenize", "SRC", "--out", "OUT", "--tokenizer", "SRC", "--num_shards", "3"], "--num_shards"),
+        (["run", "SRC", "--out", "OUT"], "SRC"),  # `run` takes its sources from the config, not a path
+    ],
+)
+def test_unknown_options_and_stray_arguments_are_refused(tmp_path: Path, argv: list[str], stray: str, capsys) -> None:
+    names = {"SRC": str(tmp_path / "src"), "OUT": str(tmp_path / "out")}
+    with pytest.raises(SystemExit) as exited:
+        main([names.get(a, a) for a in argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments for `codemill {argv[0]}`" in err and names.get(stray, stray) in err, err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_beam_pipeline_options_still_pass_through() -> None:
+    from codemill.pipelines.common import unknown_pipeline_args
+
+    known = ["--runner=DirectRunner", "--direct_num_workers", "2", "--dask_partitions=8", "--job_name", "x"]
+    assert unknown_pipeline_args(known) == []
+    assert unknown_pipeline_args(["--direct_num_worker=2", "stray"]) == ["--direct_num_worker=2", "stray"]
 
 
 def test_truncated_archive_in_pipeline_keeps_good_files(tmp_path: Path) -> None:

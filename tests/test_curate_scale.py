@@ -30,11 +30,14 @@ def _record(path: str, content: str, repo: str = "r", swhid: str | None = "swh:1
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abcde"), st.text(max_size=300)), max_size=40),
-       st.integers(min_value=0, max_value=20_000))
+@given(
+    st.lists(st.tuples(st.sampled_from("abcde"), st.text(max_size=300)), max_size=40),
+    st.integers(min_value=0, max_value=20_000),
+)
 def test_a_spilled_store_hands_back_what_an_in_memory_one_does(files, budget: int) -> None:
     """Whatever the budget, a repository's records come back whole and in the same order:
     sorted by (path, SWHID), ties in arrival order."""
+
     def run(budget_bytes: int) -> list[tuple]:
         store = RecordStore(budget_bytes)
         for i, (path, text) in enumerate(files):
@@ -117,10 +120,13 @@ def test_a_corpus_larger_than_the_budget_curates_in_flat_memory(tmp_path: Path) 
     budget_mb = 4
 
     def peak_rss_mb(corpus: Path, out: Path) -> tuple[float, dict]:
-        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-                 "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        args = _curate_args(sorted(corpus.iterdir()), out, "--no-pii", "--memory-budget-mb", str(budget_mb),
-                            "--shard-mb", "1000")
+        probe = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+            "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        args = _curate_args(
+            sorted(corpus.iterdir()), out, "--no-pii", "--memory-budget-mb", str(budget_mb), "--shard-mb", "1000"
+        )
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         return int(done.stdout.split()[-1]) / 1024, json.loads((out / "stats.json").read_text())
@@ -131,8 +137,10 @@ def test_a_corpus_larger_than_the_budget_curates_in_flat_memory(tmp_path: Path) 
     assert small["totals"]["bytes"] > 3 * budget_mb * 1e6 and added_mb > 20
     assert small["layout"]["files_spilled"] > 0 and large["layout"]["files_spilled"] > 800
     assert large["totals"]["kept_files"] > 1000
-    print(f"\npeak RSS {small_mb:.0f} MB for {small['totals']['bytes'] / 1e6:.0f} MB, {large_mb:.0f} MB for "
-          f"{large['totals']['bytes'] / 1e6:.0f} MB (budget {budget_mb} MB)")
+    print(
+        f"\npeak RSS {small_mb:.0f} MB for {small['totals']['bytes'] / 1e6:.0f} MB, {large_mb:.0f} MB for "
+        f"{large['totals']['bytes'] / 1e6:.0f} MB (budget {budget_mb} MB)"
+    )
     assert large_mb - small_mb < 0.4 * added_mb, (small_mb, large_mb, added_mb)
 
 
@@ -159,8 +167,12 @@ def test_a_run_killed_at_any_point_resumes_to_the_same_bytes(tmp_path: Path) -> 
     }
     for name, ready in kill_points.items():
         out = tmp_path / name.replace(" ", "-")
-        process = subprocess.Popen(_curate_args(corpus, out, *extra), stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            _curate_args(corpus, out, *extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 300
         while not ready(out) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -180,14 +192,38 @@ def test_a_large_table_is_read_in_parts_with_every_repository_whole(tmp_path: Pa
     from codemill.cli import main
     from codemill.shards import read_table
 
-    rows = [{"repo": f"org/r{r:02d}", "path": f"pkg/m{f}.py", "content": f"def f{f}():\n    return {r * f}\n" * 200,
-             "license": "MIT" if r % 2 else None} for r in range(30) for f in range(4)]
+    rows = [
+        {
+            "repo": f"org/r{r:02d}",
+            "path": f"pkg/m{f}.py",
+            "content": f"def f{f}():\n    return {r * f}\n" * 200,
+            "license": "MIT" if r % 2 else None,
+        }
+        for r in range(30)
+        for f in range(4)
+    ]
     table = tmp_path / "rows.jsonl"
     table.write_text("".join(json.dumps(row) + "\n" for row in rows) + "not json\n")
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     for out, shard_mb in ((whole, "100"), (parts, "0.1")):
-        assert main(["curate", str(table), "--out", str(out), "--no-licenses", "--workers", "1",
-                     "--shards", "3", "--shard-mb", shard_mb]) == 0
+        assert (
+            main(
+                [
+                    "curate",
+                    str(table),
+                    "--out",
+                    str(out),
+                    "--no-licenses",
+                    "--workers",
+                    "1",
+                    "--shards",
+                    "3",
+                    "--shard-mb",
+                    shard_mb,
+                ]
+            )
+            == 0
+        )
     assert json.loads((parts / "stats.json").read_text())["layout"]["units"] > 3
     for name in ("manifest", "trees", "data", "dropped"):
         assert read_table(parts / name).to_pylist() == read_table(whole / name).to_pylist(), name
@@ -201,9 +237,11 @@ def test_the_pool_shares_one_scancode_and_writes_what_one_process_does(tmp_path:
     from codemill.cli import main
     from codemill.shards import read_table
 
-    notice = ("This program is free software; you can redistribute it and/or modify it under the terms of "
-              "the GNU General Public License as published by the Free Software Foundation; either version 2 "
-              "of the License, or (at your option) any later version. See the file COPYING.EXTRA too.\n")
+    notice = (
+        "This program is free software; you can redistribute it and/or modify it under the terms of "
+        "the GNU General Public License as published by the Free Software Foundation; either version 2 "
+        "of the License, or (at your option) any later version. See the file COPYING.EXTRA too.\n"
+    )
     sources = []
     for i in range(6):
         repo = tmp_path / f"lib{i}"
@@ -212,14 +250,19 @@ def test_the_pool_shares_one_scancode_and_writes_what_one_process_does(tmp_path:
         (repo / "LICENSE").write_text(notice if i % 2 else notice.replace("version 2", "version 3"))
         sources.append(str(repo))
     one, pool = tmp_path / "one", tmp_path / "pool"
-    assert main(["curate", *sources, "--out", str(one), "--workers", "1", "--shards", "2", "--shard-mb", "0.00001"]) == 0
-    assert main(["curate", *sources, "--out", str(pool), "--workers", "2", "--shards", "2", "--shard-mb", "0.00001"]) == 0
+    assert (
+        main(["curate", *sources, "--out", str(one), "--workers", "1", "--shards", "2", "--shard-mb", "0.00001"]) == 0
+    )
+    assert (
+        main(["curate", *sources, "--out", str(pool), "--workers", "2", "--shards", "2", "--shard-mb", "0.00001"]) == 0
+    )
     rows = read_table(pool / "manifest").to_pylist()
     assert {r["license_source"] for r in rows if r["path"] == "src/core.py"} == {"scancode:LICENSE"}
     assert {r["license_spdx"] for r in rows} == {"GPL-2.0-or-later", "GPL-3.0-or-later"}
     for name in ("data", "dropped", "manifest", "trees"):
-        assert [p.read_bytes() for p in sorted((one / name).glob("*.parquet"))] == \
-            [p.read_bytes() for p in sorted((pool / name).glob("*.parquet"))], name
+        assert [p.read_bytes() for p in sorted((one / name).glob("*.parquet"))] == [
+            p.read_bytes() for p in sorted((pool / name).glob("*.parquet"))
+        ], name
     cache = json.loads((pool / "license_cache.json").read_text())["detections"]
     assert sorted(v[0] for v in cache.values()) == ["GPL-2.0-or-later", "GPL-3.0-or-later"]
 
@@ -229,8 +272,12 @@ def test_killing_the_driver_alone_leaves_no_worker_behind(tmp_path: Path) -> Non
     """SIGKILL to the driver only (not its process group): its pool workers notice and exit."""
     corpus = sorted(_corpus(tmp_path / "corpus", 8, 20, 6_000).iterdir())
     out = tmp_path / "out"
-    process = subprocess.Popen(_curate_args(corpus, out, "--shard-mb", "0.2", "--workers", "2"),  # the last wins
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        _curate_args(corpus, out, "--shard-mb", "0.2", "--workers", "2"),  # the last wins
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "_work" / "fragments").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -265,20 +312,41 @@ def test_a_killed_dedup_resumes_to_the_same_bytes(tmp_path: Path) -> None:
         source = corpus / f"proj{r:03d}" / "pkg"
         (corpus / f"proj{r + 1:03d}" / "pkg" / "copy.py").write_text((source / "m000.py").read_text())
     curated = tmp_path / "curated"
-    assert main(["curate", *map(str, sorted(corpus.iterdir())), "--out", str(curated), "--no-licenses",
-                 "--workers", "1", "--shards", "12"]) == 0
+    assert (
+        main(
+            [
+                "curate",
+                *map(str, sorted(corpus.iterdir())),
+                "--out",
+                str(curated),
+                "--no-licenses",
+                "--workers",
+                "1",
+                "--shards",
+                "12",
+            ]
+        )
+        == 0
+    )
     dedup = [*CODEMILL, "dedup", str(curated)]
     reference = tmp_path / "reference"
     subprocess.run([*dedup, str(reference), "--workers", "1"], check=True, capture_output=True, timeout=600)
     expected = _outputs(reference)
     assert json.loads((reference / "dedup.json").read_text())["totals"]["removed_files"] >= 5
 
-    points = {"as soon as it planned": "plan.json", "after a component round": "cc/round-00001/_ROUND.json",
-              "after the decisions": "decided.json"}
+    points = {
+        "as soon as it planned": "plan.json",
+        "after a component round": "cc/round-00001/_ROUND.json",
+        "after the decisions": "decided.json",
+    }
     for name, ready in points.items():
         out = tmp_path / name.replace(" ", "-")
-        process = subprocess.Popen([*dedup, str(out), "--workers", "1"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [*dedup, str(out), "--workers", "1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 300
         while not (out / "_work" / ready).exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)

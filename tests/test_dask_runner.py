@@ -16,10 +16,10 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
+from conftest import free_port
 
 from codemill.pipelines.common import default_pipeline_options
 from codemill.pipelines.dask_runner import DaskRunner, UnsupportedTransformError, runner_from_args
-from conftest import free_port
 
 pytest.importorskip("distributed")
 DASK = str(Path(sys.executable).parent / "dask")
@@ -60,14 +60,36 @@ def _cluster():
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     # The workers import this module's DoFns, as a user's workers import theirs.
-    env = dict(os.environ, CODEMILL_PROGRESS="0",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        CODEMILL_PROGRESS="0",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    )
     logs = subprocess.DEVNULL
-    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                                  "--scheduler-file", _scheduler_file(port)],
-                                 stdout=logs, stderr=logs, env=env, start_new_session=True)
-    workers = subprocess.Popen([DASK, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
-                                "--memory-limit", "4GiB"], stdout=logs, stderr=logs, env=env, start_new_session=True)
+    scheduler = subprocess.Popen(
+        [
+            DASK,
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+            "--scheduler-file",
+            _scheduler_file(port),
+        ],
+        stdout=logs,
+        stderr=logs,
+        env=env,
+        start_new_session=True,
+    )
+    workers = subprocess.Popen(
+        [DASK, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard", "--memory-limit", "4GiB"],
+        stdout=logs,
+        stderr=logs,
+        env=env,
+        start_new_session=True,
+    )
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
@@ -87,14 +109,24 @@ def _cluster():
 def _digests(out: Path) -> dict[str, str]:
     """Every output file's hash; the output's own path (named in blend.json) left out of it, and
     megatron-core's index cache (written beside the shards by training) left out."""
-    return {str(p.relative_to(out)): hashlib.sha1(p.read_bytes().replace(str(out).encode(), b"OUT")).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and "_work" not in p.parts and "cache" not in p.parts
-            and p.name not in ("_SUCCESS.json", "_STAGE.json", "stats.json", "dedup.json", "tokenize.json")}
+    return {
+        str(p.relative_to(out)): hashlib.sha1(p.read_bytes().replace(str(out).encode(), b"OUT")).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+        and "_work" not in p.parts
+        and "cache" not in p.parts
+        and p.name not in ("_SUCCESS.json", "_STAGE.json", "stats.json", "dedup.json", "tokenize.json")
+    }
 
 
 def _codemill(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "codemill.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, CODEMILL_PROGRESS="0"))
+    done = subprocess.run(
+        [sys.executable, "-m", "codemill.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, CODEMILL_PROGRESS="0"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -127,6 +159,7 @@ class _Tagged(beam.DoFn):
 def _count(name: str):
     def inc(_):
         beam.metrics.Metrics.counter("t", name).inc()
+
     return inc
 
 
@@ -149,8 +182,9 @@ def test_beam_semantics_on_the_cluster(cluster, shuffle):
     grouped = numbers | "Key" >> beam.Map(lambda x: (x % 3, x)) | beam.GroupByKey()
     grouped | "Sizes" >> beam.Map(lambda kv: beam.metrics.Metrics.counter("t", f"group_{kv[0]}").inc(len(kv[1])))
     result = pipeline.run()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("t"))
-                ["counters"]}
+    counters = {
+        c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("t"))["counters"]
+    }
     partitions = counters["even_and_ends"] - 100
     assert counters["in"] == 200 and counters["odd"] == 100 and counters["ok"] == 100 and partitions >= 2
     assert [counters[f"group_{k}"] for k in range(3)] == [67, 67, 66]
@@ -183,8 +217,15 @@ def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, sourc
     assert _digests(tmp_path / "dedup-dask") == _digests(tmp_path / "dedup-local")
 
     _codemill("tokenizer", "train", str(tmp_path / "local"), "--out", str(tmp_path / "tok"), "--vocab-size", "600")
-    tokenize = ["tokenize", str(tmp_path / "local"), "--tokenizer", str(tmp_path / "tok"), "--no-decontam",
-                "--shards", "2"]
+    tokenize = [
+        "tokenize",
+        str(tmp_path / "local"),
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--no-decontam",
+        "--shards",
+        "2",
+    ]
     _codemill(*tokenize[:2], str(tmp_path / "tokens-local"), *tokenize[2:])
     _codemill(*tokenize[:2], str(tmp_path / "tokens-dask"), *tokenize[2:], *dask)
     local, remote = _digests(tmp_path / "tokens-local"), _digests(tmp_path / "tokens-dask")
@@ -193,10 +234,22 @@ def test_stages_on_the_cluster_write_what_the_local_runner_writes(cluster, sourc
 
 def _start_on_cluster(curate: list[str], out: Path, address: str) -> subprocess.Popen:
     """`codemill curate ... --dedup` on the cluster, returned once two units are done (mid-job)."""
-    job = subprocess.Popen([sys.executable, "-m", "codemill.cli", *curate, "--out", str(out),
-                            "--runner=DaskRunner", f"--dask_client_address={address}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env=dict(os.environ, CODEMILL_PROGRESS="0"))
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "codemill.cli",
+            *curate,
+            "--out",
+            str(out),
+            "--runner=DaskRunner",
+            f"--dask_client_address={address}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, CODEMILL_PROGRESS="0"),
+    )
     deadline = time.monotonic() + 300
     units = out / "_curated" / "_work" / "units"
     while job.poll() is None and time.monotonic() < deadline and len(list(units.glob("*.json"))) < 2:
@@ -230,14 +283,20 @@ def test_the_data_stages_of_codemill_run_on_the_cluster(cluster, tmp_path):
     """`codemill run` with the runner's options: its curate, tokenizer, tokenize and publish stages
     write what a local run writes (the training stages run in the driver either way)."""
     import yaml
-
     from test_run import SMALL
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(SMALL))
     _codemill("run", "--config", str(config), "--out", str(tmp_path / "local"))
-    _codemill("run", "--config", str(config), "--out", str(tmp_path / "dask"), "--runner=DaskRunner",
-              f"--dask_client_address={cluster}")
+    _codemill(
+        "run",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "dask"),
+        "--runner=DaskRunner",
+        f"--dask_client_address={cluster}",
+    )
     for stage in ("curate", "tokenizer", "tokenize", "publish"):
         (local,) = (tmp_path / "local" / "stages").glob(f"{stage}-*")
         (remote,) = (tmp_path / "dask" / "stages").glob(f"{stage}-*")

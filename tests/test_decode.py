@@ -15,8 +15,13 @@ VARIANTS = {
     "grouped B/C, norm before gate": {"ssm_groups": 2, "ssm_norm_before_gate": True},
     "no gated norm, dt limits": {"ssm_norm": False, "dt_limit": (0.01, 0.5)},
     "learnable multipliers (trained away from 1)": {"learnable_multipliers": ("scalar", "row", "col")},
-    "Falcon-H1 muP multipliers": {"embedding_multiplier": 2.0, "key_multiplier": 0.5, "lm_head_multiplier": 0.3,
-                                  "ssm_multipliers": (0.5, 1.5, 0.7, 1.2, 0.9), "mlp_multipliers": (0.8, 1.3)},
+    "Falcon-H1 muP multipliers": {
+        "embedding_multiplier": 2.0,
+        "key_multiplier": 0.5,
+        "lm_head_multiplier": 0.3,
+        "ssm_multipliers": (0.5, 1.5, 0.7, 1.2, 0.9),
+        "mlp_multipliers": (0.8, 1.3),
+    },
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -34,11 +35,12 @@ WORD = re.compile(r"\W+")
 def reference_shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
     """The StarCoder2-style definition, in plain Python: n-grams of \\W-split lowercased tokens."""
     tokens = [t for t in WORD.split(text.lower()) if t]
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
-texts = st.lists(st.sampled_from(list("ab_ 1.\n(é)ßİ\u00a0\u2028日本Ω") + ["def", " x", "\udc80"]),
-                 max_size=120).map("".join)
+texts = st.lists(st.sampled_from(list("ab_ 1.\n(é)ßİ\u00a0\u2028日本Ω") + ["def", " x", "\udc80"]), max_size=120).map(
+    "".join
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -88,7 +90,11 @@ def test_signature_estimates_jaccard_within_its_error() -> None:
         estimate = float((sigs[0] == sigs[1]).mean())
         errors.append(abs(estimate - true))
         # 4 standard errors of a 256-permutation estimate
-        assert abs(estimate - true) <= 4 * np.sqrt(max(true * (1 - true), 1e-3) / 256) + 1e-9, (fraction, true, estimate)
+        assert abs(estimate - true) <= 4 * np.sqrt(max(true * (1 - true), 1e-3) / 256) + 1e-9, (
+            fraction,
+            true,
+            estimate,
+        )
     assert np.mean(errors) < 0.03
 
 
@@ -110,11 +116,13 @@ def test_band_keys_agree_exactly_when_the_band_agrees() -> None:
     other = sig.copy()
     other[15] += 1  # band 1 of 25 x 10
     keys, other_keys = band_keys(sig, 25, 10), band_keys(other, 25, 10)
-    assert [a == b for a, b in zip(keys, other_keys)] == [i != 1 for i in range(25)]
+    assert [a == b for a, b in zip(keys, other_keys, strict=True)] == [i != 1 for i in range(25)]
 
 
-@pytest.mark.parametrize("bad", [dict(mode="fuzzy"), dict(threshold=1.0), dict(bands=30, rows=10), dict(bands=5),
-                                 dict(ngram=0), dict(cc_rounds=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(mode="fuzzy"), dict(threshold=1.0), dict(bands=30, rows=10), dict(bands=5), dict(ngram=0), dict(cc_rounds=0)],
+)
 def test_config_rejects_impossible_settings(bad: dict) -> None:
     with pytest.raises(ValueError):
         DedupConfig(**bad)
@@ -124,14 +132,17 @@ def test_config_rejects_impossible_settings(bad: dict) -> None:
 
 def test_bucket_pairs_star_and_chain_then_streaming() -> None:
     assert sorted(bucket_pairs(["d", "b", "a", "c"], 10)) == sorted(
-        [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("c", "d")])
+        [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("c", "d")]
+    )
     assert sorted(bucket_pairs(["d", "b", "a", "c"], 3)) == [("a", "b"), ("a", "c"), ("a", "d")]
     assert list(bucket_pairs(["x"], 10)) == []
 
 
 def iterate_components(edges: set[tuple[int, int]], max_rounds: int = 100) -> tuple[dict, int]:
     """The large-star / small-star rounds driven in plain Python, as the Beam layer drives them."""
-    for round_index in range(max_rounds):
+    rounds = 0
+    while rounds < max_rounds:
+        rounds += 1
         neighbours: dict = {}
         for u, v in edges:
             neighbours.setdefault(u, []).append(v)
@@ -156,7 +167,7 @@ def iterate_components(edges: set[tuple[int, int]], max_rounds: int = 100) -> tu
     for u, v in edges:
         labels[v] = min(labels.get(v, u), u)
         labels[u] = min(labels.get(u, u), u)
-    return labels, round_index + 1
+    return labels, rounds
 
 
 @settings(max_examples=200, deadline=None)
@@ -170,7 +181,7 @@ def test_star_rounds_match_union_find(pairs: list[tuple[int, int]]) -> None:
 def test_star_rounds_on_a_long_path_converge_in_few_rounds() -> None:
     order = list(range(2000))
     random.Random(3).shuffle(order)
-    edges = {(min(a, b), max(a, b)) for a, b in zip(order, order[1:])}
+    edges = {(min(a, b), max(a, b)) for a, b in pairwise(order)}
     labels, rounds = iterate_components(edges)
     assert set(labels.values()) == {0}
     assert rounds <= DedupConfig().rounds_for(2000)
@@ -181,8 +192,13 @@ def record(swhid: str, key: str, **fields) -> FileRecord:
 
 
 def test_survivor_ranking_on_crafted_ties() -> None:
-    base = dict(license_type="no_license", stars=5, forks=1, revision_date="2024-01-01T00:00:00+00:00",
-                visit_date="2024-02-01T00:00:00Z")
+    base = dict(
+        license_type="no_license",
+        stars=5,
+        forks=1,
+        revision_date="2024-01-01T00:00:00+00:00",
+        visit_date="2024-02-01T00:00:00Z",
+    )
     cases = [
         # (the winner, the loser): each differs from `base` in exactly the field that decides
         (dict(license_type="permissive"), dict(license_type="no_license", stars=900)),
@@ -207,10 +223,17 @@ def test_survivor_ranking_on_crafted_ties() -> None:
 
 
 def test_decide_cluster_names_exact_and_near_duplicates() -> None:
-    good = record("swh:1:cnt:" + "b" * 40, "good", license_type="permissive", qualified_swhid="swh:1:cnt:" + "b" * 40 + ";path=/good")
+    good = record(
+        "swh:1:cnt:" + "b" * 40,
+        "good",
+        license_type="permissive",
+        qualified_swhid="swh:1:cnt:" + "b" * 40 + ";path=/good",
+    )
     copy = record(good.swhid, "copy", license_type="no_license")
     near = record("swh:1:cnt:" + "a" * 40, "near", license_type="no_license")
-    decisions = {e.key: d for e, d in decide_cluster("swh:1:cnt:" + "a" * 40, [DedupEntry.of(r) for r in (near, copy, good)])}
+    decisions = {
+        e.key: d for e, d in decide_cluster("swh:1:cnt:" + "a" * 40, [DedupEntry.of(r) for r in (near, copy, good)])
+    }
     assert decisions["s#r#good"].drop_reason is None
     assert decisions["s#r#copy"].drop_reason == f"exact_duplicate_of {good.qualified_swhid}"
     assert decisions["s#r#near"].drop_reason == f"near_duplicate_of {good.qualified_swhid}"

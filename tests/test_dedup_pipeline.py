@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,8 +32,9 @@ from codemill.shards import read_table, shard_name, shard_of, shard_paths, write
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
-def run_dedup_records(records: list[FileRecord], out: Path, config: DedupConfig = DedupConfig(),
-                      args: list[str] | None = None) -> tuple[list[dict], dict]:
+def run_dedup_records(
+    records: list[FileRecord], out: Path, config: DedupConfig = DedupConfig(), args: list[str] | None = None
+) -> tuple[list[dict], dict]:
     """Dedup records with `run_dedup` (written first as a finished curation output of two shards
     laid out by repository); returns the manifest rows (sorted) and the components' report."""
     source = out.with_name(out.name + "-input")
@@ -98,7 +100,7 @@ def test_components_a_pipeline_per_round_match_union_find(tmp_path: Path) -> Non
         a, b = rng.sample(nodes, 2)
         edges.add((min(a, b), max(a, b)))
     chain = rng.sample(nodes, 80)
-    edges |= {(min(a, b), max(a, b)) for a, b in zip(chain, chain[1:])}
+    edges |= {(min(a, b), max(a, b)) for a, b in pairwise(chain)}
     _write_round_zero(tmp_path / "cc", edges, 3)
     report = connected_components(tmp_path / "cc", 3, MULTI, max_rounds=40)
     labels = {}
@@ -114,7 +116,7 @@ def test_components_a_pipeline_per_round_match_union_find(tmp_path: Path) -> Non
 def test_convergence_failure_is_loud(tmp_path: Path) -> None:
     chain = [f"n{i:03d}" for i in range(200)]
     random.Random(5).shuffle(chain)
-    _write_round_zero(tmp_path / "cc", {(min(a, b), max(a, b)) for a, b in zip(chain, chain[1:])}, 2)
+    _write_round_zero(tmp_path / "cc", {(min(a, b), max(a, b)) for a, b in pairwise(chain)}, 2)
     with pytest.raises(NotConvergedError, match="cc_rounds"):
         connected_components(tmp_path / "cc", 2, [], max_rounds=1)
 
@@ -132,20 +134,30 @@ def test_dedup_is_deterministic_across_runs_and_workers(tmp_path: Path) -> None:
 
 def _record(repo: str, path: str, content: str, **fields) -> FileRecord:
     data = content.encode("utf-8", "surrogateescape")
-    return FileRecord(swhid=f"swh:1:cnt:{blob_id(data).hex()}", path=path, repo=repo, source_uri="t",
-                      content=content, size_bytes=len(data), **fields)
+    return FileRecord(
+        swhid=f"swh:1:cnt:{blob_id(data).hex()}",
+        path=path,
+        repo=repo,
+        source_uri="t",
+        content=content,
+        size_bytes=len(data),
+        **fields,
+    )
 
 
 def test_bad_input_has_documented_outcomes(tmp_path: Path) -> None:
     code = "\n".join(f"value_{i} = compute(value_{i - 1}, {i})" for i in range(1, 80))
     records = [
-        _record("a", "empty1.py", ""), _record("b", "empty2.py", ""),              # empty: exact duplicates
-        _record("a", "short.py", "x = 1"), _record("b", "short.py", "x = 1"),      # shorter than a shingle
+        _record("a", "empty1.py", ""),
+        _record("b", "empty2.py", ""),  # empty: exact duplicates
+        _record("a", "short.py", "x = 1"),
+        _record("b", "short.py", "x = 1"),  # shorter than a shingle
         _record("c", "short2.py", "y = 2"),
-        _record("a", "same.py", code, license_type="permissive"),                  # identical in other repos
-        _record("b", "same.py", code), _record("c", "copy.py", code, license_spdx=None),
+        _record("a", "same.py", code, license_type="permissive"),  # identical in other repos
+        _record("b", "same.py", code),
+        _record("c", "copy.py", code, license_spdx=None),
         _record("d", "noise.txt", "".join(chr(c) for c in random.Random(1).choices(range(1, 0x2FF), k=4000))),
-        _record("e", "dropped.py", code).drop("filter:long_lines"),               # already dropped: untouched
+        _record("e", "dropped.py", code).drop("filter:long_lines"),  # already dropped: untouched
         FileRecord(swhid=None, path="unreadable", repo="e", source_uri="t").drop("unreadable"),
     ]
     out = tmp_path / "out"
@@ -159,7 +171,9 @@ def test_bad_input_has_documented_outcomes(tmp_path: Path) -> None:
     assert by[("b", "same.py")]["drop_reason"].startswith("exact_duplicate_of swh:1:cnt:")
     assert by[("c", "copy.py")]["drop_reason"].startswith("exact_duplicate_of")
     assert by[("d", "noise.txt")]["kept"]
-    assert by[("e", "dropped.py")]["drop_reason"] == "filter:long_lines" and by[("e", "dropped.py")]["dup_cluster"] is None
+    assert (
+        by[("e", "dropped.py")]["drop_reason"] == "filter:long_lines" and by[("e", "dropped.py")]["dup_cluster"] is None
+    )
     assert by[("e", "unreadable")]["drop_reason"] == "unreadable"
 
 
@@ -185,8 +199,23 @@ def test_cli_dedup_and_dedup_inside_curation_agree(tmp_path: Path, repo_dir: Pat
     deduped = tmp_path / "deduped"
     assert main(["dedup", str(curated), str(deduped), "--workers", "1"]) == 0
     together = tmp_path / "together"
-    assert main(["curate", str(repo_dir), str(other), "--out", str(together), "--workers", "1", "--no-licenses",
-                 "--dedup", "near"]) == 0
+    assert (
+        main(
+            [
+                "curate",
+                str(repo_dir),
+                str(other),
+                "--out",
+                str(together),
+                "--workers",
+                "1",
+                "--no-licenses",
+                "--dedup",
+                "near",
+            ]
+        )
+        == 0
+    )
     for name in ("data", "dropped", "manifest"):
         assert read_table(deduped / name).to_pylist() == read_table(together / name).to_pylist(), name
     report = json.loads((deduped / "dedup.json").read_text())

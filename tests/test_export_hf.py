@@ -22,15 +22,27 @@ def _randomised(**overrides) -> HybridLM:
     return model.eval()
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(embedding_multiplier=5.65, lm_head_multiplier=0.04, key_multiplier=0.39, attention_out_multiplier=0.94,
-         ssm_in_multiplier=1.25, ssm_out_multiplier=0.24, ssm_multipliers=(0.35, 0.25, 0.35, 0.5, 0.35),
-         mlp_multipliers=(0.88, 0.59), learnable_multipliers=("scalar", "row", "col")),
-    dict(ssm_norm=False),  # Falcon-H1-0.5B's plain silu gate
-    dict(ssm_groups=2, ssm_norm_before_gate=True),
-    dict(mixer="mamba"),
-    dict(mixer="attention"),
-], ids=["multipliers", "no-ssm-norm", "groups", "pure-mamba", "pure-attention"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(
+            embedding_multiplier=5.65,
+            lm_head_multiplier=0.04,
+            key_multiplier=0.39,
+            attention_out_multiplier=0.94,
+            ssm_in_multiplier=1.25,
+            ssm_out_multiplier=0.24,
+            ssm_multipliers=(0.35, 0.25, 0.35, 0.5, 0.35),
+            mlp_multipliers=(0.88, 0.59),
+            learnable_multipliers=("scalar", "row", "col"),
+        ),
+        dict(ssm_norm=False),  # Falcon-H1-0.5B's plain silu gate
+        dict(ssm_groups=2, ssm_norm_before_gate=True),
+        dict(mixer="mamba"),
+        dict(mixer="attention"),
+    ],
+    ids=["multipliers", "no-ssm-norm", "groups", "pure-mamba", "pure-attention"],
+)
 def test_transformers_loads_our_export_with_the_same_logits(tmp_path: Path, overrides: dict) -> None:
     from transformers import FalconH1ForCausalLM
 

@@ -31,12 +31,21 @@ def _ssd_inputs(batch, length, heads, head_dim, groups, state, seed, dtype=torch
 
 
 @settings(max_examples=40, deadline=None)
-@given(batch=st.integers(1, 2), length=st.integers(1, 40), groups=st.sampled_from([1, 2]),
-       per_group=st.integers(1, 3), head_dim=st.integers(1, 5), state=st.integers(1, 6),
-       chunk=st.sampled_from([1, 3, 8, 16, 64]), with_state=st.booleans(), with_d=st.booleans(),
-       seed=st.integers(0, 10_000))
-def test_chunked_scan_equals_sequential_recurrence(batch, length, groups, per_group, head_dim, state, chunk,
-                                                   with_state, with_d, seed) -> None:
+@given(
+    batch=st.integers(1, 2),
+    length=st.integers(1, 40),
+    groups=st.sampled_from([1, 2]),
+    per_group=st.integers(1, 3),
+    head_dim=st.integers(1, 5),
+    state=st.integers(1, 6),
+    chunk=st.sampled_from([1, 3, 8, 16, 64]),
+    with_state=st.booleans(),
+    with_d=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_chunked_scan_equals_sequential_recurrence(
+    batch, length, groups, per_group, head_dim, state, chunk, with_state, with_d, seed
+) -> None:
     x, dt, A, B, C, D, h0 = _ssd_inputs(batch, length, groups * per_group, head_dim, groups, state, seed)
     D = D if with_d else None
     h0 = h0 if with_state else None
@@ -61,8 +70,14 @@ def test_chunked_scan_float32_and_state_handoff() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(batch=st.integers(1, 2), channels=st.integers(1, 6), length=st.integers(1, 20), width=st.integers(2, 5),
-       with_state=st.booleans(), seed=st.integers(0, 10_000))
+@given(
+    batch=st.integers(1, 2),
+    channels=st.integers(1, 6),
+    length=st.integers(1, 20),
+    width=st.integers(2, 5),
+    with_state=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
 def test_causal_conv_equals_its_definition_and_its_step(batch, channels, length, width, with_state, seed) -> None:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, channels, length, generator=g, dtype=torch.float64)
@@ -71,10 +86,10 @@ def test_causal_conv_equals_its_definition_and_its_step(batch, channels, length,
     s0 = torch.randn(batch, channels, width - 1, generator=g, dtype=torch.float64) if with_state else None
     y, final = causal_conv1d_ref(x, w, b, s0)
     history = torch.cat([s0 if s0 is not None else torch.zeros(batch, channels, width - 1, dtype=torch.float64), x], -1)
-    expected = torch.stack([F.silu((history[..., t:t + width] * w).sum(-1) + b) for t in range(length)], dim=-1)
+    expected = torch.stack([F.silu((history[..., t : t + width] * w).sum(-1) + b) for t in range(length)], dim=-1)
     torch.testing.assert_close(y, expected)
-    torch.testing.assert_close(final, history[..., -(width - 1):])
-    state = history[..., :width - 1]
+    torch.testing.assert_close(final, history[..., -(width - 1) :])
+    state = history[..., : width - 1]
     for t in range(length):
         out, state = causal_conv1d_step_ref(state, x[..., t], w, b)
         torch.testing.assert_close(out, y[..., t])
@@ -86,16 +101,18 @@ def test_attention_with_cache_offsets_matches_full_causal() -> None:
     q = torch.randn(2, 4, 9, 8, generator=g)
     k = torch.randn(2, 2, 9, 8, generator=g)
     v = torch.randn(2, 2, 9, 8, generator=g)
-    full = attention(q, k, v, scale=8 ** -0.5)
-    tail = attention(q[:, :, 6:], k, v, scale=8 ** -0.5)  # the last 3 queries against all 9 keys
+    full = attention(q, k, v, scale=8**-0.5)
+    tail = attention(q[:, :, 6:], k, v, scale=8**-0.5)  # the last 3 queries against all 9 keys
     torch.testing.assert_close(tail, full[:, :, 6:])
     kr, vr = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
-    scores = (q @ kr.transpose(-1, -2)) * 8 ** -0.5
+    scores = (q @ kr.transpose(-1, -2)) * 8**-0.5
     scores = scores.masked_fill(~torch.ones(9, 9, dtype=torch.bool).tril(), float("-inf"))
     torch.testing.assert_close(full, scores.softmax(-1) @ vr)
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA kernels are optional fast paths")
+cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the CUDA kernels are optional fast paths"
+)
 
 
 @cuda
@@ -154,7 +171,7 @@ def test_kernel_choices_are_made_once_and_said_with_their_reason(caplog) -> None
             found = (ssd._cuda_kernel(), conv._cuda_kernel(), attention_module._flash())
     messages = [r.getMessage() for r in caplog.records]
     names = (("SSD scan", "mamba-ssm"), ("causal conv", "causal-conv1d"), ("attention", "flash-attn"))
-    for (kernel, package), fast in zip(names, found):
+    for (kernel, package), fast in zip(names, found, strict=True):
         said = [m for m in messages if m.startswith(kernel)]
         assert len(said) == 1, said
         assert fast is not None or package in said[0], said

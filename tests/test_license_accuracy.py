@@ -20,7 +20,11 @@ def _top_level_licence_files(dist: md.Distribution) -> list[Path]:
         parts = Path(str(f)).parts
         in_licenses_root = len(parts) == 3 and parts[1] == "licenses"
         at_dist_info_root = len(parts) == 2
-        if parts[0].endswith(".dist-info") and (in_licenses_root or at_dist_info_root) and is_license_file_name(parts[-1]):
+        if (
+            parts[0].endswith(".dist-info")
+            and (in_licenses_root or at_dist_info_root)
+            and is_license_file_name(parts[-1])
+        ):
             path = Path(dist.locate_file(f))
             if path.is_file():
                 files.append(path)
@@ -56,8 +60,10 @@ def test_scancode_agrees_with_declared_spdx_licences() -> None:
         combined = " AND ".join(f"({d})" for d in detected if d) or None
         same_class += classify(combined) == classify(declared)
     n = len(cases)
-    print(f"\nlicence detection on {n} distributions: exact SPDX set {exact / n:.2%}, "
-          f"licence type {same_class / n:.2%}\n" + "\n".join(misses))
+    print(
+        f"\nlicence detection on {n} distributions: exact SPDX set {exact / n:.2%}, "
+        f"licence type {same_class / n:.2%}\n" + "\n".join(misses)
+    )
     assert same_class / n >= 0.85, misses
     assert exact / n >= 0.7, misses
 
@@ -69,14 +75,17 @@ def test_the_fast_path_agrees_with_scancode_wherever_it_settles() -> None:
 
     index = license_index()
     assert index is not None
-    texts = sorted({f.read_text(errors="replace") for dist in md.distributions()
-                    for f in _top_level_licence_files(dist)})
+    texts = sorted(
+        {f.read_text(errors="replace") for dist in md.distributions() for f in _top_level_licence_files(dist)}
+    )
     settled = [(text, match) for text in texts if (match := index.match(text)) is not None]
     detector = ScancodeDetector()
     checked = [(match, detector.detect_text(text)) for text, match in settled[:120]]
     disagreements = [(match.spdx, scancode, match.reference) for match, scancode in checked if scancode != match.spdx]
-    print(f"\nfast path settled {len(settled)} of {len(texts)} distinct licence texts; "
-          f"{min(len(settled), 120) - len(disagreements)} of {min(len(settled), 120)} checked agree with ScanCode")
+    print(
+        f"\nfast path settled {len(settled)} of {len(texts)} distinct licence texts; "
+        f"{min(len(settled), 120) - len(disagreements)} of {min(len(settled), 120)} checked agree with ScanCode"
+    )
     assert len(settled) >= 20 and not disagreements, disagreements
 
     mit = next(text for text, match in settled if match.spdx == "MIT")

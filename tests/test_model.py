@@ -37,8 +37,10 @@ def test_cached_step_by_step_logits_equal_the_full_forward(mixer: str) -> None:
 
 def test_gated_norm_variants_and_groups_run_and_differ() -> None:
     tokens = torch.randint(0, 97, (1, 12))
-    outs = [_model(ssm_norm=norm, ssm_norm_before_gate=before, ssm_groups=2)(tokens)
-            for norm, before in ((True, False), (True, True), (False, False))]
+    outs = [
+        _model(ssm_norm=norm, ssm_norm_before_gate=before, ssm_groups=2)(tokens)
+        for norm, before in ((True, False), (True, True), (False, False))
+    ]
     assert all(torch.isfinite(o).all() for o in outs)
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
 
@@ -105,7 +107,7 @@ def test_a_model_built_on_meta_and_reset_equals_one_built_directly() -> None:
     assert mine.keys() == theirs.keys() and any(name.endswith(".scale") for name in mine)
     for name, value in theirs.items():
         assert torch.equal(mine[name], value), name
-    for (name, a), (_, b) in zip(lazy.named_parameters(), direct.named_parameters()):
+    for (name, a), (_, b) in zip(lazy.named_parameters(), direct.named_parameters(), strict=True):
         assert torch.equal(a, b), name
     tokens = torch.randint(0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     assert torch.equal(lazy(tokens), direct(tokens))

@@ -26,8 +26,11 @@ def die_on_seven(x: int) -> list[int]:
 def run(function, processes: int, values, expected=None, threads: bool = False) -> None:
     options, runner = default_pipeline_options([])
     with beam.Pipeline(runner=runner, options=options) as pipeline:
-        outputs = pipeline | beam.Create(values) | beam.ParDo(
-            PooledDoFn(function, (), processes, batch_size=4, threads=threads))
+        outputs = (
+            pipeline
+            | beam.Create(values)
+            | beam.ParDo(PooledDoFn(function, (), processes, batch_size=4, threads=threads))
+        )
         if expected is not None:
             assert_that(outputs, equal_to(expected))
 
@@ -50,8 +53,16 @@ def test_record_coder_round_trips_dataclasses_frozen_or_not() -> None:
     from codemill.dedup.ranking import DedupEntry
     from codemill.records import FileRecord
 
-    record = FileRecord("swh:1:cnt:" + "0" * 40, "a/b.py", "org/repo", content="x = 1\n", filters=["long_lines"],
-                        pii_types=["email"], kept=False, drop_reason="long_lines")
+    record = FileRecord(
+        "swh:1:cnt:" + "0" * 40,
+        "a/b.py",
+        "org/repo",
+        content="x = 1\n",
+        filters=["long_lines"],
+        pii_types=["email"],
+        kept=False,
+        drop_reason="long_lines",
+    )
     coder = beam.coders.registry.get_coder(FileRecord)
     assert coder.decode(coder.encode(record)) == record
     assert pickle.loads(pickle.dumps(coder)) == coder  # runners ship coders to workers
@@ -68,8 +79,16 @@ def test_records_from_a_table_equal_records_from_its_rows() -> None:
     from codemill.records import FILE_RECORD_SCHEMA, FileRecord, records_from_table
 
     records = [
-        FileRecord("swh:1:cnt:" + "1" * 40, "a.py", "org/one", content="print(1)\n", stars=3, filters=["x"],
-                   pii_types=["email", "key"], parse_error_ratio=0.25),
+        FileRecord(
+            "swh:1:cnt:" + "1" * 40,
+            "a.py",
+            "org/one",
+            content="print(1)\n",
+            stars=3,
+            filters=["x"],
+            pii_types=["email", "key"],
+            parse_error_ratio=0.25,
+        ),
         FileRecord(None, "b.bin", "org/two", kept=False, drop_reason="binary"),
     ]
     table = pa.Table.from_pylist([r.to_dict() for r in records], schema=FILE_RECORD_SCHEMA)

@@ -22,10 +22,26 @@ SMALL = {
     "tokenizer": {"vocab_size": 512},
     "tokenize": {"num_shards": 2, "documents": {"max_tokens": 1024}},
     # fp32: the same numbers on every machine (`auto` picks bf16 where the CPU has AMX or AVX512-BF16).
-    "train": {"model": "tiny", "steps": 6, "checkpoint_every": 2, "log_every": 1, "micro_batch": 2,
-              "precision": "fp32", "data": {"seq_len": 64}, "optim": {"warmup_steps": 1, "lr": 0.01}, "peak_flops": 1.0e11},
-    "eval": {"likelihood_tasks": ["humaneval", "code"], "likelihood_limit": 3, "max_tokens": 128,
-             "pass_tasks": ["humaneval"], "pass_limit": 3, "max_new_tokens": 8, "timeout": 5},
+    "train": {
+        "model": "tiny",
+        "steps": 6,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "micro_batch": 2,
+        "precision": "fp32",
+        "data": {"seq_len": 64},
+        "optim": {"warmup_steps": 1, "lr": 0.01},
+        "peak_flops": 1.0e11,
+    },
+    "eval": {
+        "likelihood_tasks": ["humaneval", "code"],
+        "likelihood_limit": 3,
+        "max_tokens": 128,
+        "pass_tasks": ["humaneval"],
+        "pass_limit": 3,
+        "max_new_tokens": 8,
+        "timeout": 5,
+    },
     "publish": {"rows_per_shard": 50},
 }
 
@@ -35,20 +51,23 @@ def _write_config(path: Path, values: dict = SMALL) -> Path:
     return path
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"trian": {}}, "unknown section"),
-    ({"train": {"stepz": 3}}, "unknown train setting"),
-    ({"train": {"steps": "many"}}, "'steps' must be an integer"),
-    ({"dedup": {"threshold": "high"}}, "'threshold' must be a number"),
-    ({"run": {"sources": "src"}}, "'sources' must be a list"),
-    ({"train": {"steps": 15}}, "need at least 2"),
-    ({"train": {"keep_checkpoints": 2}}, "keep_checkpoints=2 would delete"),
-    ({"train": {"data": {"path": "/x"}}}, "are the run's own"),
-    ({"train": {"model_overrides": {"vocab_size": 100}}}, "differs from tokenizer.vocab_size"),
-    ({"eval": {"k": [1, 10]}}, "needs n >= 10"),
-    ({"eval": {"pass_tasks": ["gsm8k"]}}, "unknown; choose from"),
-    ({"curate": {"dedup": {"mode": "exact"}}}, "own `dedup:` section"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"trian": {}}, "unknown section"),
+        ({"train": {"stepz": 3}}, "unknown train setting"),
+        ({"train": {"steps": "many"}}, "'steps' must be an integer"),
+        ({"dedup": {"threshold": "high"}}, "'threshold' must be a number"),
+        ({"run": {"sources": "src"}}, "'sources' must be a list"),
+        ({"train": {"steps": 15}}, "need at least 2"),
+        ({"train": {"keep_checkpoints": 2}}, "keep_checkpoints=2 would delete"),
+        ({"train": {"data": {"path": "/x"}}}, "are the run's own"),
+        ({"train": {"model_overrides": {"vocab_size": 100}}}, "differs from tokenizer.vocab_size"),
+        ({"eval": {"k": [1, 10]}}, "needs n >= 10"),
+        ({"eval": {"pass_tasks": ["gsm8k"]}}, "unknown; choose from"),
+        ({"curate": {"dedup": {"mode": "exact"}}}, "own `dedup:` section"),
+    ],
+)
 def test_bad_configs_are_refused_with_the_setting_named(values: dict, message: str) -> None:
     with pytest.raises(RunConfigError, match=message):
         RunConfig.from_dict(values)
@@ -72,10 +91,64 @@ def test_config_show_prints_every_default_and_round_trips(tmp_path: Path, capsys
     assert _load_config_section(str(tmp_path / "run.yaml"), "train", TrainConfig).steps == 40
 
 
+def test_train_and_eval_use_the_defaults_config_show_prints(tmp_path: Path, monkeypatch, capsys) -> None:
+    """One set of defaults: a command reads its section over the same defaults `config show` prints."""
+    from codemill.cli import _eval_defaults, build_parser, main
+    from codemill.settings import plain
+    from codemill.training import loop
+
+    config = _write_config(tmp_path / "run.yaml", {"train": {"model": "tiny", "steps": 20}})
+    assert main(["config", "show", "--config", str(config)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+
+    class Captured(Exception):
+        pass
+
+    def capture(train_config):
+        raise Captured(train_config)
+
+    monkeypatch.setattr(loop, "train", capture)
+    with pytest.raises(Captured) as used:
+        main(["train", "--config", str(config), "--data", "tokens", "--out", str(tmp_path / "t")])
+    expected = {**shown["train"], "out_dir": str(tmp_path / "t"), "data": {**shown["train"]["data"], "path": "tokens"}}
+    assert plain(used.value.args[0]) == expected
+    assert main(["train", "--data", "tokens"]) == 2  # no run directory: named, not a default folder
+    assert "give --out" in capsys.readouterr().err
+
+    for argv in (["eval"], ["eval", "--config", str(config)]):
+        args = build_parser().parse_args(argv)
+        _eval_defaults(args)
+        ev = shown["eval"]
+        assert (args.n, args.k, args.max_new_tokens, args.limit) == (
+            ev["n"],
+            ",".join(map(str, ev["k"])),
+            ev["max_new_tokens"],
+            ev["pass_limit"],
+        )
+
+
+def test_config_show_imports_neither_torch_nor_numba_and_python_m_codemill_runs() -> None:
+    """Reading and printing a config is quick: the config modules import no heavy library."""
+    code = (
+        "import sys, contextlib, io; from codemill.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): assert main(['config', 'show']) == 0\n"
+        "print(sorted(m for m in ('torch', 'numba', 'apache_beam') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    module = subprocess.run([sys.executable, "-m", "codemill", "--help"], capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and "usage: codemill" in module.stdout
+
+
 def _run(config: Path, out: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "codemill.cli", "run", "--config", str(config), "--out", str(out)],
-                            env=env or dict(os.environ, CODEMILL_PROGRESS="0"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "codemill.cli", "run", "--config", str(config), "--out", str(out)],
+        env=env or dict(os.environ, CODEMILL_PROGRESS="0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +169,10 @@ def test_the_whole_job_writes_dataset_manifest_model_eval_and_report(finished_ru
     assert set(run) == {"curate", "tokenizer", "tokenize", "train", "export", "eval", "publish", "report"}
     assert all((Path(stage["dir"]) / "_STAGE.json").exists() for stage in run.values())
     # curate and tokenize both write 2 shards: tokenize reads the curation output by repository.
-    assert json.loads((Path(run["tokenize"]["dir"]) / "tokenize.json").read_text())["input_read"] == \
-        "by repository, no shuffle"
+    assert (
+        json.loads((Path(run["tokenize"]["dir"]) / "tokenize.json").read_text())["input_read"]
+        == "by repository, no shuffle"
+    )
     # The dataset folder loads with the datasets library, rows carry SWHIDs, the manifest is beside it.
     from datasets import load_dataset
 
@@ -158,7 +233,9 @@ def test_a_run_killed_during_training_resumes_to_the_same_results(finished_run: 
         ours.pop("config", None), reference.pop("config", None)
         assert ours == reference, name
     data = sorted((out / "dataset" / "data").iterdir())
-    assert [p.read_bytes() for p in data] == [p.read_bytes() for p in sorted((finished_run / "dataset" / "data").iterdir())]
+    assert [p.read_bytes() for p in data] == [
+        p.read_bytes() for p in sorted((finished_run / "dataset" / "data").iterdir())
+    ]
 
 
 def test_an_empty_corpus_is_a_clear_error(tmp_path: Path) -> None:
@@ -183,8 +260,9 @@ def _copy_run(finished_run: Path, tmp_path: Path) -> tuple[Path, Path]:
     return out, config
 
 
-def test_a_full_disk_names_the_path_and_leaves_the_stage_unfinished(finished_run: Path, tmp_path: Path,
-                                                                     monkeypatch, capsys) -> None:
+def test_a_full_disk_names_the_path_and_leaves_the_stage_unfinished(
+    finished_run: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     import errno
 
     import pyarrow.parquet as pq
@@ -203,8 +281,9 @@ def test_a_full_disk_names_the_path_and_leaves_the_stage_unfinished(finished_run
     assert not list(out.glob("stages/publish-*/_STAGE.json"))
 
 
-def test_ctrl_c_says_where_it_stopped_and_how_to_resume(finished_run: Path, tmp_path: Path, monkeypatch,
-                                                       capsys) -> None:
+def test_ctrl_c_says_where_it_stopped_and_how_to_resume(
+    finished_run: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     from codemill.cli import main
     from codemill.pipelines import publish
 
@@ -235,8 +314,10 @@ def test_two_runs_cannot_share_an_output_directory(tmp_path: Path) -> None:
 
 def test_relative_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
-    config = _write_config(tmp_path / "conf" / "run.yaml", {"run": {"sources": ["repos/a.tar.gz", "/abs/b"]},
-                                                            "eval": {"data": {"mbpp": "data/mbpp.jsonl"}}})
+    config = _write_config(
+        tmp_path / "conf" / "run.yaml",
+        {"run": {"sources": ["repos/a.tar.gz", "/abs/b"]}, "eval": {"data": {"mbpp": "data/mbpp.jsonl"}}},
+    )
     loaded = RunConfig.from_yaml(config)
     assert loaded.run.sources == (str(tmp_path / "conf" / "repos" / "a.tar.gz"), "/abs/b")
     assert loaded.eval.data == {"mbpp": str(tmp_path / "conf" / "data" / "mbpp.jsonl")}
@@ -245,8 +326,9 @@ def test_relative_paths_in_a_config_file_are_relative_to_it(tmp_path: Path) -> N
 def test_missing_eval_data_stops_the_run_before_any_stage(tmp_path: Path) -> None:
     from codemill.pipelines.run import RunError, run_job
 
-    config = RunConfig.from_dict({**SMALL, "eval": {**SMALL["eval"], "pass_tasks": ["mbpp"],
-                                                    "data": {"mbpp": str(tmp_path / "missing.jsonl")}}})
+    config = RunConfig.from_dict(
+        {**SMALL, "eval": {**SMALL["eval"], "pass_tasks": ["mbpp"], "data": {"mbpp": str(tmp_path / "missing.jsonl")}}}
+    )
     with pytest.raises(RunError, match="eval stage needs mbpp data"):
         run_job(config, tmp_path / "out")
     assert not (tmp_path / "out" / "stages").exists()

@@ -32,24 +32,35 @@ def outside(tmp_path: Path) -> Path:
 
 
 HOSTILE = {
-    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                  {"timeout", "failed", "error"}),
+    "fork bomb": (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        {"timeout", "failed", "error"},
+    ),
     "memory bomb": ("chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))\n", {"failed"}),
     "infinite loop": ("while True:\n    pass\n", {"timeout", "failed"}),
-    "ignores signals": ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):\n"
-                        "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass\n", {"timeout", "failed"}),
+    "ignores signals": (
+        "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):\n"
+        "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass\n",
+        {"timeout", "failed"},
+    ),
     "prints gigabytes": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", {"error"}),
-    "opens a socket": ("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nprint('CONNECTED')\n",
-                       {"failed"}),
+    "opens a socket": (
+        "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\nprint('CONNECTED')\n",
+        {"failed"},
+    ),
     "reads the parent's environment and home": (
         "import os\nassert 'HOME' not in os.environ and 'PATH' in os.environ, os.environ\n"
         "try:\n    os.listdir('/root')\n    print('HOME READ')\nexcept PermissionError:\n    pass\n"
         "pids = {int(p) for p in os.listdir('/proc') if p.isdigit()}\n"
         "assert pids <= {1, os.getpid()}, pids  # only its namespace's init and itself: the parent is invisible\n",
-        {"passed"}),
-    "kills the parent": ("import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n"
-                         "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
-                         "os.kill(-1, signal.SIGKILL)\n", {"passed", "failed"}),
+        {"passed"},
+    ),
+    "kills the parent": (
+        "import os, signal\nfor pid in (os.getppid(), 1):\n    try:\n"
+        "        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+        "os.kill(-1, signal.SIGKILL)\n",
+        {"passed", "failed"},
+    ),
 }
 
 
@@ -72,11 +83,13 @@ def test_writes_and_deletes_outside_the_sandbox_fail(sandbox: Sandbox, outside: 
     if not isolation()["read_only_filesystem"]:
         pytest.skip(f"no read-only view of the filesystem here: {isolation()['fallback']}")
     hostname_there = Path("/etc/hostname").exists()
-    attacks = [f"open({str(outside / 'data.txt')!r}, 'w').write('pwned')",
-               f"import shutil; shutil.rmtree({str(outside)!r})",
-               f"open({str(outside / 'new.txt')!r}, 'w').write('x')",
-               "open('/etc/codemill-was-here', 'w').write('x')",
-               "import os; os.remove('/etc/hostname')"]
+    attacks = [
+        f"open({str(outside / 'data.txt')!r}, 'w').write('pwned')",
+        f"import shutil; shutil.rmtree({str(outside)!r})",
+        f"open({str(outside / 'new.txt')!r}, 'w').write('x')",
+        "open('/etc/codemill-was-here', 'w').write('x')",
+        "import os; os.remove('/etc/hostname')",
+    ]
     for code in attacks:
         assert sandbox.run(code).status == "failed", code  # read-only file system, or no such file
     assert (outside / "data.txt").read_text() == "keep me"
@@ -97,7 +110,7 @@ def test_humaneval_canonical_solutions_all_pass_and_a_broken_one_fails(sandbox: 
     problems = load_humaneval()
     assert len(problems) == 164
     outcomes = sandbox.run_many([program(p, p.prompt + p.canonical) for p in problems])
-    failed = [(p.task_id, o.reason) for p, o in zip(problems, outcomes) if o.status != "passed"]
+    failed = [(p.task_id, o.reason) for p, o in zip(problems, outcomes, strict=True) if o.status != "passed"]
     assert not failed, failed[:5]
     broken = problems[0].canonical.replace("<", ">=")
     outcome = sandbox.run(program(problems[0], broken))
@@ -132,20 +145,54 @@ def test_eval_cli_scores_harness_generations(tmp_path: Path) -> None:
     # As the harness writes them: prompt + completion, two samples per problem, one right, one wrong.
     generations = [[p.prompt + p.canonical, p.prompt + "    raise NotImplementedError\n"] for p in problems]
     (tmp_path / "generations.json").write_text(json.dumps(generations))
-    assert main(["eval", "--tasks", "humaneval", "--load-generations", str(tmp_path / "generations.json"),
-                 "--k", "1,2", "--out", str(tmp_path / "out"), "--timeout", "5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--tasks",
+                "humaneval",
+                "--load-generations",
+                str(tmp_path / "generations.json"),
+                "--k",
+                "1,2",
+                "--out",
+                str(tmp_path / "out"),
+                "--timeout",
+                "5",
+                "--limit",
+                "0",  # every problem (the default is the eval section's pass_limit)
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "out" / "humaneval" / "metrics.json").read_text())
     assert metrics["humaneval"]["pass@1"] == pytest.approx(0.5)
     assert metrics["humaneval"]["pass@2"] == pytest.approx(1.0)
     assert metrics["isolation"]["rlimits"]
     assert len(json.loads((tmp_path / "out" / "humaneval" / "generations.json").read_text())) == 164
+    # As the harness's --limit: the first problems of a full generations file (the default limit, 40).
+    assert main(["eval", "--load-generations", str(tmp_path / "generations.json"), "--out", str(tmp_path / "l")]) == 0
+    assert json.loads((tmp_path / "l" / "humaneval" / "metrics.json").read_text())["humaneval"]["problems"] == 40
     (tmp_path / "short.json").write_text(json.dumps(generations[:3]))
     assert main(["eval", "--load-generations", str(tmp_path / "short.json"), "--out", str(tmp_path / "x")]) == 2
     # The run config's `eval:` section serves the command too: its pass_limit and k apply.
-    (tmp_path / "run.yaml").write_text("eval: {pass_tasks: [humaneval], pass_limit: 3, n: 2, k: [2], "
-                                       "temperature: 0.8, timeout: 5}\n")
-    assert main(["eval", "--config", str(tmp_path / "run.yaml"), "--load-generations", str(tmp_path / "short.json"),
-                 "--out", str(tmp_path / "cfg")]) == 0
+    (tmp_path / "run.yaml").write_text(
+        "eval: {pass_tasks: [humaneval], pass_limit: 3, n: 2, k: [2], temperature: 0.8, timeout: 5}\n"
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--config",
+                str(tmp_path / "run.yaml"),
+                "--load-generations",
+                str(tmp_path / "short.json"),
+                "--out",
+                str(tmp_path / "cfg"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "cfg" / "humaneval" / "metrics.json").read_text())
     assert metrics["humaneval"]["problems"] == 3 and metrics["humaneval"]["pass@2"] == pytest.approx(1.0)
 
@@ -160,7 +207,9 @@ def test_mbpp_prompts_and_reference_solutions(sandbox: Sandbox) -> None:
     assert problems[0].prompt.endswith('"\n"""\n') or problems[0].prompt.endswith(')\n"""\n')
     outcomes = sandbox.run_many([program(p, p.canonical) for p in problems])
     passed = sum(o.status == "passed" for o in outcomes)
-    assert passed >= 495, [(p.task_id, o.reason) for p, o in zip(problems, outcomes) if o.status != "passed"][:5]
+    assert passed >= 495, [
+        (p.task_id, o.reason) for p, o in zip(problems, outcomes, strict=True) if o.status != "passed"
+    ][:5]
     wrong = problems[0].prompt + "def remove_Occ(s, ch):\n    return s\n"
     assert sandbox.run(program(problems[0], wrong)).status == "failed"
 
@@ -178,15 +227,34 @@ def test_gsm8k_answers_and_pal_programs(tmp_path: Path) -> None:
     assert extract_answer("first 3, then 4, so 7") == 7.0 and extract_answer("no idea") is None
     few = 20
     cot = [[p.answer_text, "I think it is 0"] for p in problems[:few]]
-    pal = [[f"def solution():\n    total = {p.answer!r}\n    return total\n", "def solution():\n    return -1\n"]
-           for p in problems[:few]]
+    pal = [
+        [f"def solution():\n    total = {p.answer!r}\n    return total\n", "def solution():\n    return -1\n"]
+        for p in problems[:few]
+    ]
     rows = [json.loads(line) for line in data.read_text().splitlines()[:few]]
     (tmp_path / "small.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "cot.json").write_text(json.dumps(cot))
     (tmp_path / "pal.json").write_text(json.dumps(pal))
-    assert main(["eval", "--tasks", "gsm8k,gsm8k-pal", "--load-generations", str(tmp_path / "cot.json"),
-                 "--load-generations", str(tmp_path / "pal.json"), "--data", f"gsm8k={tmp_path / 'small.jsonl'}",
-                 "--k", "1,2", "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--tasks",
+                "gsm8k,gsm8k-pal",
+                "--load-generations",
+                str(tmp_path / "cot.json"),
+                "--load-generations",
+                str(tmp_path / "pal.json"),
+                "--data",
+                f"gsm8k={tmp_path / 'small.jsonl'}",
+                "--k",
+                "1,2",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     cot_metrics = json.loads((tmp_path / "out" / "gsm8k" / "metrics.json").read_text())["gsm8k"]
     pal_metrics = json.loads((tmp_path / "out" / "gsm8k-pal" / "metrics.json").read_text())["gsm8k-pal"]
     assert cot_metrics["accuracy"] == 1.0
@@ -212,15 +280,22 @@ def test_gsm8k_prompts_exemplars_and_generations_that_repeat_the_prompt(sandbox:
     assert pal.endswith(f"Q: {question}\n\n# solution in Python:\n\n\n")
     assert cot.count("The answer is") == 8 and cot.endswith(f"Q: {question}\nA:")
     # Every exemplar program, run in the sandbox, returns its chain of thought's answer.
-    programs = [pal_program("def solution():\n" + "\n".join("    " + line for line in body.split("\n")))
-                for _, _, body in EXEMPLARS]
-    for (_, thought, _), outcome in zip(EXEMPLARS, sandbox.run_many(programs)):
+    programs = [
+        pal_program("def solution():\n" + "\n".join("    " + line for line in body.split("\n")))
+        for _, _, body in EXEMPLARS
+    ]
+    for (_, thought, _), outcome in zip(EXEMPLARS, sandbox.run_many(programs), strict=True):
         assert outcome.status == "passed" and pal_answer(outcome.stdout) == extract_answer(thought)
     # Texts that carry the prompt (as the harness stores them) are scored on the model's part only.
     generated = pal + 'def solution():\n    """..."""\n    return 2 + 3\n\n\n\nQ: next question'
     outcome = sandbox.run(pal_program(generated))
     assert outcome.status == "passed" and pal_answer(outcome.stdout) == 5.0
     problem = MathProblem("t/0", question, "#### 5", 5.0)
-    metrics, _ = score_cot([problem, problem], [[cot + " She has 2 + 3 = 5. The answer is 5.\n\nQ: Bob has 9"],
-                                                [cot + " I do not know.\n\nQ: The answer is 5."]])
+    metrics, _ = score_cot(
+        [problem, problem],
+        [
+            [cot + " She has 2 + 3 = 5. The answer is 5.\n\nQ: Bob has 9"],
+            [cot + " I do not know.\n\nQ: The answer is 5."],
+        ],
+    )
     assert metrics["accuracy"] == 0.5  # the second states no answer of its own (the exemplars' and the next Q's do)

@@ -20,8 +20,8 @@ def test_spearman_and_autocorrelation_match_their_definitions() -> None:
         y = rng.sample(range(1000), 15)
         rank_x = {v: i for i, v in enumerate(sorted(x))}
         rank_y = {v: i for i, v in enumerate(sorted(y))}
-        d2 = sum((rank_x[a] - rank_y[b]) ** 2 for a, b in zip(x, y))
-        assert spearman(x, y) == pytest.approx(1 - 6 * d2 / (15 * (15 ** 2 - 1)), abs=1e-12)
+        d2 = sum((rank_x[a] - rank_y[b]) ** 2 for a, b in zip(x, y, strict=True))
+        assert spearman(x, y) == pytest.approx(1 - 6 * d2 / (15 * (15**2 - 1)), abs=1e-12)
     # With ties (mean ranks): ranks of y = [1.5, 1.5, 3, 4] against x = [1, 2, 3, 4] -> Pearson of ranks.
     assert spearman([1, 2, 3, 4], [5, 5, 6, 7]) == pytest.approx(0.9486832980505138)
     assert spearman([1, 2, 3], [2, 2, 2]) == 0.0

@@ -88,8 +88,9 @@ def test_s3_errors_name_the_object(s3_server, monkeypatch):
     with pytest.raises(FileNotFoundError):
         location("s3://no-such-bucket-here/x.json").read_text()
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
-    storage.set_storage_options({"s3": {"config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
-                                        "retries": 1}})
+    storage.set_storage_options(
+        {"s3": {"config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}, "retries": 1}}
+    )
     try:
         with pytest.raises(storage.StorageError, match=r"s3://bucket/x.json.*endpoint"):
             location("s3://bucket/x.json").write_text("{}")

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import build_swh_export
 
 from codemill.cli import main
 from codemill.shards import parquet_file, shard_paths
 from codemill.storage import filesystem, location
-from conftest import build_swh_export
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,14 @@ def _corpus(root: Path, repo_dir: Path) -> Path:
     (archives / "dedup-fork.tar.gz").write_bytes((archives / "dedup.tar.gz").read_bytes())
     with tarfile.open(archives / "demo.tar.gz", "w:gz") as tar:
         tar.add(repo_dir, arcname="demo")
-    rows = [{"repo": f"table/r{i}", "path": f"m{i}.py", "content": (CODE_DIR / "storage.py").read_text()
-             .replace("RemotePath", f"Remote{i}")} for i in range(3)]
+    rows = [
+        {
+            "repo": f"table/r{i}",
+            "path": f"m{i}.py",
+            "content": (CODE_DIR / "storage.py").read_text().replace("RemotePath", f"Remote{i}"),
+        }
+        for i in range(3)
+    ]
     (root / "table.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     build_swh_export(repo_dir, root / "swh")
     return root
@@ -74,8 +80,12 @@ def test_every_stage_on_s3(s3_bucket, tmp_path, repo_dir, capsys):
     assert location(f"{tokenizer}/tokenizer.json").exists()
 
     tokens = f"{s3_bucket}/tokens"
-    assert main(["tokenize", deduped, tokens, "--tokenizer", tokenizer, "--workers", "1", "--shards", "2",
-                 "--no-decontam"]) == 0
+    assert (
+        main(
+            ["tokenize", deduped, tokens, "--tokenizer", tokenizer, "--workers", "1", "--shards", "2", "--no-decontam"]
+        )
+        == 0
+    )
     blend = json.loads(location(f"{tokens}/blend.json").read_text())
     prefix = blend["prefixes"][0]
     assert prefix.startswith("s3://") and location(prefix + ".bin").stat().st_size > 0
@@ -98,14 +108,28 @@ def test_every_stage_on_s3(s3_bucket, tmp_path, repo_dir, capsys):
     assert inputs.shape == (2, 32) and (inputs[:, 1:] == targets[:, :-1]).all()
 
     # The same corpus from local disk: the same records, only the sources' URIs differ.
-    assert main(["curate", str(local / "archives"), str(local / "table.jsonl"), str(local / "swh"),
-                 "--out", str(tmp_path / "local"), "--no-licenses", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "curate",
+                str(local / "archives"),
+                str(local / "table.jsonl"),
+                str(local / "swh"),
+                "--out",
+                str(tmp_path / "local"),
+                "--no-licenses",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
 
     def rows(root) -> list[tuple]:
         out = []
         for p in shard_paths(location(root) / "manifest"):
             table = parquet_file(p).read(columns=["repo", "path", "swhid", "kept", "drop_reason"])
-            out += list(zip(*(table[c].to_pylist() for c in table.column_names)))
+            out += list(zip(*(table[c].to_pylist() for c in table.column_names), strict=True))
         return sorted(out, key=repr)
 
     assert rows(curated) == rows(tmp_path / "local")
@@ -125,22 +149,38 @@ def test_a_run_killed_on_s3_resumes_from_the_bucket_to_the_same_bytes(s3_bucket,
     _upload(archives, f"{s3_bucket}/archives")
 
     def curate(out: str) -> list[str]:
-        return [sys.executable, "-m", "codemill.cli", "curate", f"{s3_bucket}/archives", "--out", out,
-                "--no-licenses", "--workers", "1", "--shard-mb", "0.1"]
+        return [
+            sys.executable,
+            "-m",
+            "codemill.cli",
+            "curate",
+            f"{s3_bucket}/archives",
+            "--out",
+            out,
+            "--no-licenses",
+            "--workers",
+            "1",
+            "--shard-mb",
+            "0.1",
+        ]
 
     def objects(root: str) -> dict[str, bytes]:
-        return {str(p)[len(root):]: p.read_bytes() for p in location(root).rglob("*.parquet")}
+        return {str(p)[len(root) :]: p.read_bytes() for p in location(root).rglob("*.parquet")}
 
     reference = f"{s3_bucket}/reference"
     subprocess.run(curate(reference), check=True, capture_output=True, timeout=600)
     assert json.loads(location(f"{reference}/stats.json").read_text())["layout"]["units"] >= 6
 
     out = f"{s3_bucket}/killed"
-    process = subprocess.Popen(curate(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        curate(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 300
-    while (len(list(location(f"{out}/_work/units").glob("*.json"))) < 2 and process.poll() is None
-           and time.monotonic() < deadline):
+    while (
+        len(list(location(f"{out}/_work/units").glob("*.json"))) < 2
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
@@ -157,8 +197,20 @@ def test_storage_failures_are_named(s3_bucket, tmp_path, capsys, monkeypatch):
     assert main(["curate", f"{s3_bucket}/nothing.tar.gz", "--out", str(tmp_path / "o"), "--workers", "1"]) == 2
     assert f"{s3_bucket}/nothing.tar.gz does not exist" in capsys.readouterr().err
     # A bucket that is not there, for the output.
-    assert main(["curate", str(Path(__file__).parent), "--out", "s3://no-such-bucket-codemill/out",
-                 "--no-licenses", "--workers", "1"]) == 1
+    assert (
+        main(
+            [
+                "curate",
+                str(Path(__file__).parent),
+                "--out",
+                "s3://no-such-bucket-codemill/out",
+                "--no-licenses",
+                "--workers",
+                "1",
+            ]
+        )
+        == 1
+    )
     assert "s3://no-such-bucket-codemill/out" in capsys.readouterr().err
     # No credentials.
     with monkeypatch.context() as m:
@@ -170,17 +222,43 @@ def test_storage_failures_are_named(s3_bucket, tmp_path, capsys, monkeypatch):
 
         # Other options: a new filesystem object (fsspec caches one per set of options, with its credentials).
         options = json.dumps({"s3": {"config_kwargs": {"connect_timeout": 3}}})
-        assert main(["--storage-options", options, "curate", str(Path(__file__).parent), "--out", f"{s3_bucket}/o2",
-                     "--no-licenses", "--workers", "1"]) == 1
+        assert (
+            main(
+                [
+                    "--storage-options",
+                    options,
+                    "curate",
+                    str(Path(__file__).parent),
+                    "--out",
+                    f"{s3_bucket}/o2",
+                    "--no-licenses",
+                    "--workers",
+                    "1",
+                ]
+            )
+            == 1
+        )
         assert "Unable to locate credentials" in capsys.readouterr().err
         set_storage_options(None)
     # An endpoint that does not answer: the error names the object and what to check; nothing is
     # left that looks finished.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    options = json.dumps({"s3": {"config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
-                                 "retries": 1}})
-    code = main(["--storage-options", options, "curate", str(Path(__file__).parent), "--out",
-                 f"{s3_bucket}/out", "--no-licenses", "--workers", "1"])
+    options = json.dumps(
+        {"s3": {"config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}, "retries": 1}}
+    )
+    code = main(
+        [
+            "--storage-options",
+            options,
+            "curate",
+            str(Path(__file__).parent),
+            "--out",
+            f"{s3_bucket}/out",
+            "--no-licenses",
+            "--workers",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and f"{s3_bucket}/out" in err and "AWS_ENDPOINT_URL" in err
     from codemill.storage import set_storage_options

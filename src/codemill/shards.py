@@ -59,10 +59,15 @@ def write_table_atomic(path: StoragePath, table: pa.Table) -> None:
     """Write whole or not at all (storage.staged): a crash never leaves a half-written shard that
     looks complete."""
     with staged(path) as tmp:
+        if table.num_rows == 0:
+            # No row group at all: pyarrow would write one of 0 rows, which `datasets` refuses
+            # ("BatchSize must be greater than 0"); a file with the schema and no row group loads.
+            pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=True).close()
+            return
         pq.write_table(table, tmp, compression="zstd", write_statistics=True, row_group_size=row_group_rows(table))
 
 
-def parquet_file(path: StoragePath) -> pq.ParquetFile:
+def parquet_file(path: str | StoragePath) -> pq.ParquetFile:
     """A Parquet file on any storage, read lazily (row groups on demand)."""
     return pq.ParquetFile(parquet_source(location(path)))
 

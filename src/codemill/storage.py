@@ -31,11 +31,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Iterator, Union
 
+from codemill.errors import CodemillError
+
 STORAGE_OPTIONS_ENV = "CODEMILL_STORAGE_OPTIONS"
 _LOCAL_PROTOCOLS = ("file", "local")
 
 
-class StorageError(OSError):
+class StorageError(CodemillError, OSError):
     """A read or write on storage failed for a reason other than a missing file."""
 
 
@@ -51,7 +53,7 @@ def set_storage_options(options: dict | str | None) -> None:
             except ValueError as err:
                 raise ValueError(f"--storage-options is not JSON ({err})") from None
         if not isinstance(options, dict):
-            raise ValueError("--storage-options must be a JSON object, such as '{\"endpoint_url\": \"http://...\"}'")
+            raise ValueError('--storage-options must be a JSON object, such as \'{"endpoint_url": "http://..."}\'')
         os.environ[STORAGE_OPTIONS_ENV] = json.dumps(options, sort_keys=True)
     _filesystem.cache_clear()
 
@@ -94,8 +96,10 @@ def filesystem(protocol: str):
 
 
 def _hint(url: str, err: BaseException) -> str:
-    return (f"{url}: {type(err).__name__}: {err}. Check the endpoint and credentials (AWS_ENDPOINT_URL, "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, FSSPEC_<PROTOCOL>_<OPTION>, or --storage-options)")
+    return (
+        f"{url}: {type(err).__name__}: {err}. Check the endpoint and credentials (AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, FSSPEC_<PROTOCOL>_<OPTION>, or --storage-options)"
+    )
 
 
 @contextlib.contextmanager
@@ -123,6 +127,7 @@ class RemotePath:
     """A file or folder on fsspec storage, addressed by its URL."""
 
     __slots__ = ("url",)
+    url: str
 
     def __init__(self, url: str) -> None:
         protocol, rest = url.split("://", 1)
@@ -172,7 +177,7 @@ class RemotePath:
     @property
     def suffix(self) -> str:
         name = self.name
-        return name[name.rfind("."):] if "." in name.lstrip(".") else ""
+        return name[name.rfind(".") :] if "." in name.lstrip(".") else ""
 
     @property
     def stem(self) -> str:
@@ -246,11 +251,15 @@ class RemotePath:
 
     def open(self, mode: str = "rb", encoding: str | None = None, **kwargs) -> IO:
         if "r" not in mode:
-            raise ValueError(f"{self.url}: write remote objects whole (storage.staged or write_bytes), "
-                             "never through an open file")
+            raise ValueError(
+                f"{self.url}: write remote objects whole (storage.staged or write_bytes), never through an open file"
+            )
         with _reported("read", self.url):
-            return self.fs.open(self.path, mode, encoding=encoding, **kwargs) if "b" not in mode \
+            return (
+                self.fs.open(self.path, mode, encoding=encoding, **kwargs)
+                if "b" not in mode
                 else self.fs.open(self.path, mode, **kwargs)
+            )
 
     def read_bytes(self) -> bytes:
         with _reported("read", self.url):
@@ -387,15 +396,15 @@ def staged_dir(target: StoragePath) -> Iterator[Path]:
                     shutil.copyfile(file, part)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    folder = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
     try:
-        yield tmp
+        yield folder
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        os.replace(folder, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def publish(local: Path, target: StoragePath) -> None:
@@ -436,7 +445,7 @@ def copy_tree(source: StoragePath, target: StoragePath) -> None:
     for file in source.rglob("*"):
         if isinstance(file, Path) and not file.is_file():
             continue
-        relative = str(file)[len(str(source)):].lstrip("/")
+        relative = str(file)[len(str(source)) :].lstrip("/")
         copy_file(file, target / relative)
 
 

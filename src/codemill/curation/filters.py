@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 
 from codemill.curation.text import ascii_bytes, ascii_class_runs, ascii_class_table, finditer_on_lines
-from codemill.settings import reject_unknown
+from codemill.settings import load_section
 
 FILTER_ORDER = (
     "too_many_lines",
@@ -44,9 +44,12 @@ _HEX_HINT_RE = re.compile(r"[0-9a-fA-F]{2}(?:,|\s+|(?=\\x))(?:0x|\\x)?[0-9a-fA-F
 # four units do, and any 8-unit run has four: a file it misses has no hex run. Its literal "hh"
 # prefix scans ~3x faster than the hint; ~1% of files pass (100 MB of code: 2.6 -> 1.0 s).
 _HEX_SHAPE = bytes(
-    ord("h") if byte in b"0123456789abcdefABCDEF"
-    else ord(" ") if byte in b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f?"  # str's \s on ASCII; "?": a replaced non-ASCII char
-    else byte if byte in b",\\x"
+    ord("h")
+    if byte in b"0123456789abcdefABCDEF"
+    else ord(" ")
+    if byte in b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f?"  # str's \s on ASCII; "?": a replaced non-ASCII char
+    else byte
+    if byte in b",\\x"
     else ord(".")
     for byte in range(256)
 )
@@ -85,8 +88,7 @@ class FilterConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FilterConfig":
-        reject_unknown(cls, values, "filter")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return load_section(cls, values, "filter")
 
 
 class _VisibleText(HTMLParser):
@@ -184,13 +186,19 @@ def apply_filters(
     check("too_many_lines", lambda: stats.lines > config.max_lines)
     check(
         "long_lines",
-        lambda: stats.max_line > config.max_line_length_exempt
-        if exempt_long
-        else (stats.mean_line > config.max_mean_line_length or stats.max_line > config.max_line_length),
+        lambda: (
+            stats.max_line > config.max_line_length_exempt
+            if exempt_long
+            else (stats.mean_line > config.max_mean_line_length or stats.max_line > config.max_line_length)
+        ),
     )
     check(
         "low_alpha",
-        lambda: language not in config.alpha_exempt_languages and bool(text) and stats.alpha_fraction < config.min_alpha_fraction,
+        lambda: (
+            language not in config.alpha_exempt_languages
+            and bool(text)
+            and stats.alpha_fraction < config.min_alpha_fraction
+        ),
     )
 
     def too_encoded() -> bool:

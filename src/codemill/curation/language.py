@@ -16,15 +16,38 @@ _EXTRA_VENDOR_RE = re.compile(r"(?:^|/)_vendor(?:ed)?/")
 
 # linguist names whose tree-sitter grammar is not the lowercased name.
 _GRAMMAR_OF = {
-    "C++": "cpp", "C#": "csharp", "F#": "fsharp", "Shell": "bash", "Objective-C": "objc",
-    "Emacs Lisp": "elisp", "Common Lisp": "commonlisp", "Vim Script": "vim", "Makefile": "make",
-    "TeX": "latex", "reStructuredText": "rst", "Protocol Buffer": "proto", "Assembly": "asm",
-    "Fortran Free Form": "fortran", "Linker Script": "linkerscript", "Jsonnet": "jsonnet",
-    "Git Attributes": "gitattributes", "Ignore List": "gitignore", "Go Module": "gomod",
-    "Go Checksums": "gosum", "Cap'n Proto": "capnp", "Embedded Ruby": "embeddedtemplate",
-    "HTML+ERB": "embeddedtemplate", "OCaml": "ocaml", "Pip Requirements": "requirements",
-    "LLVM": "llvm", "Smali": "smali", "Gettext Catalog": "po", "WebAssembly": "wat",
-    "Java Properties": "properties", "Text": "", "Markdown": "",  # markdown parses anything
+    "C++": "cpp",
+    "C#": "csharp",
+    "F#": "fsharp",
+    "Shell": "bash",
+    "Objective-C": "objc",
+    "Emacs Lisp": "elisp",
+    "Common Lisp": "commonlisp",
+    "Vim Script": "vim",
+    "Makefile": "make",
+    "TeX": "latex",
+    "reStructuredText": "rst",
+    "Protocol Buffer": "proto",
+    "Assembly": "asm",
+    "Fortran Free Form": "fortran",
+    "Linker Script": "linkerscript",
+    "Jsonnet": "jsonnet",
+    "Git Attributes": "gitattributes",
+    "Ignore List": "gitignore",
+    "Go Module": "gomod",
+    "Go Checksums": "gosum",
+    "Cap'n Proto": "capnp",
+    "Embedded Ruby": "embeddedtemplate",
+    "HTML+ERB": "embeddedtemplate",
+    "OCaml": "ocaml",
+    "Pip Requirements": "requirements",
+    "LLVM": "llvm",
+    "Smali": "smali",
+    "Gettext Catalog": "po",
+    "WebAssembly": "wat",
+    "Java Properties": "properties",
+    "Text": "",
+    "Markdown": "",  # markdown parses anything
 }
 
 

@@ -78,8 +78,33 @@ _CLASSIFIER_SPDX = {
 
 
 # A source file named after licences (license.py, licensing.go) is code, not a licence text.
-_CODE_SUFFIXES = (".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".h", ".cc", ".cpp", ".hpp", ".rb", ".php",
-                  ".cs", ".kt", ".scala", ".swift", ".sh", ".pl", ".lua", ".json", ".yml", ".yaml", ".toml", ".xml")
+_CODE_SUFFIXES = (
+    ".py",
+    ".js",
+    ".ts",
+    ".go",
+    ".rs",
+    ".java",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".rb",
+    ".php",
+    ".cs",
+    ".kt",
+    ".scala",
+    ".swift",
+    ".sh",
+    ".pl",
+    ".lua",
+    ".json",
+    ".yml",
+    ".yaml",
+    ".toml",
+    ".xml",
+)
 
 
 def is_license_file_name(name: str) -> bool:
@@ -241,7 +266,8 @@ def decide_license(
     """The licence of the file at `path`, given the repository's licence findings."""
     directory = path.rsplit("/", 1)[0] if "/" in path else ""
     applicable = [
-        f for f in findings
+        f
+        for f in findings
         if f.spdx and (f.directory == "" or directory == f.directory or directory.startswith(f.directory + "/"))
     ]
     # Root-first order: the repository licence, then nested (vendored) ones.

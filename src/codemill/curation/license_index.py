@@ -32,8 +32,25 @@ _MIN_TOKENS = 40  # shorter references (a one-line notice) are left to ScanCode
 _MAX_EXTRA = 12  # tokens of title and trailer allowed around the reference
 _MAX_START = 40  # the reference must start within this many tokens (after a title)
 # Words that may stand around a reference besides those of licence names (titles, SPDX lines).
-_EXTRA_WORDS = {"the", "license", "licence", "licensed", "version", "v", "spdx", "identifier", "terms", "text",
-                "of", "under", "software", "this", "project", "is", "file"}
+_EXTRA_WORDS = {
+    "the",
+    "license",
+    "licence",
+    "licensed",
+    "version",
+    "v",
+    "spdx",
+    "identifier",
+    "terms",
+    "text",
+    "of",
+    "under",
+    "software",
+    "this",
+    "project",
+    "is",
+    "file",
+}
 _FORMAT = 3  # bump when the cached index layout changes
 
 
@@ -70,14 +87,14 @@ class LicenseIndex:
         best: tuple[int, int, str, str] | None = None  # (length, start, spdx, reference)
         for start in range(min(_MAX_START, max(0, len(tokens) - _ANCHOR)) + 1):
             offset = 4 * start
-            for ref, spdx, name in self.by_anchor.get(ids[offset:offset + 4 * _ANCHOR], ()):
+            for ref, spdx, name in self.by_anchor.get(ids[offset : offset + 4 * _ANCHOR], ()):
                 length = len(ref) // 4
-                if (best is None or length > best[0]) and ids[offset:offset + len(ref)] == ref:
+                if (best is None or length > best[0]) and ids[offset : offset + len(ref)] == ref:
                     best = (length, start, spdx, name)
         if best is None:
             return None
         length, start, spdx, name = best
-        extra = tokens[:start] + tokens[start + length:]
+        extra = tokens[:start] + tokens[start + length :]
         if len(extra) > _MAX_EXTRA or any(not (t.isdigit() or t in self.name_words) for t in extra):
             return None
         return IndexMatch(spdx, name, round(length / len(tokens), 4))
@@ -124,13 +141,20 @@ def build_index(data_dir: Path) -> LicenseIndex:
         spdx_keys[key] = fields.get("spdx_license_key") or f"LicenseRef-scancode-{key}"
         categories[key] = fields.get("category", "")
         name_words.update(_TOKEN.findall(fields.get("short_name", "").lower()))
-        if fields.get("is_deprecated") != "yes" and fields.get("is_unknown") != "yes" and \
-                fields.get("language", "en") == "en":
+        if (
+            fields.get("is_deprecated") != "yes"
+            and fields.get("is_unknown") != "yes"
+            and fields.get("language", "en") == "en"
+        ):
             texts.append((key, body, entry.name))
     for entry in sorted(os.scandir(data_dir / "rules"), key=lambda e: e.name):
         fields, body = _frontmatter(Path(entry.path).read_text(encoding="utf-8", errors="replace"))
-        if fields.get("is_license_text") == "yes" and fields.get("is_deprecated") != "yes" and \
-                fields.get("language", "en") == "en" and fields.get("license_expression"):
+        if (
+            fields.get("is_license_text") == "yes"
+            and fields.get("is_deprecated") != "yes"
+            and fields.get("language", "en") == "en"
+            and fields.get("license_expression")
+        ):
             texts.append((fields["license_expression"], body, entry.name))
     by_tokens: dict[tuple[str, ...], set[str]] = {}
     names: dict[tuple[str, ...], str] = {}
@@ -149,7 +173,7 @@ def build_index(data_dir: Path) -> LicenseIndex:
     for tokens, expressions in by_tokens.items():
         if len(expressions) == 1:  # the same text under two expressions: ScanCode decides
             ids = index.ids(list(tokens))
-            index.by_anchor.setdefault(ids[:4 * _ANCHOR], []).append((ids, next(iter(expressions)), names[tokens]))
+            index.by_anchor.setdefault(ids[: 4 * _ANCHOR], []).append((ids, next(iter(expressions)), names[tokens]))
     return index
 
 
@@ -163,8 +187,9 @@ def license_index() -> LicenseIndex | None:
     """The index for the installed ScanCode (built on first use, then read from the cache), or
     None when ScanCode's data is not installed."""
     try:
-        import licensedcode
         from importlib.metadata import version
+
+        import licensedcode
 
         scancode_version = version("scancode-toolkit")
     except Exception:  # noqa: BLE001 - no ScanCode: no fast path either

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import multiprocessing.pool
 import os
 import threading
 from multiprocessing.managers import BaseManager
@@ -35,7 +36,7 @@ class SharedDetector:
     """Lives in the service process; every worker's proxy calls the same forks."""
 
     _lock = threading.Lock()
-    _pool = None
+    _pool: multiprocessing.pool.Pool | None = None
     _known: dict[bytes, str | None] = {}  # by the text's sha1: a corpus may hold millions of licence texts
 
     def __init__(self, forks: int) -> None:
@@ -76,8 +77,9 @@ class ScancodeService:
 
     def __enter__(self) -> "ScancodeService":
         authkey = os.urandom(16)
-        self.manager = _ScancodeManager(address=("127.0.0.1", 0), authkey=authkey,
-                                        ctx=multiprocessing.get_context("spawn"))
+        self.manager = _ScancodeManager(
+            address=("127.0.0.1", 0), authkey=authkey, ctx=multiprocessing.get_context("spawn")
+        )
         self.manager.start(initializer=exit_with_parent, initargs=(os.getpid(),))
         self.address = (self.manager.address, authkey, self.forks)
         return self

@@ -59,7 +59,8 @@ def verify(out_dir: StoragePath | str, *, progress: bool = True) -> VerifyReport
                 report.problems.append(f"{item.repo}/{item.path}: in the source but not in the manifest")
             elif actual not in recorded:
                 report.problems.append(
-                    f"{item.repo}/{item.path}: content changed: manifest says {recorded[0]}, source now hashes to {actual}"
+                    f"{item.repo}/{item.path}: content changed: manifest says {recorded[0]}, "
+                    f"source now hashes to {actual}"
                 )
     for key in sorted(set(manifest) - seen):
         report.problems.append(f"{key[0]}/{key[1]}: in the manifest but no longer in the source")
@@ -69,6 +70,7 @@ def verify(out_dir: StoragePath | str, *, progress: bool = True) -> VerifyReport
         actual = blob_id(row["content"].encode("utf-8", "surrogateescape")).hex()
         if actual != row["stored_sha1_git"]:
             report.problems.append(
-                f"{row['repo']}/{row['path']}: stored text altered: sha1_git {actual}, recorded {row['stored_sha1_git']}"
+                f"{row['repo']}/{row['path']}: stored text altered: sha1_git {actual}, "
+                f"recorded {row['stored_sha1_git']}"
             )
     return report

@@ -16,6 +16,7 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from codemill.curation.text import ascii_bytes, ascii_class_runs, ascii_class_table, finditer_on_lines, line_spans
 
@@ -35,8 +36,20 @@ _EXAMPLE_DOMAINS = re.compile(
 _IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.]|\.\d)")
 _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _VERSION_BEFORE = re.compile(r"\b(?:version|ver|v|release|rev)[\s=:\"']*$", re.IGNORECASE)
-_PASSWORD_KEYWORDS = ("password", "passwd", "pwd", "secret", "apikey", "api_key", "accesskey", "access_key",
-                      "authtoken", "auth_token", "privatekey", "private_key")
+_PASSWORD_KEYWORDS = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "apikey",
+    "api_key",
+    "accesskey",
+    "access_key",
+    "authtoken",
+    "auth_token",
+    "privatekey",
+    "private_key",
+)
 _PASSWORD_RE = re.compile(
     r"(?i)(?:password|passwd|pwd|secret|api_?key|access_?key|auth_?token|private_?key)[\w-]*"
     r"[\"']?\s*(?::=|=|:|=>)\s*([\"'])([^\"'\s]{6,200})\1"
@@ -68,6 +81,7 @@ def _secret_patterns() -> tuple[re.Pattern, ...]:
     from detect_secrets.plugins.base import RegexBasedDetector
 
     patterns: list[re.Pattern] = []
+    plugin: Any
     for secret_type, plugin in sorted(get_mapping_from_secret_type_to_class().items()):
         # IPs are handled below with public/private validation.
         if not issubclass(plugin, RegexBasedDetector) or "IP" in secret_type:
@@ -82,7 +96,7 @@ def _literal_prefix(pattern: re.Pattern) -> str:
     if pattern.flags & re.IGNORECASE:
         return ""
     try:
-        from re import _parser
+        from re import _parser  # type: ignore[attr-defined]  # private, but the parser is what we need
 
         prefix = []
         for op, value in _parser.parse(pattern.pattern, pattern.flags):
@@ -180,9 +194,9 @@ def find_pii(text: str) -> list[tuple[int, int, str]]:
     for keyword in _PASSWORD_KEYWORDS:
         position = lower.find(keyword)
         while position >= 0:
-            match = _PASSWORD_RE.match(text, position)
-            if match and not _PLACEHOLDER_VALUES.match(match.group(2)):
-                spans.append((match.start(2), match.end(2), PASSWORD))
+            found = _PASSWORD_RE.match(text, position)
+            if found and not _PLACEHOLDER_VALUES.match(found.group(2)):
+                spans.append((found.start(2), found.end(2), PASSWORD))
             position = lower.find(keyword, position + len(keyword))
     for match in _EMAIL_DOMAIN_RE.finditer(text):
         local = _EMAIL_LOCAL_RE.search(text, max(0, match.start() - 64), match.start())

@@ -118,7 +118,7 @@ def plan_units(specs: list[SourceSpec], shard_bytes: int, num_shards: int | None
     # A shard's sources are split into units of about a quarter shard, so that a few shards keep
     # several workers busy; each unit writes its own fragment of the shard (merged after).
     unit_bytes = max(1, shard_bytes // UNITS_PER_SHARD)
-    units = []
+    units: list[WorkUnit] = []
     for index, group in sorted(by_shard.items()):
         group.sort(key=lambda pair: (planned_repo(pair[0]) or "", pair[0].uri))
         part: list[tuple[SourceSpec, int]] = []
@@ -133,10 +133,11 @@ def plan_units(specs: list[SourceSpec], shard_bytes: int, num_shards: int | None
     # taking the repositories whose name hashes to its part (see sources/table.py).
     for i, (spec, size) in enumerate(tables):
         parts = shard_count(size, shard_bytes)
-        for part in range(parts):
-            part_spec = dataclasses.replace(spec, options=spec.options + (("part", (part, parts)),)) if parts > 1 \
-                else spec
-            units.append(_unit(f"table-{i:05d}-{part:05d}", [(part_spec, size // parts)]))
+        for number in range(parts):
+            part_spec = (
+                dataclasses.replace(spec, options=spec.options + (("part", (number, parts)),)) if parts > 1 else spec
+            )
+            units.append(_unit(f"table-{i:05d}-{number:05d}", [(part_spec, size // parts)]))
     return n, units
 
 

@@ -73,9 +73,12 @@ class RecordStore:
             try:
                 self._file = tempfile.TemporaryFile(prefix="codemill-spill-", dir=self.spill_dir)
             except OSError as err:
-                raise OSError(err.errno, f"cannot create a spill file in {self.spill_dir or tempfile.gettempdir()} "
-                                         f"({err.strerror or err}); give a writable --spill-dir or a larger "
-                                         "memory budget") from err
+                raise OSError(
+                    err.errno,
+                    f"cannot create a spill file in {self.spill_dir or tempfile.gettempdir()} "
+                    f"({err.strerror or err}); give a writable --spill-dir or a larger "
+                    "memory budget",
+                ) from err
         return self._file
 
     def ordered_groups(self) -> list[str]:

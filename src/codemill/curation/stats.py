@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Any
 
 from codemill.records import FileRecord
 
@@ -23,9 +23,16 @@ class StatsAccumulator:
         self.counters: dict[str, Counter] = {
             name: Counter()
             for name in (
-                "totals", "kept_by_language", "kept_bytes_by_language", "by_license_type",
-                "kept_by_license_type", "filters_fired", "drop_reasons", "pii_files_by_type",
-                "by_source_kind", "license_sources",
+                "totals",
+                "kept_by_language",
+                "kept_bytes_by_language",
+                "by_license_type",
+                "kept_by_license_type",
+                "filters_fired",
+                "drop_reasons",
+                "pii_files_by_type",
+                "by_source_kind",
+                "license_sources",
             )
         }
         self.pii_total = 0
@@ -61,7 +68,7 @@ class StatsAccumulator:
         return self
 
     def to_json(self) -> dict:
-        out = {name: dict(sorted(counter.items())) for name, counter in self.counters.items()}
+        out: dict[str, Any] = {name: dict(sorted(counter.items())) for name, counter in self.counters.items()}
         out["pii_redactions_total"] = self.pii_total
         return out
 
@@ -73,10 +80,3 @@ class StatsAccumulator:
             acc.counters[name].update(data.get(name, {}))
         acc.pii_total = data.get("pii_redactions_total", 0)
         return acc
-
-
-def compute_stats(records: Iterable[FileRecord]) -> dict:
-    acc = StatsAccumulator()
-    for record in records:
-        acc.add(record)
-    return acc.to_json()

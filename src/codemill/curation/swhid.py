@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import IO, Iterable
 
 from swh.model import model
 from swh.model.hashutil import hash_git_data
@@ -34,7 +34,7 @@ def content_swhid(data: bytes) -> str:
     return swhid_of(ObjectType.CONTENT, blob_id(data))
 
 
-def sha1_git_of_stream(stream: BinaryIO, length: int, chunk_size: int = 1 << 20) -> bytes:
+def sha1_git_of_stream(stream: IO[bytes], length: int, chunk_size: int = 1 << 20) -> bytes:
     """Blob id of a stream of known length, without holding it in memory (for files we skip)."""
     digest = hashlib.sha1(b"blob %d\0" % length)
     remaining = length
@@ -49,10 +49,6 @@ def sha1_git_of_stream(stream: BinaryIO, length: int, chunk_size: int = 1 << 20)
 
 def swhid_of(object_type: ObjectType, object_id: bytes) -> str:
     return str(CoreSWHID(object_type=object_type, object_id=object_id))
-
-
-def object_id_of(swhid: str) -> bytes:
-    return CoreSWHID.from_string(swhid).object_id
 
 
 def commit_swhid(raw_commit_object: bytes) -> str:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from codemill.curation.config import CurationConfig
 from codemill.curation.license import Detection, LicenseFinding, ScancodeDetector
 from codemill.curation.license_index import license_index
+from codemill.curation.license_service import SharedDetector
 from codemill.curation.plan import WorkUnit
 from codemill.curation.process import build_record, finalize_repository, license_text_key
 from codemill.curation.sources import read_source
@@ -82,7 +83,7 @@ class LicenseCache:
     def __init__(self) -> None:
         self.known: dict[str, Detection] = {}
         self.loaded: set[str] = set()
-        self.detector: ScancodeDetector | None = None
+        self.detector: ScancodeDetector | SharedDetector | None = None
         self.service: tuple | None = None  # the address of a shared ScanCode process, if any
         self.pending: dict[str, Future] = {}
         self.threads: ThreadPoolExecutor | None = None
@@ -106,7 +107,8 @@ class LicenseCache:
         for ScanCode is detected in the background (a Future): a repository with thousands of
         licence files keeps every ScanCode process busy while the unit reads on."""
         key = license_cache_key(text)
-        match = license_index().match(text) if fast_path and license_index() is not None else None
+        index = license_index() if fast_path else None
+        match = index.match(text) if index is not None else None
         if match is not None:
             return key, Detection(match.spdx, "index", match.score)
         known = self.known.get(key)
@@ -122,8 +124,9 @@ class LicenseCache:
                     self.detector = ScancodeDetector()
             if self.threads is None:
                 # As many requests in flight as the service has ScanCode processes; in-process one.
-                self.threads = ThreadPoolExecutor(self.service[2] if self.service else 1,
-                                                  thread_name_prefix="codemill-scancode")
+                self.threads = ThreadPoolExecutor(
+                    self.service[2] if self.service else 1, thread_name_prefix="codemill-scancode"
+                )
             self.pending[key] = self.threads.submit(self._scancode, key, text)
         return key, self.pending[key]
 
@@ -155,6 +158,8 @@ _LICENSES = LicenseCache()
 
 # ------------------------------------------------------------------------------------ fragments
 _PENDING_BYTES = 4 * ROW_GROUP_BYTES  # rows all of a unit's fragment writers may hold before writing
+
+
 def fragment_dir(work_dir: str, shard: int, unit: str) -> StoragePath:
     return location(work_dir) / "fragments" / f"shard-{shard:05d}" / unit
 
@@ -187,8 +192,11 @@ class _FragmentWriter:
 
     def flush(self) -> None:
         rows = self.pending
-        for table, selected in (("data", [r for r in rows if r.kept]), ("dropped", [r for r in rows if not r.kept]),
-                                ("manifest", rows)):
+        for table, selected in (
+            ("data", [r for r in rows if r.kept]),
+            ("dropped", [r for r in rows if not r.kept]),
+            ("manifest", rows),
+        ):
             if selected:
                 chunk = records_to_table(selected, TABLES[table])
                 self._writer(table).write_table(chunk, row_group_size=chunk.num_rows)
@@ -256,8 +264,9 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
             done = found.result() if isinstance(found, Future) else found
             licenses[key] = [done.spdx, done.detector, done.score]
             directory = path.rsplit("/", 1)[0] if "/" in path else ""
-            findings.setdefault(repo_key, []).append(LicenseFinding(directory, path, done.spdx, done.detector,
-                                                                    done.score))
+            findings.setdefault(repo_key, []).append(
+                LicenseFinding(directory, path, done.spdx, done.detector, done.score)
+            )
         for key, summary in summaries.items():
             store.declare(key, summary.repo, summary.source_uri)  # a repository without files has trees too
         stats = StatsAccumulator()
@@ -269,14 +278,14 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
 
         files = 0
         for key in store.ordered_groups():
-            summary = summaries.get(key)
+            repo_summary = summaries.get(key)
             repo_findings = sorted(findings.get(key, ()), key=lambda f: f.path)
-            for record in finalize_repository(store.pop(key), repo_findings, summary, config):
+            for record in finalize_repository(store.pop(key), repo_findings, repo_summary, config):
                 stats.add(record)
                 files += 1
                 writer(shard_of(record.repo, n)).add(record)
-            if summary is not None:
-                for tree in summary.trees:
+            if repo_summary is not None:
+                for tree in repo_summary.trees:
                     writer(shard_of(tree.repo, n)).trees.append(tree)
             # A table's unit writes to many shards: bound what all its writers hold together.
             if sum(w.pending_bytes for w in writers.values()) > _PENDING_BYTES:
@@ -292,8 +301,12 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
                 fragment.abort()
     result = UnitResult(unit.name, sorted(writers), stats.to_json(), licenses, files, store.spilled_records)
     if store.spilled_records:
-        log.info("curate: unit %s spilled %d files (%.1f MB) to local disk", unit.name, store.spilled_records,
-                 store.spilled_bytes / 1e6)
+        log.info(
+            "curate: unit %s spilled %d files (%.1f MB) to local disk",
+            unit.name,
+            store.spilled_records,
+            store.spilled_bytes / 1e6,
+        )
     write_json(marker, vars(result))
     return [result]
 

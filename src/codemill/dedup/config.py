@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from codemill.dedup.lsh import optimal_bands_rows
-from codemill.settings import reject_unknown
+from codemill.settings import load_section
 
 if TYPE_CHECKING:  # minhash imports numba (~0.3 s): only the dedup stage needs it, not every config reader
     from codemill.dedup.minhash import MinHashParams
@@ -46,9 +46,15 @@ class DedupConfig:
                 raise ValueError(f"dedup {name} must be >= 1, got {getattr(self, name)}")
         if (self.bands is None) != (self.rows is None):
             raise ValueError("dedup bands and rows are set together (or both left out to choose them)")
-        if self.bands is not None and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
-            raise ValueError(f"dedup bands x rows = {self.bands} x {self.rows} must be positive and fit in "
-                             f"num_perm = {self.num_perm}")
+        if (
+            self.bands is not None
+            and self.rows is not None
+            and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm)
+        ):
+            raise ValueError(
+                f"dedup bands x rows = {self.bands} x {self.rows} must be positive and fit in "
+                f"num_perm = {self.num_perm}"
+            )
         if self.cc_rounds is not None and self.cc_rounds < 1:
             raise ValueError(f"dedup cc_rounds must be >= 1, got {self.cc_rounds}")
 
@@ -60,10 +66,9 @@ class DedupConfig:
 
     @property
     def bands_rows(self) -> tuple[int, int]:
-        if self.bands is not None:
+        if self.bands is not None and self.rows is not None:
             return self.bands, self.rows
-        return optimal_bands_rows(self.threshold, self.num_perm, self.false_positive_weight,
-                                  self.false_negative_weight)
+        return optimal_bands_rows(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
     def rounds_for(self, num_files: int) -> int:
         """The most connected-component rounds a run may take. Rounds run until one changes
@@ -82,5 +87,4 @@ class DedupConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "DedupConfig":
-        reject_unknown(cls, values, "dedup")
-        return cls(**values)
+        return load_section(cls, values, "dedup")

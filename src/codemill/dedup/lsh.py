@@ -23,16 +23,18 @@ def _area(bands: int, rows: int, lo: float, hi: float, false_negative: bool) -> 
 
 
 @lru_cache(maxsize=32)
-def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
-                       fn_weight: float = 0.5) -> tuple[int, int]:
+def optimal_bands_rows(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising fp_weight*FP + fn_weight*FN."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"LSH threshold must be strictly between 0 and 1, got {threshold}")
     best, best_error = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
-            error = (fp_weight * _area(bands, rows, 0.0, threshold, False)
-                     + fn_weight * _area(bands, rows, threshold, 1.0, True))
+            error = fp_weight * _area(bands, rows, 0.0, threshold, False) + fn_weight * _area(
+                bands, rows, threshold, 1.0, True
+            )
             if error < best_error:
                 best, best_error = (bands, rows), error
     return best

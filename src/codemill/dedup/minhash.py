@@ -40,7 +40,7 @@ def word_char_table() -> np.ndarray:
     a run of word characters at a time (~0.02 s; substituting every non-word one took ~0.14 s)."""
     table = np.zeros(0x110000, dtype=bool)
     for run in re.finditer(r"\w+", every_code_point()):
-        table[run.start(): run.end()] = True
+        table[run.start() : run.end()] = True
     return table
 
 
@@ -188,11 +188,10 @@ def shingle_sets(texts: Sequence[str], ngram: int = 5) -> list[np.ndarray]:
     """Per document, its sorted distinct shingle hashes (the set whose Jaccard we verify)."""
     hashes, docs = shingle_hashes(texts, ngram)
     bounds = np.searchsorted(docs, np.arange(len(texts) + 1))  # docs is sorted: text order
-    return [np.unique(hashes[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
+    return [np.unique(hashes[bounds[i] : bounds[i + 1]]) for i in range(len(texts))]
 
 
-def signatures_from_shingles(hashes: np.ndarray, docs: np.ndarray, n_docs: int,
-                             params: MinHashParams) -> np.ndarray:
+def signatures_from_shingles(hashes: np.ndarray, docs: np.ndarray, n_docs: int, params: MinHashParams) -> np.ndarray:
     a, b = params.permutations
     sig = np.full((n_docs, params.num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
     _minhash_kernel(hashes, np.searchsorted(docs, np.arange(n_docs + 1)), a, b, sig)

@@ -59,8 +59,16 @@ class DedupEntry:
 
     @classmethod
     def of(cls, record: FileRecord, shard: int = 0) -> "DedupEntry":
-        return cls(record_key(record), record.swhid, record.qualified_swhid, survivor_rank(record),
-                   record.language, record.license_type, record.size_bytes, shard)
+        return cls(
+            record_key(record),
+            record.swhid or "",  # every curated record has one
+            record.qualified_swhid,
+            survivor_rank(record),
+            record.language,
+            record.license_type,
+            record.size_bytes,
+            shard,
+        )
 
     @property
     def citation(self) -> str:

@@ -23,8 +23,8 @@ import pyarrow as pa
 from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.minhash import MinHashParams, sketch_batch
 from codemill.dedup.ranking import Decision, DedupEntry
-from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, FileRecord, records_from_table, records_to_table
 from codemill.jsonl import write_json
+from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, FileRecord, records_from_table, records_to_table
 from codemill.shards import parquet_file, row_sort_key, shard_name, write_table_atomic
 from codemill.storage import StoragePath, location
 
@@ -75,7 +75,7 @@ def fetch_texts(shard: InputShard, wanted: set[str]) -> Iterator[tuple[str, str]
     seen: set[str] = set()
     for batch in parquet_file(shard.data).iter_batches(batch_size=READ_ROWS, columns=["swhid", "content", "kept"]):
         columns = batch.to_pydict()
-        for swhid, content, kept in zip(columns["swhid"], columns["content"], columns["kept"]):
+        for swhid, content, kept in zip(columns["swhid"], columns["content"], columns["kept"], strict=False):
             if kept and content is not None and swhid in wanted and swhid not in seen:
                 seen.add(swhid)
                 yield swhid, content
@@ -98,9 +98,11 @@ def rewrite_shard(shard: InputShard, decisions: dict[str, Decision], out_dir: st
         updated.append(record)
     updated.sort(key=row_sort_key)
     name = shard_name(shard.index, shard.num_shards)
-    for table, schema, rows in (("data", FILE_RECORD_SCHEMA, [r for r in updated if r.kept]),
-                                ("dropped", FILE_RECORD_SCHEMA, [r for r in updated if not r.kept]),
-                                ("manifest", MANIFEST_SCHEMA, updated)):
+    for table, schema, rows in (
+        ("data", FILE_RECORD_SCHEMA, [r for r in updated if r.kept]),
+        ("dropped", FILE_RECORD_SCHEMA, [r for r in updated if not r.kept]),
+        ("manifest", MANIFEST_SCHEMA, updated),
+    ):
         write_table_atomic(location(out_dir) / table / name, records_to_table(rows, schema))
     stats = StatsAccumulator()
     for record in updated:
@@ -114,16 +116,24 @@ _DECISIONS = pa.schema([("key", pa.string()), ("cluster", pa.string()), ("drop_r
 def save_decisions(index: int, decisions: list[tuple[str, Decision]], directory: str) -> int:
     """One shard's decisions, by record key, to `directory/<index>.parquet` (atomically)."""
     decisions = sorted(decisions, key=lambda pair: pair[0])
-    table = pa.table({"key": [k for k, _ in decisions], "cluster": [d.cluster for _, d in decisions],
-                      "drop_reason": [d.drop_reason for _, d in decisions]}, schema=_DECISIONS)
+    table = pa.table(
+        {
+            "key": [k for k, _ in decisions],
+            "cluster": [d.cluster for _, d in decisions],
+            "drop_reason": [d.drop_reason for _, d in decisions],
+        },
+        schema=_DECISIONS,
+    )
     write_table_atomic(location(directory) / f"{index:05d}.parquet", table)
     return index
 
 
 def load_decisions(index: int, directory: str) -> dict[str, Decision]:
     columns = parquet_file(location(directory) / f"{index:05d}.parquet").read().to_pydict()
-    return {key: Decision(cluster, reason)
-            for key, cluster, reason in zip(columns["key"], columns["cluster"], columns["drop_reason"])}
+    return {
+        key: Decision(cluster, reason)
+        for key, cluster, reason in zip(columns["key"], columns["cluster"], columns["drop_reason"], strict=False)
+    }
 
 
 def shard_done(work_dir: str, index: int) -> StoragePath:

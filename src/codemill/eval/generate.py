@@ -12,7 +12,6 @@ Generation stops per sample at a stop sequence, the end-of-text token or max_new
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +60,16 @@ def codec_for(tokenizer) -> TextCodec:
     from codemill.tokenize.tokenizer import EOS
 
     if hasattr(tokenizer, "token_to_id"):
-        return TextCodec(lambda t: tokenizer.encode(t, add_special_tokens=False).ids,
-                         lambda ids: tokenizer.decode(ids, skip_special_tokens=False), tokenizer.token_to_id(EOS))
-    return TextCodec(lambda t: tokenizer.encode(t, add_special_tokens=False),
-                     lambda ids: tokenizer.decode(ids, skip_special_tokens=False), tokenizer.eos_token_id)
+        return TextCodec(
+            lambda t: tokenizer.encode(t, add_special_tokens=False).ids,
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+            tokenizer.token_to_id(EOS),
+        )
+    return TextCodec(
+        lambda t: tokenizer.encode(t, add_special_tokens=False),
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=False),
+        tokenizer.eos_token_id,
+    )
 
 
 def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -73,8 +78,14 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 
 @torch.inference_mode()
-def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequence[str],
-                  config: SamplingConfig, progress: bool = False) -> list[list[str]]:
+def generate_ours(
+    model,
+    codec: TextCodec,
+    prompts: Sequence[str],
+    stops: Sequence[str],
+    config: SamplingConfig,
+    progress: bool = False,
+) -> list[list[str]]:
     """Per prompt, n completions (text after the prompt, cut at the first stop sequence)."""
     out = []
     iterator = bar(prompts, desc="generate", unit="prompt", disable=not progress)
@@ -108,17 +119,23 @@ def generate_ours(model, codec: TextCodec, prompts: Sequence[str], stops: Sequen
 
 
 @torch.no_grad()
-def generate_transformers(model, tokenizer, prompts: Sequence[str], stops: Sequence[str],
-                          config: SamplingConfig, progress: bool = False) -> list[list[str]]:
+def generate_transformers(
+    model, tokenizer, prompts: Sequence[str], stops: Sequence[str], config: SamplingConfig, progress: bool = False
+) -> list[list[str]]:
     """The same interface over a transformers model (its own `generate` with the cache)."""
     out = []
     for index, prompt in enumerate(prompts):
         torch.manual_seed(config.seed * 1_000_003 + index)
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
         greedy = config.temperature == 0  # n greedy samples are one sample n times (transformers refuses n > 1)
-        kwargs = dict(max_new_tokens=config.max_new_tokens, num_return_sequences=1 if greedy else config.n,
-                      pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, stop_strings=list(stops) or None, tokenizer=tokenizer)
+        kwargs = dict(
+            max_new_tokens=config.max_new_tokens,
+            num_return_sequences=1 if greedy else config.n,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            stop_strings=list(stops) or None,
+            tokenizer=tokenizer,
+        )
         if config.temperature > 0:
             kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
         else:
@@ -126,7 +143,7 @@ def generate_transformers(model, tokenizer, prompts: Sequence[str], stops: Seque
         generated = model.generate(ids, **kwargs)
         # Special tokens stay in the text, as in our decoding, so stop sequences such as <file_sep>
         # cut the same way; the end-of-text token ends a sample.
-        texts = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=False)
+        texts = tokenizer.batch_decode(generated[:, ids.shape[1] :], skip_special_tokens=False)
         ends = tuple(stops) + ((tokenizer.eos_token,) if tokenizer.eos_token else ())
         out.append([_cut(t, ends)[0] for t in texts] * (config.n if greedy else 1))
     return out
@@ -141,15 +158,19 @@ def load_generator(path: Path):
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return (lambda prompts, stops, config, progress=False:
-                generate_transformers(model, tokenizer, prompts, stops, config, progress)), f"transformers {path}"
+        return (
+            lambda prompts, stops, config, progress=False: generate_transformers(
+                model, tokenizer, prompts, stops, config, progress
+            )
+        ), f"transformers {path}"
     from codemill.tokenize.tokenizer import load_tokenizer
     from codemill.training.loop import load_model, tokenizer_dir_of
 
     model = load_model(path)
     codec = codec_for(load_tokenizer(tokenizer_dir_of(path)))
-    return (lambda prompts, stops, config, progress=False:
-            generate_ours(model, codec, prompts, stops, config, progress)), f"codemill {path}"
+    return (
+        lambda prompts, stops, config, progress=False: generate_ours(model, codec, prompts, stops, config, progress)
+    ), f"codemill {path}"
 
 
 def json_model_type(config_file: Path) -> str | None:

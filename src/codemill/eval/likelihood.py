@@ -12,7 +12,6 @@ transformers causal LM (a `logits_of` function adapts each).
 from __future__ import annotations
 
 import contextlib
-
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,12 +40,14 @@ def logits_fn(model) -> LogitsFn:
         with precision.autocast(tokens.device) if precision is not None else contextlib.nullcontext():
             out = model(tokens)
         return (out.logits if hasattr(out, "logits") else out).float()
+
     return run
 
 
 @torch.no_grad()
-def answer_logprob(run: LogitsFn, encode: Callable[[str], list[int]], pair: Pair, max_tokens: int,
-                   bos: int | None = None) -> tuple[float, int]:
+def answer_logprob(
+    run: LogitsFn, encode: Callable[[str], list[int]], pair: Pair, max_tokens: int, bos: int | None = None
+) -> tuple[float, int]:
     """(sum of natural-log probabilities of the answer's tokens, answer bytes). The prompt and the
     answer are tokenised apart, so the answer's tokens are the same whatever precedes them; a
     sequence longer than max_tokens keeps its end (the whole answer when it fits)."""
@@ -66,8 +67,13 @@ def answer_logprob(run: LogitsFn, encode: Callable[[str], list[int]], pair: Pair
     return total, int(round(scored_text_bytes))
 
 
-def likelihood_metrics(run: LogitsFn, encode: Callable[[str], list[int]], pairs: Sequence[Pair],
-                       max_tokens: int = 2048, bos: int | None = None) -> dict[str, float]:
+def likelihood_metrics(
+    run: LogitsFn,
+    encode: Callable[[str], list[int]],
+    pairs: Sequence[Pair],
+    max_tokens: int = 2048,
+    bos: int | None = None,
+) -> dict[str, float]:
     """{'loglik': mean summed log-probability per answer, 'bpb': bits per byte over all answers}."""
     total_logprob, total_bytes, per_answer = 0.0, 0, []
     for pair in pairs:
@@ -75,5 +81,8 @@ def likelihood_metrics(run: LogitsFn, encode: Callable[[str], list[int]], pairs:
         per_answer.append(logprob)
         total_logprob += logprob
         total_bytes += size
-    return {"loglik": sum(per_answer) / max(1, len(per_answer)),
-            "bpb": -total_logprob / math.log(2) / max(1, total_bytes), "answers": len(pairs)}
+    return {
+        "loglik": sum(per_answer) / max(1, len(per_answer)),
+        "bpb": -total_logprob / math.log(2) / max(1, total_bytes),
+        "answers": len(pairs),
+    }

@@ -23,5 +23,5 @@ def mean_pass_at_k(samples: Sequence[int], correct: Sequence[int], ks: Sequence[
     out = {}
     for k in ks:
         if samples and min(samples) >= k:
-            out[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for n, c in zip(samples, correct)]))
+            out[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for n, c in zip(samples, correct, strict=False)]))
     return out

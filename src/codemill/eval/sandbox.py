@@ -73,9 +73,23 @@ def _probe() -> dict:
     found = {"root": os.geteuid() == 0, "namespaces": False, "cgroups": None, "unshare": shutil.which("unshare")}
     if found["root"] and found["unshare"]:
         try:
-            found["namespaces"] = subprocess.run(
-                [found["unshare"], "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "true"],
-                capture_output=True, timeout=10).returncode == 0
+            found["namespaces"] = (
+                subprocess.run(
+                    [
+                        str(found["unshare"]),
+                        "--net",
+                        "--pid",
+                        "--fork",
+                        "--kill-child",
+                        "--mount",
+                        "--mount-proc",
+                        "true",
+                    ],
+                    capture_output=True,
+                    timeout=10,
+                ).returncode
+                == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             pass
     if found["root"]:
@@ -104,10 +118,14 @@ def isolation() -> dict:
         "no_network": found["namespaces"],
         "cgroups": found["cgroups"],
         "rlimits": ["cpu", "address_space", "file_size", "processes", "open_files", "core"],
-        "fallback": None if found["namespaces"] else
-        ("no namespaces: programs run as their own user under rlimits; network and the read-only view "
-         "are not enforced" if found["root"] else
-         "not root: programs run as this user under rlimits only; run as root (or in a container) for isolation"),
+        "fallback": None
+        if found["namespaces"]
+        else (
+            "no namespaces: programs run as their own user under rlimits; network and the read-only view "
+            "are not enforced"
+            if found["root"]
+            else "not root: programs run as this user under rlimits only; run as root (or in a container) for isolation"
+        ),
     }
 
 
@@ -121,11 +139,15 @@ class _Cgroup:
             return
         name = f"codemill-{os.getpid()}-{slot}-{uuid.uuid4().hex[:6]}"
         if kind == "v1":
-            limits = ((Path("/sys/fs/cgroup/pids") / name, "pids.max", str(config.max_processes)),
-                      (Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes", str(config.memory_bytes)))
+            limits = (
+                (Path("/sys/fs/cgroup/pids") / name, "pids.max", str(config.max_processes)),
+                (Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes", str(config.memory_bytes)),
+            )
         else:
-            limits = ((Path("/sys/fs/cgroup") / name, "pids.max", str(config.max_processes)),
-                      (Path("/sys/fs/cgroup") / name, "memory.max", str(config.memory_bytes)))
+            limits = (
+                (Path("/sys/fs/cgroup") / name, "pids.max", str(config.max_processes)),
+                (Path("/sys/fs/cgroup") / name, "memory.max", str(config.memory_bytes)),
+            )
         _remove_stale_cgroups({path.parent for path, _, _ in limits})
         for path, knob, value in limits:
             try:
@@ -185,17 +207,31 @@ class _Worker:
         self.response_r, response_w = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [python, "-I", "-S", "-B", str(ZYGOTE), str(request_r), str(response_w), json.dumps(self.cgroup_fds),
-                 "1" if self.namespaces else "0"],
-                pass_fds=[request_r, response_w, *self.cgroup_fds], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={}, start_new_session=True)
+                [
+                    python,
+                    "-I",
+                    "-S",
+                    "-B",
+                    str(ZYGOTE),
+                    str(request_r),
+                    str(response_w),
+                    json.dumps(self.cgroup_fds),
+                    "1" if self.namespaces else "0",
+                ],
+                pass_fds=[request_r, response_w, *self.cgroup_fds],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={},
+                start_new_session=True,
+            )
         finally:
             os.close(request_r)
             os.close(response_w)
         hello = self._receive(60.0)
         if not hello or not hello.get("ready"):
-            error = self.process.stderr.read(4000).decode("utf-8", "replace") if self.process.poll() is not None \
-                else ""
+            stderr = self.process.stderr
+            error = stderr.read(4000).decode("utf-8", "replace") if stderr and self.process.poll() is not None else ""
             self.close()
             raise OSError(f"the sandbox worker did not start with {python}: {error.strip()[-300:] or hello}")
         self.report = hello.get("report") or []
@@ -223,10 +259,15 @@ class _Worker:
         if not self.namespaces:  # no private tmpfs: a directory of the program's own
             workdir = tempfile.mkdtemp(prefix="codemill-sandbox-")
             os.chown(workdir, self.uid, self.uid)
-        limits = {"cpu_seconds": config.cpu_seconds, "memory_bytes": config.memory_bytes,
-                  "file_bytes": config.max_file_bytes, "processes": config.max_processes,
-                  "tmp_bytes": config.tmp_bytes, "timeout": config.timeout,
-                  "max_output_bytes": config.max_output_bytes}
+        limits = {
+            "cpu_seconds": config.cpu_seconds,
+            "memory_bytes": config.memory_bytes,
+            "file_bytes": config.max_file_bytes,
+            "processes": config.max_processes,
+            "tmp_bytes": config.tmp_bytes,
+            "timeout": config.timeout,
+            "max_output_bytes": config.max_output_bytes,
+        }
         try:
             data = json.dumps({"program": program, "uid": self.uid, "limits": limits, "workdir": workdir}).encode()
             _write_all(self.request_w, struct.pack(">I", len(data)) + data)
@@ -274,7 +315,7 @@ class _Worker:
 
 def _write_all(fd: int, data: bytes) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _close_workers(workers: list) -> None:
@@ -324,8 +365,11 @@ class Sandbox:
                 return python
             tried.append(f"{python}: {outcome.reason or outcome.stderr.strip()[-200:]}")
             self.close()
-        raise RuntimeError("no Python interpreter runs programs inside the sandbox (" + "; ".join(tried) +
-                           "); give SandboxConfig(python=...)")
+        raise RuntimeError(
+            "no Python interpreter runs programs inside the sandbox ("
+            + "; ".join(tried)
+            + "); give SandboxConfig(python=...)"
+        )
 
     def run(self, program: str) -> Outcome:
         """Run one program; passed = exit status 0 within the limits."""
@@ -359,14 +403,22 @@ def _run_unprivileged(program: str, python: str, config: SandboxConfig) -> Outco
     try:
         program_file = workdir / "main.py"
         program_file.write_text(program)
-        process = subprocess.Popen([python, "-I", "-S", "-B", str(program_file)], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd=str(workdir),
-                                   preexec_fn=_rlimits_only(config))
+        process = subprocess.Popen(
+            [python, "-I", "-S", "-B", str(program_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            cwd=str(workdir),
+            preexec_fn=_rlimits_only(config),
+        )
         outs: list[bytes] = []
         errs: list[bytes] = []
         overflow = threading.Event()
-        readers = [threading.Thread(target=_read_capped, args=(stream, config.max_output_bytes, sink, overflow),
-                                    daemon=True) for stream, sink in ((process.stdout, outs), (process.stderr, errs))]
+        readers = [
+            threading.Thread(target=_read_capped, args=(stream, config.max_output_bytes, sink, overflow), daemon=True)
+            for stream, sink in ((process.stdout, outs), (process.stderr, errs))
+        ]
         for reader in readers:
             reader.start()
         timed_out = False
@@ -385,16 +437,18 @@ def _run_unprivileged(program: str, python: str, config: SandboxConfig) -> Outco
         seconds = time.monotonic() - started
         code = process.returncode
         if overflow.is_set():
-            return Outcome("error", f"output over {config.max_output_bytes} bytes: killed", code, stdout, stderr,
-                           seconds)
+            return Outcome(
+                "error", f"output over {config.max_output_bytes} bytes: killed", code, stdout, stderr, seconds
+            )
         if timed_out:
             return Outcome("timeout", f"timed out after {config.timeout:g} s", code, stdout, stderr, seconds)
         if code == 0:
             return Outcome("passed", "", code, stdout, stderr, seconds)
         return Outcome("failed", _reason(code, stderr), code, stdout, stderr, seconds)
     except OSError as err:
-        return Outcome("error", f"the sandbox could not run the program: {err}", None, "", "",
-                       time.monotonic() - started)
+        return Outcome(
+            "error", f"the sandbox could not run the program: {err}", None, "", "", time.monotonic() - started
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -435,4 +489,5 @@ def _rlimits_only(config: SandboxConfig):
         resource.setrlimit(resource.RLIMIT_AS, (config.memory_bytes, config.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (config.max_file_bytes, config.max_file_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
     return apply

@@ -38,14 +38,42 @@ import sys
 import time
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+    1,
+    2,
+    4,
+    8,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
 PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
 PRIVATE_DIRS = ("/tmp", "/dev/shm", "/var/tmp")
 # Imported once here so each forked program finds them loaded (benchmark programs use these).
-PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
-           "hashlib", "random", "statistics", "fractions", "decimal", "datetime", "copy", "operator",
-           "traceback", "types", "builtins", "threading")
+PRELOAD = (
+    "math",
+    "re",
+    "collections",
+    "itertools",
+    "functools",
+    "heapq",
+    "bisect",
+    "string",
+    "typing",
+    "hashlib",
+    "random",
+    "statistics",
+    "fractions",
+    "decimal",
+    "datetime",
+    "copy",
+    "operator",
+    "traceback",
+    "types",
+    "builtins",
+    "threading",
+)
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -75,12 +103,12 @@ def _write_message(fd: int, message: dict) -> None:
     data = json.dumps(message).encode()
     data = struct.pack(">I", len(data)) + data
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _setup(namespaces: bool) -> list[str]:
     """This worker's own mount + network namespaces and a read-only view of every mount."""
-    report = []
+    report: list[str] = []
     if not namespaces:
         return report
     if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
@@ -103,7 +131,7 @@ def _run_program(source: str, filename: str) -> int:
 
     module = types.ModuleType("__main__")
     module.__file__ = filename
-    module.__builtins__ = __builtins__
+    module.__builtins__ = __builtins__  # type: ignore[attr-defined]  # as runpy sets it
     sys.modules["__main__"] = module
     sys.argv = [filename]
     status = 0
@@ -121,7 +149,7 @@ def _run_program(source: str, filename: str) -> int:
         traceback.print_exc()
         status = 1
     try:
-        threading._shutdown()  # non-daemon threads finish, as at a normal interpreter exit
+        threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads finish, as at a normal interpreter exit
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001
@@ -264,9 +292,16 @@ def _supervise(request: dict, cgroup_fds: list[int], result_w: int) -> None:
         code = os.WEXITSTATUS(status)
         if code > 128 and code - 128 < signal.NSIG:
             code = -(code - 128)  # the program died of a signal (the init reports 128 + signal)
-    _write_message(result_w, {
-        "verdict": verdict, "returncode": code, "seconds": time.monotonic() - started,
-        "stdout": outputs[out_r].decode("utf-8", "replace"), "stderr": outputs[err_r].decode("utf-8", "replace")})
+    _write_message(
+        result_w,
+        {
+            "verdict": verdict,
+            "returncode": code,
+            "seconds": time.monotonic() - started,
+            "stdout": outputs[out_r].decode("utf-8", "replace"),
+            "stderr": outputs[err_r].decode("utf-8", "replace"),
+        },
+    )
 
 
 def main() -> None:
@@ -324,7 +359,7 @@ def main() -> None:
 
 def _forward(fd: int, data: bytes) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 if __name__ == "__main__":

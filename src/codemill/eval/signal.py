@@ -12,7 +12,7 @@ Scores where higher is better; pass bits-per-byte through `-bpb`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +67,16 @@ def _finite(value: float) -> float | None:
     return value if np.isfinite(value) else None  # JSON has no infinity
 
 
-def curve_report(steps: Sequence[int], curves: dict[str, Sequence[float]], last: int = 3) -> dict[str, dict]:
+def curve_report(steps: Sequence[int], curves: Mapping[str, Sequence[float]], last: int = 3) -> dict[str, dict]:
     """Per metric: the curve, SQ, and SNR with the spread across this run's checkpoints."""
     report = {}
     for name, scores in curves.items():
-        report[name] = {"steps": list(steps), "scores": list(scores), "sq": signal_quality(steps, scores),
-                        "snr": _finite(signal_to_noise(scores, scores[-last:])) if len(scores) >= 2 else None}
+        report[name] = {
+            "steps": list(steps),
+            "scores": list(scores),
+            "sq": signal_quality(steps, scores),
+            "snr": _finite(signal_to_noise(scores, scores[-last:])) if len(scores) >= 2 else None,
+        }
     return report
 
 
@@ -84,7 +88,7 @@ def plot_curves(report: dict[str, dict], out: Path) -> Path:
 
     names = list(report)
     fig, axes = plt.subplots(len(names), 1, figsize=(6, 2.2 * len(names)), squeeze=False)
-    for axis, name in zip(axes[:, 0], names):
+    for axis, name in zip(axes[:, 0], names, strict=False):
         entry = report[name]
         axis.plot(entry["steps"], entry["scores"], marker="o")
         snr = entry["snr"]

@@ -7,6 +7,7 @@ import pickle
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineRunner
 
 from codemill.jsonl import write_json  # noqa: F401 (the stages import it from here)
 from codemill.records import rebuild, records_from_table
@@ -24,7 +25,7 @@ class DataclassCoder(beam.coders.Coder):
         self.names = tuple(f.name for f in dataclasses.fields(record_type))
 
     @classmethod
-    def from_type_hint(cls, typehint, registry) -> "DataclassCoder":
+    def from_type_hint(cls, typehint, registry) -> "DataclassCoder":  # type: ignore[override]  # Beam's stub: CoderT
         return cls(typehint)
 
     def encode(self, value) -> bytes:
@@ -78,12 +79,30 @@ class MergedStats(StatsCombine):
         return acc
 
 
-def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, object | None]:
+def unknown_pipeline_args(args: list[str]) -> list[str]:
+    """The arguments that no Beam pipeline option and no option of codemill's runner takes. Beam
+    itself drops them with a warning and runs on, so a misspelt flag (`--no_pii` for `--no-pii`)
+    or a stray path would change nothing while the run looked fine: the commands refuse them."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    from codemill.pipelines.dask_runner import DASK_FLAGS
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    # As PipelineOptions.get_all_options builds its parser: one instance of each subclass.
+    for cls in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    for flag in DASK_FLAGS:
+        parser.add_argument(flag)
+    return parser.parse_known_args(args)[1]
+
+
+def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, PipelineRunner | None]:
     """Pipeline options from the CLI and the runner to pass to beam.Pipeline: FnApiRunner when no
     runner is named (Prism cannot run offline), codemill's own for `--runner=DaskRunner`, else None
     (Beam resolves the name)."""
     from codemill.pipelines.dask_runner import runner_from_args
 
+    runner: PipelineRunner | None
     runner, args = runner_from_args(list(args or []))
     options = PipelineOptions(args)
     if runner is None and not any(a == "--runner" or a.startswith("--runner=") for a in args):
@@ -117,8 +136,9 @@ class ProgressBar(beam.DoFn):
     def setup(self) -> None:
         from codemill.progress import bar
 
-        self.bar = bar(total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False,
-                       position=self.position)
+        self.bar = bar(
+            total=self.total, unit=self.unit, desc=self.desc, mininterval=2.0, leave=False, position=self.position
+        )
 
     def process(self, element):
         self.bar.update(1)

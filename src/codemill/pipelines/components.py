@@ -23,6 +23,7 @@ import pyarrow as pa
 from apache_beam.metrics.metric import MetricsFilter
 
 from codemill.dedup.components import large_star, small_star
+from codemill.errors import CodemillError
 from codemill.jsonl import read_json, write_json
 from codemill.shards import parquet_file, shard_name, shard_of, shard_paths, write_table_atomic
 from codemill.storage import StoragePath, location, rmtree
@@ -32,7 +33,7 @@ ROUND_MARKER = "_ROUND.json"
 NAMESPACE = "codemill.dedup.cc"
 
 
-class NotConvergedError(RuntimeError):
+class NotConvergedError(CodemillError, RuntimeError):
     """The components still changed after the most rounds allowed (names the setting)."""
 
 
@@ -59,21 +60,29 @@ class WriteEdges(beam.PTransform):
         parts = self.parts
         keyed = edges | "KeyPart" >> beam.Map(lambda edge: (shard_of(edge[0], parts), edge))
         every = edges.pipeline | "EveryPart" >> beam.Create([(i, None) for i in range(parts)])
-        return ((keyed, every) | "Parts" >> beam.Flatten() | "GroupPart" >> beam.GroupByKey()
-                | "WritePart" >> beam.Map(_write_part, self.directory, parts))
+        return (
+            (keyed, every)
+            | "Parts" >> beam.Flatten()
+            | "GroupPart" >> beam.GroupByKey()
+            | "WritePart" >> beam.Map(_write_part, self.directory, parts)
+        )
 
 
 def read_edges(path: str) -> Iterator[tuple[str, str]]:
     for batch in parquet_file(path).iter_batches(batch_size=65536):
         columns = batch.to_pydict()
-        yield from zip(columns["u"], columns["v"])
+        yield from zip(columns["u"], columns["v"], strict=False)
 
 
 def edges_of(pipeline, directory: StoragePath, label: str = "Edges"):
     """The edges of a round's parts, a part per element."""
     paths = [str(p) for p in shard_paths(directory)]
-    return (pipeline | f"{label}Parts" >> beam.Create(paths) | f"{label}Spread" >> beam.Reshuffle()
-            | f"{label}Read" >> beam.FlatMap(read_edges))
+    return (
+        pipeline
+        | f"{label}Parts" >> beam.Create(paths)
+        | f"{label}Spread" >> beam.Reshuffle()
+        | f"{label}Read" >> beam.FlatMap(read_edges)
+    )
 
 
 def _undirected(edge: tuple) -> Iterator[tuple]:
@@ -104,22 +113,25 @@ def _round(source: StoragePath, target: StoragePath, parts: int, pipeline_args: 
 
     options, runner = default_pipeline_options(pipeline_args)
     pipeline = beam.Pipeline(runner=runner, options=options)
-    (edges_of(pipeline, source)
-     | "Undirected" >> beam.FlatMap(_undirected)
-     | "ByNode" >> beam.GroupByKey()
-     | "LargeStar" >> beam.FlatMap(_large_star_step)
-     | "ByLargerEnd" >> beam.GroupByKey()
-     | "SmallStar" >> beam.FlatMap(_small_star_step)
-     | "Write" >> WriteEdges(target, parts))
+    (
+        edges_of(pipeline, source)
+        | "Undirected" >> beam.FlatMap(_undirected)
+        | "ByNode" >> beam.GroupByKey()
+        | "LargeStar" >> beam.FlatMap(_large_star_step)
+        | "ByLargerEnd" >> beam.GroupByKey()
+        | "SmallStar" >> beam.FlatMap(_small_star_step)
+        | "Write" >> WriteEdges(target, parts)
+    )
     result = pipeline.run()
     result.wait_until_finish()
-    counts = {c.key.metric.name: c.committed or 0
-              for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]}
+    counts = {
+        c.key.metric.name: c.committed or 0
+        for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    }
     return {"edges": int(counts.get("edges", 0)), "changes": int(counts.get("changes", 0))}
 
 
-def connected_components(cc_dir: StoragePath, parts: int, pipeline_args: list[str] | None,
-                         max_rounds: int) -> dict:
+def connected_components(cc_dir: StoragePath, parts: int, pipeline_args: list[str] | None, max_rounds: int) -> dict:
     """Run rounds over `cc_dir/round-00000` until one changes nothing; resumes after the last
     round with a marker. Returns the report (rounds, edges and changes per round, the final round's
     folder, whose edges give every node its label: the smallest node of its component)."""
@@ -137,16 +149,23 @@ def connected_components(cc_dir: StoragePath, parts: int, pipeline_args: list[st
         edges.append(done["edges"])
         changes.append(done["changes"])
         index += 1
-        print(f"codemill dedup: connected components round {index}: {done['edges']} edges, "
-              f"{done['changes']} changed", file=sys.stderr)
+        print(
+            f"codemill dedup: connected components round {index}: {done['edges']} edges, {done['changes']} changed",
+            file=sys.stderr,
+        )
         if done["changes"] == 0:
             break
         if index >= max_rounds:
             raise NotConvergedError(
                 f"connected components still changed {done['changes']} edges after {index} rounds; rerun with a "
-                f"larger dedup cc_rounds (e.g. {2 * index}; it caps the rounds). Edges per round: {edges}")
-    return {"rounds": index, "edges_per_round": edges, "changes_per_round": changes,
-            "final": str(round_dir(cc_dir, index))}
+                f"larger dedup cc_rounds (e.g. {2 * index}; it caps the rounds). Edges per round: {edges}"
+            )
+    return {
+        "rounds": index,
+        "edges_per_round": edges,
+        "changes_per_round": changes,
+        "final": str(round_dir(cc_dir, index)),
+    }
 
 
 def _labels_of(edge: tuple) -> Iterator[tuple]:
@@ -158,5 +177,6 @@ def _labels_of(edge: tuple) -> Iterator[tuple]:
 
 def labels(pipeline, final: StoragePath):
     """(node, label) for every node on an edge of the converged graph."""
-    return (edges_of(pipeline, final, "Final") | "Labels" >> beam.FlatMap(_labels_of)
-            | "Label" >> beam.CombinePerKey(min))
+    return (
+        edges_of(pipeline, final, "Final") | "Labels" >> beam.FlatMap(_labels_of) | "Label" >> beam.CombinePerKey(min)
+    )

@@ -55,8 +55,8 @@ from codemill.pipelines.outputs import (
 )
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import FileRecord
-from codemill.storage import StoragePath, location, resolved, rmtree, write_bytes
 from codemill.settings import stage_key
+from codemill.storage import StoragePath, location, resolved, rmtree, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ STAGED = "_curated"  # with dedup: the curated output before deduplication
 class CurateUnits(beam.PTransform):
     """WorkUnits -> UnitResults; every unit's fragments are written by the worker that curates it."""
 
-    def __init__(self, settings: UnitSettings, total_units: int | None, processes: int = 1,
-                 redistribute: bool = True) -> None:
+    def __init__(
+        self, settings: UnitSettings, total_units: int | None, processes: int = 1, redistribute: bool = True
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.total_units = total_units
@@ -86,6 +87,12 @@ class CurateUnits(beam.PTransform):
             | "CurateUnit" >> beam.ParDo(PooledDoFn(curate_unit, (self.settings,), self.processes, batch_size=1))
             | "Progress" >> beam.ParDo(ProgressBar(self.total_units, "curate", " units"))
         )
+
+
+def _merge_shard(shard: int, units, settings) -> int:
+    """A shard's fragments merged into the shard (units that wrote nothing to it are None)."""
+    merge_shard(shard, [u for u in units if u is not None], settings)
+    return shard
 
 
 class MergeShards(beam.PTransform):
@@ -104,8 +111,7 @@ class MergeShards(beam.PTransform):
             )
             | "Fragments" >> beam.Flatten()
             | "GroupFragments" >> beam.GroupByKey()
-            | "MergeShard" >> beam.MapTuple(
-                lambda shard, units: merge_shard(shard, [u for u in units if u is not None], settings) or shard)
+            | "MergeShard" >> beam.MapTuple(lambda shard, units: _merge_shard(shard, units, settings))
         )
 
 
@@ -134,8 +140,10 @@ def _prepare(out_dir: StoragePath, key: str, units: list[WorkUnit], num_shards: 
         done_units = len(_finished_units(work) & {u.name for u in units})
         done_shards = len(list((work / "shards").glob("*.done")))
         (out_dir / "stats.json").unlink(missing_ok=True)
-        return (f"resuming an unfinished run: {done_units} of {len(units)} units and {done_shards} of "
-                f"{num_shards} shards already done are reused")
+        return (
+            f"resuming an unfinished run: {done_units} of {len(units)} units and {done_shards} of "
+            f"{num_shards} shards already done are reused"
+        )
     clear_outputs(out_dir)
     rmtree(work)
     work.mkdir(parents=True)
@@ -164,13 +172,22 @@ def plan_curation(specs: list[SourceSpec], config: CurationConfig) -> CurationPl
     return CurationPlan(specs, num_shards, units, key)
 
 
-def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pipeline_args: list[str] | None,
-            processes: int, license_cache: StoragePath | None) -> tuple[dict, float]:
+def _curate(
+    plan: CurationPlan,
+    out_dir: StoragePath,
+    config: CurationConfig,
+    pipeline_args: list[str] | None,
+    processes: int,
+    license_cache: StoragePath | None,
+) -> tuple[dict, float]:
     """Curate the planned units into out_dir (without dedup); resumes an unfinished run of the same plan."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reused = _prepare(out_dir, plan.key, plan.units, plan.num_shards)
-    print(f"codemill curate: {len(plan.units)} units, {plan.num_shards} output shards "
-          f"(~{plan.estimated_bytes / 1e6:.0f} MB estimated){'; ' + reused if reused else ''}", file=sys.stderr)
+    print(
+        f"codemill curate: {len(plan.units)} units, {plan.num_shards} output shards "
+        f"(~{plan.estimated_bytes / 1e6:.0f} MB estimated){'; ' + reused if reused else ''}",
+        file=sys.stderr,
+    )
     write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in plan.specs]})
     work = out_dir / WORK_DIR
     seeds = work / LICENSE_CACHE
@@ -179,8 +196,15 @@ def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pi
         from codemill.curation.license_index import license_index
 
         license_index()  # built here once per machine (~10 s), so the workers only read its cache
-    settings = UnitSettings(dataclasses.replace(config, dedup=None), plan.num_shards, str(work), str(out_dir),
-                            config.memory_budget_mb << 20, config.spill_dir, str(seeds))
+    settings = UnitSettings(
+        dataclasses.replace(config, dedup=None),
+        plan.num_shards,
+        str(work),
+        str(out_dir),
+        config.memory_budget_mb << 20,
+        config.spill_dir,
+        str(seeds),
+    )
 
     options, runner = default_pipeline_options(pipeline_args)
     single_process = is_single_process(options, runner)
@@ -196,11 +220,15 @@ def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pi
             service = stack.enter_context(ScancodeService(forks=processes))
             settings = dataclasses.replace(settings, license_service=service.address)
         pipeline = beam.Pipeline(runner=runner, options=options)
-        (pipeline
-         | "Units" >> beam.Create(plan.units)
-         | "Curate" >> CurateUnits(settings, len(plan.units) if single_process else None, processes,
-                                   redistribute=not single_process)
-         | "Merge" >> MergeShards(settings))
+        (
+            pipeline
+            | "Units" >> beam.Create(plan.units)
+            | "Curate"
+            >> CurateUnits(
+                settings, len(plan.units) if single_process else None, processes, redistribute=not single_process
+            )
+            | "Merge" >> MergeShards(settings)
+        )
         pipeline.run().wait_until_finish()
     seconds = time.monotonic() - started
 
@@ -208,15 +236,21 @@ def _curate(plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, pi
     finished = _finished_units(work)
     missing = [u.name for u in plan.units if u.name not in finished]
     if missing:
-        raise IncompleteOutputError(f"the pipeline finished but units {', '.join(missing[:4])} under {work} "
-                                    "left no result; rerun the same command to finish them")
+        raise IncompleteOutputError(
+            f"the pipeline finished but units {', '.join(missing[:4])} under {work} "
+            "left no result; rerun the same command to finish them"
+        )
     results = [result_from_marker(unit_marker(str(work), u.name)) for u in plan.units]
     write_json(out_dir / "stats.json", merged_stats(results).to_json())
     stats = check_outputs(out_dir, plan.num_shards)
     _write_license_cache(out_dir / LICENSE_CACHE, seeds, results)
     stats["sources"] = len(plan.specs)
-    stats["layout"] = {"units": len(plan.units), "num_shards": plan.num_shards, "estimated_bytes": plan.estimated_bytes,
-                       "files_spilled": sum(r.spilled_records for r in results)}
+    stats["layout"] = {
+        "units": len(plan.units),
+        "num_shards": plan.num_shards,
+        "estimated_bytes": plan.estimated_bytes,
+        "files_spilled": sum(r.spilled_records for r in results),
+    }
     write_json(out_dir / "stats.json", stats)
     return stats, seconds
 
@@ -228,7 +262,7 @@ def _write_license_seeds(seeds: StoragePath, caches: list[StoragePath | None], w
     for path in caches:
         if path is not None:
             known.update({key: [d.spdx, d.detector, d.score] for key, d in read_license_cache(location(path)).items()})
-    for marker in sorted((work / "units").glob("*.json")):
+    for marker in sorted(str(found) for found in (work / "units").glob("*.json")):
         known.update(read_json(marker).get("licenses", {}))
     write_json(seeds, {"detections": known})
 
@@ -237,10 +271,15 @@ def _write_license_cache(path: StoragePath, seeds: StoragePath, results: list[Un
     known = read_json(seeds).get("detections", {})
     for result in results:
         known.update(result.licenses)
-    write_json(path, {"detections": dict(sorted(known.items())),
-                      "about": "licence texts already detected, keyed by the sha1 of the text with its whitespace "
-                               "collapsed: [SPDX expression, detector (scancode | index), index match score]; "
-                               "give it to another curation with --license-cache"})
+    write_json(
+        path,
+        {
+            "detections": dict(sorted(known.items())),
+            "about": "licence texts already detected, keyed by the sha1 of the text with its whitespace "
+            "collapsed: [SPDX expression, detector (scancode | index), index match score]; "
+            "give it to another curation with --license-cache",
+        },
+    )
 
 
 def run_curation(
@@ -273,8 +312,9 @@ def run_curation(
         print(f"codemill curate: reusing the finished curation under {staged}; deduplicating it", file=sys.stderr)
     else:
         previous = out_dir / LICENSE_CACHE  # a finished earlier run's detections, as without dedup
-        _, curate_seconds = _curate(plan, staged, config, pipeline_args, processes,
-                                    license_cache or (previous if previous.exists() else None))
+        _, curate_seconds = _curate(
+            plan, staged, config, pipeline_args, processes, license_cache or (previous if previous.exists() else None)
+        )
         write_success(staged, "curate", curate_seconds, plan.num_shards, sources=len(specs), plan=plan.key)
         rmtree(staged / WORK_DIR)
     deduped = run_dedup(staged, out_dir, config.dedup, pipeline_args, processes)

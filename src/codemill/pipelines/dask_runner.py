@@ -44,8 +44,8 @@ import pickle
 import threading
 import time
 import uuid
-from concurrent.futures import CancelledError
 from collections import OrderedDict, defaultdict
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -167,13 +167,22 @@ def run_pardo(spec: _ParDoSpec, elements: list, *sides: list) -> dict:
     statesampler.set_current_tracker(sampler)
     collect = _collector()
     receivers = {tag: collect() for tag in spec.tags}
-    side_maps = [SideInputMap(view, options, [_global(v) for part in parts for v in part])
-                 for (view, options), parts in zip(spec.sides, sides)]
+    side_maps = [
+        SideInputMap(view, options, [_global(v) for part in parts for v in part])
+        for (view, options), parts in zip(spec.sides, sides, strict=False)
+    ]
     fn, fresh = _borrow_fn(spec)
     try:
         with sampler.scoped_state(spec.label, "process", metrics_container=container):
-            runner = DoFnRunner(fn, list(spec.args), dict(spec.kwargs), side_maps, spec.windowing,
-                                tagged_receivers=receivers, step_name=spec.label)
+            runner = DoFnRunner(
+                fn,
+                list(spec.args),
+                dict(spec.kwargs),
+                side_maps,
+                spec.windowing,
+                tagged_receivers=receivers,
+                step_name=spec.label,
+            )
             if fresh:
                 runner.setup()
             runner.start()
@@ -223,8 +232,12 @@ def _frame(route: Callable, elements: list):
     import pandas as pd
 
     rows = route(elements)
-    return pd.DataFrame({"route": pd.Series([r for r, _ in rows], dtype="int64"),
-                         "payload": pd.Series([pickle.dumps(e, protocol=5) for _, e in rows], dtype=object)})
+    return pd.DataFrame(
+        {
+            "route": pd.Series([r for r, _ in rows], dtype="int64"),
+            "payload": pd.Series([pickle.dumps(e, protocol=5) for _, e in rows], dtype=object),
+        }
+    )
 
 
 def _unframe(reducer: Callable, frame) -> list:
@@ -295,8 +308,9 @@ class _Graph:
         n = tasks_wide
         name = self.name(label)
         split = [self.add(f"{name}-split", i, (partial(_split, route(i)), key, n)) for i, key in enumerate(inputs)]
-        pieces = [[self.add(f"{name}-piece-{j}", i, (operator.getitem, s, j)) for i, s in enumerate(split)]
-                  for j in range(n)]
+        pieces = [
+            [self.add(f"{name}-piece-{j}", i, (operator.getitem, s, j)) for i, s in enumerate(split)] for j in range(n)
+        ]
         return [self.add(name, j, (reducer, *pieces[j])) for j in range(n)]
 
     def _p2p(self, label: str, inputs: list[tuple], route: Callable, reducer: Callable, n: int) -> list[tuple]:
@@ -313,7 +327,8 @@ class _Graph:
         meta = pd.DataFrame({"route": pd.Series(dtype="int64"), "payload": pd.Series(dtype=object)})
         with dask.config.set({"dataframe.convert-string": False}):  # payloads are pickles, not text
             shuffled = dd.from_delayed(frames, meta=meta, verify_meta=False).shuffle(
-                on="route", npartitions=n, shuffle_method="p2p")
+                on="route", npartitions=n, shuffle_method="p2p"
+            )
             parts = shuffled.to_delayed()
             for part in parts:
                 self.tasks.update(dict(part.__dask_graph__()))
@@ -341,7 +356,8 @@ class _Graph:
         else:
             raise UnsupportedTransformError(
                 f"the dask runner has no translation for {node.full_label!r} ({type(transform).__name__}); "
-                "run this pipeline with the default local runner, or add a translation in pipelines/dask_runner.py")
+                "run this pipeline with the default local runner, or add a translation in pipelines/dask_runner.py"
+            )
 
     @staticmethod
     def _whole(node) -> bool:
@@ -369,16 +385,24 @@ class _Graph:
         elif isinstance(transform, beam.GroupByKey):
             self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: _route_by_key, _group))
         elif isinstance(transform, beam.Reshuffle):
-            self._outputs(node, self.shuffle(node.full_label, self._input(node),
-                                             lambda i: partial(_route_round_robin, i), _concat))
+            self._outputs(
+                node,
+                self.shuffle(node.full_label, self._input(node), lambda i: partial(_route_round_robin, i), _concat),
+            )
         else:  # CombinePerKey
             if transform.args or transform.kwargs:
                 raise UnsupportedTransformError(f"{node.full_label!r}: CombinePerKey with extra arguments")
             fn = beam.CombineFn.maybe_from_callable(transform.fn)
             payload = pickler.dumps(fn)
-            self._outputs(node, self.shuffle(node.full_label, self._input(node),
-                                             lambda i: partial(_route_combined, payload),
-                                             partial(_combine_merge, payload)))
+            self._outputs(
+                node,
+                self.shuffle(
+                    node.full_label,
+                    self._input(node),
+                    lambda i: partial(_route_combined, payload),
+                    partial(_combine_merge, payload),
+                ),
+            )
 
     def _pardo(self, node) -> None:
         from apache_beam.internal import pickler
@@ -391,22 +415,32 @@ class _Graph:
         # Bundles here are partitions in the global window: anything that needs more is refused,
         # never run with other semantics.
         windowfn = getattr(getattr(transform, "windowing", None), "windowfn", None)
-        why = ("a splittable DoFn (reading a source)" if DoFnSignature(transform.fn).is_splittable_dofn()
-               else "a stateful DoFn" if is_stateful_dofn(transform.fn)
-               else "windowing other than the global window"
-               if not isinstance(main.windowing.windowfn, GlobalWindows)
-               or (windowfn is not None and not isinstance(windowfn, GlobalWindows)) else None)
+        why = (
+            "a splittable DoFn (reading a source)"
+            if DoFnSignature(transform.fn).is_splittable_dofn()
+            else "a stateful DoFn"
+            if is_stateful_dofn(transform.fn)
+            else "windowing other than the global window"
+            if not isinstance(main.windowing.windowfn, GlobalWindows)
+            or (windowfn is not None and not isinstance(windowfn, GlobalWindows))
+            else None
+        )
         if why:
             raise UnsupportedTransformError(
                 f"the dask runner cannot run {node.full_label!r}: {why}; run this pipeline with the default "
-                "local runner")
+                "local runner"
+            )
         side_inputs = list(node.side_inputs)
         spec = _ParDoSpec(
-            label=node.full_label, fn=pickler.dumps(transform.fn), args=tuple(transform.args or ()),
+            label=node.full_label,
+            fn=pickler.dumps(transform.fn),
+            args=tuple(transform.args or ()),
             kwargs=dict(transform.kwargs or {}),
             sides=tuple((type(s), s._view_options()) for s in side_inputs),
-            windowing=main.windowing, tags=tuple(node.outputs),
-            env=tuple((name, os.environ[name]) for name in SHIPPED_ENV if name in os.environ))
+            windowing=main.windowing,
+            tags=tuple(node.outputs),
+            env=tuple((name, os.environ[name]) for name in SHIPPED_ENV if name in os.environ),
+        )
         side_keys = [list(self.pcollections[s.pvalue]) for s in side_inputs]
         name = self.name(node.full_label)
         outputs: dict = {tag: [] for tag in node.outputs}
@@ -425,10 +459,16 @@ class _Metrics(MetricResults):
         self.counters = counters
 
     def query(self, filter=None) -> dict:
-        counters = [MetricResult(key, value, value) for key, value in self.counters.items()
-                    if self.matches(filter, key)]
-        return {self.COUNTERS: counters, self.DISTRIBUTIONS: [], self.GAUGES: [], self.STRINGSETS: [],
-                self.BOUNDED_TRIES: []}
+        counters = [
+            MetricResult(key, value, value) for key, value in self.counters.items() if self.matches(filter, key)
+        ]
+        return {
+            self.COUNTERS: counters,
+            self.DISTRIBUTIONS: [],
+            self.GAUGES: [],
+            self.STRINGSETS: [],
+            self.BOUNDED_TRIES: [],
+        }
 
 
 class DaskResult(PipelineResult):
@@ -446,8 +486,14 @@ class DaskResult(PipelineResult):
 class DaskRunner(PipelineRunner):
     """Runs a Beam pipeline on a dask.distributed cluster (the scheduler at `address`)."""
 
-    def __init__(self, address: str | None = None, partitions: int | None = None, timeout: float = 30,
-                 scheduler_file: str | None = None, shuffle: str = "auto") -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        partitions: int | None = None,
+        timeout: float = 30,
+        scheduler_file: str | None = None,
+        shuffle: str = "auto",
+    ) -> None:
         if shuffle not in ("auto", "tasks", "p2p"):
             raise DaskRunnerError(f"--dask_shuffle must be auto, tasks or p2p, not {shuffle!r}")
         self.address, self.partitions, self.timeout = address, partitions, timeout
@@ -457,13 +503,18 @@ class DaskRunner(PipelineRunner):
         from distributed import Client
 
         try:
-            client = Client(self.address, timeout=self.timeout, set_as_default=False,
-                            scheduler_file=self.scheduler_file)
-            self.address = self.address or client.scheduler.address
+            client = Client(
+                self.address, timeout=self.timeout, set_as_default=False, scheduler_file=self.scheduler_file
+            )
+            scheduler = client.scheduler
+            assert scheduler is not None  # a connected client has its scheduler's address
+            self.address = self.address or scheduler.address
         except (OSError, TimeoutError, ValueError) as err:
             where = self.address or f"the address in {self.scheduler_file}"
-            raise DaskRunnerError(f"cannot reach the dask scheduler at {where}: {err}; start it "
-                                  "(`dask scheduler`) or give another --dask_client_address") from None
+            raise DaskRunnerError(
+                f"cannot reach the dask scheduler at {where}: {err}; start it "
+                "(`dask scheduler`) or give another --dask_client_address"
+            ) from None
         try:
             threads = sum(client.nthreads().values()) or 1
             graph = _Graph(self.partitions or DEFAULT_PARTITIONS_PER_THREAD * threads, self.shuffle)
@@ -474,7 +525,8 @@ class DaskRunner(PipelineRunner):
             except (OSError, TimeoutError, CancelledError) as err:  # CancelledError: the scheduler went away
                 raise DaskRunnerError(
                     f"lost the dask cluster at {self.address} during the job ({type(err).__name__}: {err}); "
-                    "nothing unfinished is marked finished: rerun the same command to resume") from err
+                    "nothing unfinished is marked finished: rerun the same command to resume"
+                ) from err
             _report(len(graph.tasks), graph.partitions, threads, time.monotonic() - started)
         finally:
             client.close()
@@ -518,6 +570,9 @@ def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
     if runner is None or runner.rsplit(".", 1)[-1] != "DaskRunner":
         return None, list(args)
     partitions = values.get("--dask_partitions")
-    return DaskRunner(values.get("--dask_client_address") or None, int(partitions) if partitions else None,
-                      scheduler_file=values.get("--dask_scheduler_file") or None,
-                      shuffle=values.get("--dask_shuffle") or "auto"), rest
+    return DaskRunner(
+        values.get("--dask_client_address") or None,
+        int(partitions) if partitions else None,
+        scheduler_file=values.get("--dask_scheduler_file") or None,
+        shuffle=values.get("--dask_shuffle") or "auto",
+    ), rest

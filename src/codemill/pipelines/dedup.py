@@ -19,18 +19,18 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.components import bucket_pairs
 from codemill.dedup.config import DedupConfig
 from codemill.dedup.lsh import band_keys
 from codemill.dedup.minhash import jaccard, shingle_sets
-from codemill.curation.stats import StatsAccumulator
 from codemill.dedup.ranking import Decision, DedupEntry, decide_cluster
 from codemill.dedup.shards import (
     InputShard,
@@ -41,6 +41,7 @@ from codemill.dedup.shards import (
     shard_done,
 )
 from codemill.dedup.stats import DedupStats, decision_events
+from codemill.jsonl import json_field, read_json
 from codemill.pipelines.common import (
     ProgressBar,
     StatsCombine,
@@ -50,7 +51,6 @@ from codemill.pipelines.common import (
     tagged,
     write_json,
 )
-from codemill.jsonl import json_field, read_json
 from codemill.pipelines.components import (
     ROUND_MARKER,
     NotConvergedError,  # noqa: F401 (the command line catches it from here)
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 METRICS_NAMESPACE = "codemill.dedup"
 
 
-def _bands(sketch: tuple[str, object], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
+def _bands(sketch: tuple[str, Any], bands: int, rows: int) -> Iterator[tuple[bytes, str]]:
     swhid, signature = sketch
     for key in band_keys(signature, bands, rows):
         yield key, swhid
@@ -100,7 +100,7 @@ class PackedBands(beam.DoFn):
 
     def finish_bundle(self):
         for partition, entries in self.packed.items():
-            yield WindowedValue((partition, entries), MIN_TIMESTAMP, [GlobalWindow()])
+            yield WindowedValue((partition, entries), MIN_TIMESTAMP, (GlobalWindow(),))
         self.packed = {}
 
 
@@ -152,7 +152,7 @@ def _verify(grouped: tuple[str, Iterable[tuple]], config: DedupConfig) -> Iterat
         return
     partners.sort()
     sets = shingle_sets([own] + [text for _, text in partners], config.ngram)
-    for (u, _), u_set in zip(partners, sets[1:]):
+    for (u, _), u_set in zip(partners, sets[1:], strict=False):
         ok = jaccard(sets[0], u_set) >= config.threshold
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "verified_pairs" if ok else "rejected_pairs").inc()
         yield ("event", ("candidate", ok))
@@ -217,8 +217,14 @@ class CandidateEdges(beam.PTransform):
     under `edges_dir`. Returns the stats events (contents sketched, candidate pairs checked). Only
     signatures, band keys and pairs cross the shuffles; texts travel only to verify a pair."""
 
-    def __init__(self, config: DedupConfig, edges_dir: StoragePath, parts: int, processes: int = 1,
-                 lsh_partitions: int | None = None) -> None:
+    def __init__(
+        self,
+        config: DedupConfig,
+        edges_dir: StoragePath,
+        parts: int,
+        processes: int = 1,
+        lsh_partitions: int | None = None,
+    ) -> None:
         """`lsh_partitions`: None groups by band key (memory per group = one bucket, streamed; for
         cluster runners); a number packs band keys into that many groups (the local runner)."""
         super().__init__()
@@ -229,17 +235,17 @@ class CandidateEdges(beam.PTransform):
         config = self.config
         bands, rows = config.bands_rows
         scanned = shards | "Scan" >> beam.ParDo(
-            PooledDoFn(scan_shard, (config.minhash, config.batch_size), self.processes, batch_size=1))
+            PooledDoFn(scan_shard, (config.minhash, config.batch_size), self.processes, batch_size=1)
+        )
         # Each shard sketches its distinct texts where it lies; copies in other shards are sketched
         # again (cheaper than a shuffle of every text to drop them first), then made distinct.
         sketches = (
-            scanned
-            | "Sketches" >> beam.FlatMap(tagged, "sketch")
-            | "DistinctSketches" >> beam.CombinePerKey(_any_one)
+            scanned | "Sketches" >> beam.FlatMap(tagged, "sketch") | "DistinctSketches" >> beam.CombinePerKey(_any_one)
         )
         signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)
         sketch_events = sketches | "SketchEvents" >> beam.Map(
-            lambda s: ("too_short",) if s[1] is None else ("sketched",))
+            lambda s: ("too_short",) if s[1] is None else ("sketched",)
+        )
         if self.lsh_partitions is None:
             pairs = (
                 signed
@@ -271,16 +277,17 @@ class DecideClusters(beam.PTransform):
     """Input shards (+ the converged components, for near dedup) -> each shard's decisions saved
     under `decisions_dir`. Returns the stats events (files, clusters, what was removed)."""
 
-    def __init__(self, config: DedupConfig, decisions_dir: str, components: StoragePath | None,
-                 processes: int = 1) -> None:
+    def __init__(
+        self, config: DedupConfig, decisions_dir: str, components: StoragePath | None, processes: int = 1
+    ) -> None:
         super().__init__()
         self.config, self.decisions_dir, self.components, self.processes = config, decisions_dir, components, processes
 
     def expand(self, shards):
         entries = (
             shards
-            | "ScanEntries" >> beam.ParDo(PooledDoFn(scan_shard, (None, self.config.batch_size), self.processes,
-                                                     batch_size=1))
+            | "ScanEntries"
+            >> beam.ParDo(PooledDoFn(scan_shard, (None, self.config.batch_size), self.processes, batch_size=1))
             | "Entries" >> beam.FlatMap(tagged, "entry")
         )
         if self.components is not None:
@@ -300,8 +307,8 @@ class DecideClusters(beam.PTransform):
         (
             {"shard": shards | "KeyShard" >> beam.Map(lambda shard: (shard.index, shard)), "decisions": decisions}
             | "JoinDecisions" >> beam.CoGroupByKey()
-            | "SaveDecisions" >> beam.MapTuple(
-                lambda index, groups: save_decisions(index, list(groups["decisions"]), directory))
+            | "SaveDecisions"
+            >> beam.MapTuple(lambda index, groups: save_decisions(index, list(groups["decisions"]), directory))
         )
         return decided | "DecisionEvents" >> beam.FlatMap(tagged, "event")
 
@@ -315,11 +322,13 @@ def _stats_pipeline(pipeline_args, shards: list[InputShard], transform: beam.PTr
     """Run `transform` over the shards; its stats events, folded, go to `target` (written last)."""
     options, runner = default_pipeline_options(pipeline_args)
     pipeline = beam.Pipeline(runner=runner, options=options)
-    (pipeline
-     | "InputShards" >> beam.Create(shards)
-     | "Work" >> transform
-     | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
-     | "WriteStats" >> beam.Map(lambda stats: write_json(target, stats)))
+    (
+        pipeline
+        | "InputShards" >> beam.Create(shards)
+        | "Work" >> transform
+        | "Stats" >> beam.CombineGlobally(StatsCombine(DedupStats))
+        | "WriteStats" >> beam.Map(lambda stats: write_json(target, stats))
+    )
     pipeline.run().wait_until_finish()
     if not location(target).exists():
         from codemill.pipelines.outputs import IncompleteOutputError
@@ -327,8 +336,9 @@ def _stats_pipeline(pipeline_args, shards: list[InputShard], transform: beam.PTr
         raise IncompleteOutputError(f"the dedup pipeline finished without writing {target}; rerun the same command")
 
 
-def _decisions_and_report(work: StoragePath, shards: list[InputShard],
-            config: DedupConfig, pipeline_args, processes: int, num_files: int) -> dict:
+def _decisions_and_report(
+    work: StoragePath, shards: list[InputShard], config: DedupConfig, pipeline_args, processes: int, num_files: int
+) -> dict:
     """Edges, components and decisions, each step resumable; returns the dedup report."""
     options, runner = default_pipeline_options(pipeline_args)
     local = is_single_process(options, runner)
@@ -339,14 +349,19 @@ def _decisions_and_report(work: StoragePath, shards: list[InputShard],
         edge_stats = work / "edge-stats.json"
         if not edge_stats.exists():
             lsh = config.lsh_partitions_for(num_files) if local else None
-            _stats_pipeline(pipeline_args, shards, CandidateEdges(config, round_dir(work / "cc", 0), parts, processes,
-                                                                  lsh), edge_stats)
+            _stats_pipeline(
+                pipeline_args,
+                shards,
+                CandidateEdges(config, round_dir(work / "cc", 0), parts, processes, lsh),
+                edge_stats,
+            )
         cc_report = connected_components(work / "cc", parts, pipeline_args, config.rounds_for(num_files))
     decision_stats = work / "decision-stats.json"
     if not decision_stats.exists():
         final = location(cc_report["final"]) if cc_report else None
-        _stats_pipeline(pipeline_args, shards, DecideClusters(config, str(work / "decisions"), final, processes),
-                        decision_stats)
+        _stats_pipeline(
+            pipeline_args, shards, DecideClusters(config, str(work / "decisions"), final, processes), decision_stats
+        )
     stats = DedupStats.from_json(read_json(decision_stats))
     if config.mode == "near":
         stats.merge(DedupStats.from_json(read_json(work / "edge-stats.json")))
@@ -354,10 +369,14 @@ def _decisions_and_report(work: StoragePath, shards: list[InputShard],
     bands, rows = config.bands_rows
     report["config"] = {**asdict(config), "bands": bands, "rows": rows}
     if cc_report is not None:
-        report["connected_components"] = {key: cc_report[key] for key in
-                                          ("rounds", "edges_per_round", "changes_per_round")}
-        log.info("connected components: settled after %d rounds; edges per round %s", cc_report["rounds"],
-                 cc_report["edges_per_round"])
+        report["connected_components"] = {
+            key: cc_report[key] for key in ("rounds", "edges_per_round", "changes_per_round")
+        }
+        log.info(
+            "connected components: settled after %d rounds; edges per round %s",
+            cc_report["rounds"],
+            cc_report["edges_per_round"],
+        )
     return report
 
 
@@ -369,8 +388,10 @@ def input_shards(in_dir: StoragePath) -> list[InputShard]:
     n = len(tables["manifest"])
     for name, paths in tables.items():
         if len(paths) != n or any(parse_shard_name(str(p)) != (i, n) for i, p in enumerate(paths)):
-            raise ValueError(f"{in_dir}/{name}: expected shards part-00000-of-{n:05d} ... part-{n - 1:05d}-of-{n:05d}, "
-                             f"found {[p.name for p in paths][:4]}; rerun the stage that wrote {in_dir}")
+            raise ValueError(
+                f"{in_dir}/{name}: expected shards part-00000-of-{n:05d} ... part-{n - 1:05d}-of-{n:05d}, "
+                f"found {[p.name for p in paths][:4]}; rerun the stage that wrote {in_dir}"
+            )
     return [InputShard(i, n, str(tables["data"][i]), str(tables["dropped"][i])) for i in range(n)]
 
 
@@ -382,8 +403,13 @@ class DedupResult:
     seconds: float
 
 
-def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: DedupConfig = DedupConfig(),
-              pipeline_args: list[str] | None = None, processes: int = 1) -> DedupResult:
+def run_dedup(
+    in_dir: StoragePath | str,
+    out_dir: StoragePath | str,
+    config: DedupConfig = DedupConfig(),
+    pipeline_args: list[str] | None = None,
+    processes: int = 1,
+) -> DedupResult:
     """`codemill dedup IN OUT`: read a finished curation output, write the same layout (data,
     dropped, manifest, trees, stats.json, sources.json) plus dedup.json, with duplicates dropped.
     A run killed at any point and started again with the same arguments redoes only what it had
@@ -392,8 +418,9 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
 
     in_dir, out_dir = resolved(in_dir), resolved(out_dir)
     if not (in_dir / SUCCESS_MARKER).exists():
-        raise FileNotFoundError(f"{in_dir} is not a finished curation output (no {SUCCESS_MARKER}); "
-                                "run `codemill curate` into it first")
+        raise FileNotFoundError(
+            f"{in_dir} is not a finished curation output (no {SUCCESS_MARKER}); run `codemill curate` into it first"
+        )
     if in_dir == out_dir:
         raise ValueError("codemill dedup: IN and OUT must be different directories")
     shards = input_shards(in_dir)
@@ -406,11 +433,20 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
     if json_field(work / "plan.json", "key") == key:
         done = len(list((work / "shards").glob("*.json")))
         rounds = len(list((work / "cc").glob(f"round-*/{ROUND_MARKER}")))
-        steps = [name for name, done_ in (("the verified edges", (work / "edge-stats.json").exists()),
-                                           (f"{rounds} component rounds", rounds > 0),
-                                           ("the decisions", decided.exists())) if done_]
-        print(f"codemill dedup: resuming an unfinished run: {', '.join(steps + [''])}{done} of {num_shards} "
-              "rewritten shards are reused", file=sys.stderr)
+        steps = [
+            name
+            for name, done_ in (
+                ("the verified edges", (work / "edge-stats.json").exists()),
+                (f"{rounds} component rounds", rounds > 0),
+                ("the decisions", decided.exists()),
+            )
+            if done_
+        ]
+        print(
+            f"codemill dedup: resuming an unfinished run: {', '.join(steps + [''])}{done} of {num_shards} "
+            "rewritten shards are reused",
+            file=sys.stderr,
+        )
     else:
         clear_outputs(out_dir)
         rmtree(work)
@@ -425,8 +461,9 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
     # 1. Every cluster's decisions, saved per shard: the verified edges, the connected components
     #    (a round at a time, until one changes nothing) and the decisions each resume on their own.
     if not decided.exists():
-        write_json(out_dir / DEDUP_REPORT, _decisions_and_report(work, shards, config, pipeline_args, processes,
-                                                                 num_files))
+        write_json(
+            out_dir / DEDUP_REPORT, _decisions_and_report(work, shards, config, pipeline_args, processes, num_files)
+        )
         write_json(decided, {})
     report = read_json(out_dir / DEDUP_REPORT)
     # 2. Each shard rewritten from its decisions, a shard at a time; finished shards are kept.
@@ -434,11 +471,13 @@ def run_dedup(in_dir: StoragePath | str, out_dir: StoragePath | str, config: Ded
     pending = [shard for shard in shards if shard_done(str(work), shard.index).name not in finished]
     if pending:
         pipeline = beam.Pipeline(runner=runner, options=options)
-        (pipeline
-         | "PendingShards" >> beam.Create(pending)
-         | "Spread" >> beam.Reshuffle()
-         | "Rewrite" >> beam.Map(resume_shard, str(work), str(out_dir))
-         | "RewriteProgress" >> beam.ParDo(ProgressBar(len(pending), "dedup: shards written", " shards")))
+        (
+            pipeline
+            | "PendingShards" >> beam.Create(pending)
+            | "Spread" >> beam.Reshuffle()
+            | "Rewrite" >> beam.Map(resume_shard, str(work), str(out_dir))
+            | "RewriteProgress" >> beam.ParDo(ProgressBar(len(pending), "dedup: shards written", " shards"))
+        )
         pipeline.run().wait_until_finish()
     seconds = time.monotonic() - started
     totals = StatsAccumulator()

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import apache_beam as beam
 
+from codemill.errors import CodemillError
 from codemill.jsonl import read_json, write_json
 from codemill.records import (
     FILE_RECORD_SCHEMA,
@@ -32,8 +33,11 @@ SHARD_LAYOUT = {"shard_key": "repo", "order": list(ROW_ORDER)}
 
 
 # (table, schema, which rows): the record tables written from one grouping of the records.
-RECORD_TABLES = (("data", FILE_RECORD_SCHEMA, "kept"), ("dropped", FILE_RECORD_SCHEMA, "dropped"),
-                 ("manifest", MANIFEST_SCHEMA, "all"))
+RECORD_TABLES = (
+    ("data", FILE_RECORD_SCHEMA, "kept"),
+    ("dropped", FILE_RECORD_SCHEMA, "dropped"),
+    ("manifest", MANIFEST_SCHEMA, "all"),
+)
 
 
 def _selected(rows: list, which: str) -> list:
@@ -88,7 +92,7 @@ class WriteShards(beam.PTransform):
         )
 
 
-class IncompleteOutputError(RuntimeError):
+class IncompleteOutputError(CodemillError, RuntimeError):
     """The runner reported success but the stage's output is not all there."""
 
 
@@ -107,11 +111,13 @@ def check_outputs(out_dir: StoragePath, num_shards: int) -> dict:
         what = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise IncompleteOutputError(
             f"the pipeline finished but its output under {out_dir} is incomplete (missing: {what or 'stats.json'}); "
-            "the runner skipped the write steps. Use the default local runner or a portable runner (Flink, Spark, Dataflow)."
+            "the runner skipped the write steps. "
+            "Use the default local runner or a portable runner (Flink, Spark, Dataflow)."
         )
     stats = read_json(stats_path)
-    rows = sum(parquet_file(out_dir / "manifest" / shard_name(i, num_shards)).metadata.num_rows
-               for i in range(num_shards))
+    rows = sum(
+        parquet_file(out_dir / "manifest" / shard_name(i, num_shards)).metadata.num_rows for i in range(num_shards)
+    )
     expected = stats.get("totals", {}).get("files", 0)
     if rows != expected:
         raise IncompleteOutputError(f"manifest under {out_dir} holds {rows} rows but {expected} files were curated")
@@ -120,8 +126,10 @@ def check_outputs(out_dir: StoragePath, num_shards: int) -> dict:
 
 def write_success(out_dir: StoragePath, stage: str, seconds: float, num_shards: int, **details) -> None:
     """The finished marker, written last; it records the shard layout for the next stage."""
-    write_json(location(out_dir) / SUCCESS_MARKER, {"stage": stage, "seconds": round(seconds, 2), **details,
-                                                "layout": dict(SHARD_LAYOUT, num_shards=num_shards)})
+    write_json(
+        location(out_dir) / SUCCESS_MARKER,
+        {"stage": stage, "seconds": round(seconds, 2), **details, "layout": dict(SHARD_LAYOUT, num_shards=num_shards)},
+    )
 
 
 def repo_layout_shards(stage_dir: StoragePath) -> int | None:

@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import threading
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
@@ -48,8 +48,15 @@ class PooledDoFn(beam.DoFn):
     pool workers when processes > 1 (batches of `batch_size`, a bounded number in flight); the
     workers are threads of this process with `threads=True`."""
 
-    def __init__(self, function: Callable[..., Iterable], extra: tuple = (), processes: int = 1,
-                 batch_size: int = 64, threads: bool = False, warmup: Callable[..., None] | None = None) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Iterable],
+        extra: tuple = (),
+        processes: int = 1,
+        batch_size: int = 64,
+        threads: bool = False,
+        warmup: Callable[..., None] | None = None,
+    ) -> None:
         self.function = function
         self.extra = extra
         self.processes = processes
@@ -61,25 +68,30 @@ class PooledDoFn(beam.DoFn):
         self.warmup = warmup
 
     def setup(self) -> None:
-        self.pool = None
+        self.pool: Executor | None = None
         if self.warmup is not None and (self.threads or self.processes == 1):
-            threading.Thread(target=_quietly, args=(self.warmup, self.extra), daemon=True,
-                             name="codemill-warmup").start()
+            threading.Thread(
+                target=_quietly, args=(self.warmup, self.extra), daemon=True, name="codemill-warmup"
+            ).start()
         if self.processes > 1 and self.threads:
             self.pool = ThreadPoolExecutor(self.processes, thread_name_prefix="codemill-pool")
         elif self.processes > 1:
             # spawn, not fork: the in-process runner holds gRPC threads that must not be forked.
             # An executor, not multiprocessing.Pool: when a worker dies (killed for memory, say)
             # its futures fail with BrokenProcessPool instead of waiting forever.
-            self.pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=exit_with_parent, initargs=(os.getpid(),))
+            self.pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
 
     def start_bundle(self) -> None:
         self.batch: list = []
         self.pending: deque = deque()
 
     def _submit(self) -> None:
-        if self.batch:
+        if self.batch and self.pool is not None:
             self.pending.append(self.pool.submit(run_batch, (self.function, self.extra, self.batch)))
             self.batch = []
 
@@ -101,9 +113,10 @@ class PooledDoFn(beam.DoFn):
             return
         self._submit()
         for output in self._ready(block=True):
-            yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+            yield WindowedValue(output, MIN_TIMESTAMP, (GlobalWindow(),))
 
     def teardown(self) -> None:
-        if getattr(self, "pool", None) is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from codemill.errors import UserError
 from codemill.jsonl import read_json
 from codemill.pipelines.run_config import PublishConfig
 from codemill.shards import ROW_GROUP_BYTES, parquet_file, shard_paths
@@ -29,12 +30,29 @@ from codemill.storage import StoragePath, copy_file, copy_tree, resolved, rmtree
 
 # The columns a dataset user needs; the curation's internal ones (filters fired, stored hashes) stay
 # in the curation output.
-COLUMNS = ("content", "repo", "path", "language", "language_type", "license_spdx", "license_type", "license_source",
-           "swhid", "qualified_swhid", "origin_url", "origin_swhid", "size_bytes", "is_vendor", "is_generated",
-           "pii_types", "pii_count", "dup_cluster")
+COLUMNS = (
+    "content",
+    "repo",
+    "path",
+    "language",
+    "language_type",
+    "license_spdx",
+    "license_type",
+    "license_source",
+    "swhid",
+    "qualified_swhid",
+    "origin_url",
+    "origin_swhid",
+    "size_bytes",
+    "is_vendor",
+    "is_generated",
+    "pii_types",
+    "pii_count",
+    "dup_cluster",
+)
 
 
-class PublishError(ValueError):
+class PublishError(UserError):
     """Nothing to publish, or an input that is not a finished curation output."""
 
 
@@ -60,8 +78,9 @@ def _batches(paths: list[StoragePath], config: PublishConfig) -> Iterator[pa.Rec
                 yield batch
 
 
-def _write_parts(folder: StoragePath, batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows_per_part: int,
-                 count: int) -> None:
+def _write_parts(
+    folder: StoragePath, batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows_per_part: int, count: int
+) -> None:
     """Rows streamed into `count` parts of `rows_per_part` rows, in row groups of ~8 MB; each part
     appears whole when it is finished."""
     pending: list[pa.RecordBatch] = []
@@ -72,6 +91,7 @@ def _write_parts(folder: StoragePath, batches: Iterator[pa.RecordBatch], schema:
         def flush() -> None:
             nonlocal pending, pending_bytes
             if pending:
+                assert writer is not None  # opened by the loop before it adds a batch
                 writer.write_table(pa.Table.from_batches(pending, schema))
             pending, pending_bytes = [], 0
 
@@ -97,8 +117,9 @@ def _write_parts(folder: StoragePath, batches: Iterator[pa.RecordBatch], schema:
             writer.close()
 
 
-def publish_dataset(curated: StoragePath | str, out_dir: StoragePath | str,
-                    config: PublishConfig = PublishConfig()) -> Published:
+def publish_dataset(
+    curated: StoragePath | str, out_dir: StoragePath | str, config: PublishConfig = PublishConfig()
+) -> Published:
     """Streams: the counts come from three small columns first (so each part's name can say how
     many parts there are), then the rows flow into the parts a batch at a time."""
     curated, out_dir = resolved(curated), resolved(out_dir)
@@ -117,8 +138,10 @@ def publish_dataset(curated: StoragePath | str, out_dir: StoragePath | str,
         license_types.update(counted["license_type"].to_pylist())
     rows = sum(license_types.values())
     if not rows:
-        raise PublishError(f"no records to publish from {curated / 'data'}"
-                           + (" (publish.permissive_only: no permissive records)" if config.permissive_only else ""))
+        raise PublishError(
+            f"no records to publish from {curated / 'data'}"
+            + (" (publish.permissive_only: no permissive records)" if config.permissive_only else "")
+        )
     count = max(1, -(-rows // config.rows_per_shard))
     schema = pa.schema([parquet_file(paths[0]).schema_arrow.field(name) for name in COLUMNS])
     _write_parts(dataset / "data", _batches(paths, config), schema, config.rows_per_shard, count)
@@ -142,21 +165,42 @@ def _rows(counter: Counter, total: int, limit: int = 25) -> str:
     return "\n".join(lines)
 
 
-def _card(config: PublishConfig, rows: int, shards: int, languages: Counter, licenses: Counter,
-          license_types: Counter, stats: dict, dedup: dict | None) -> str:
+def _card(
+    config: PublishConfig,
+    rows: int,
+    shards: int,
+    languages: Counter,
+    licenses: Counter,
+    license_types: Counter,
+    stats: dict,
+    dedup: dict | None,
+) -> str:
     totals = stats.get("totals", {})
-    spdx_ids = sorted({part.strip() for value in licenses if value for part in
-                       value.replace("(", " ").replace(")", " ").replace(" AND ", "|").replace(" OR ", "|")
-                       .replace(" WITH ", "|").split("|") if part.strip()})
+    spdx_ids = sorted(
+        {
+            part.strip()
+            for value in licenses
+            if value
+            for part in value.replace("(", " ")
+            .replace(")", " ")
+            .replace(" AND ", "|")
+            .replace(" OR ", "|")
+            .replace(" WITH ", "|")
+            .split("|")
+            if part.strip()
+        }
+    )
     drops = stats.get("drop_reasons", {})
     drop_lines = "\n".join(f"| {reason} | {n:,} |" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]))
     dedup_text = "No deduplication was applied."
     if dedup:
         d_totals, d_config = dedup.get("totals", {}), dedup.get("config", {})
-        dedup_text = (f"{d_config.get('mode', '?')} dedup (MinHash {d_config.get('num_perm', '?')} permutations, "
-                      f"{d_config.get('ngram', '?')}-gram shingles, Jaccard >= {d_config.get('threshold', '?')}): "
-                      f"{d_totals.get('removed_exact', 0):,} exact and {d_totals.get('removed_near', 0):,} near "
-                      f"duplicates removed ({d_totals.get('removed_bytes', 0) / 1e6:.1f} MB).")
+        dedup_text = (
+            f"{d_config.get('mode', '?')} dedup (MinHash {d_config.get('num_perm', '?')} permutations, "
+            f"{d_config.get('ngram', '?')}-gram shingles, Jaccard >= {d_config.get('threshold', '?')}): "
+            f"{d_totals.get('removed_exact', 0):,} exact and {d_totals.get('removed_near', 0):,} near "
+            f"duplicates removed ({d_totals.get('removed_bytes', 0) / 1e6:.1f} MB)."
+        )
     header = {
         "pretty_name": config.name,
         "license": "other",
@@ -172,8 +216,8 @@ def _card(config: PublishConfig, rows: int, shards: int, languages: Counter, lic
 
 # {config.name}
 
-Source code curated by codemill from {stats.get('sources', '?')} repositories:
-{rows:,} files in {shards} Parquet shard(s){' (permissive licences only)' if config.permissive_only else ''}.
+Source code curated by codemill from {stats.get("sources", "?")} repositories:
+{rows:,} files in {shards} Parquet shard(s){" (permissive licences only)" if config.permissive_only else ""}.
 Every row names its file's Software Heritage ID (`swhid`, the `swh:1:cnt` of the original bytes),
 a qualified SWHID with origin and path (`qualified_swhid`), its repository, language and licence.
 
@@ -199,8 +243,8 @@ SPDX expressions:
 
 ## Filtering and deduplication
 
-{totals.get('files', 0):,} files ({totals.get('bytes', 0) / 1e6:.1f} MB) were read; {totals.get('kept_files', 0):,}
-were kept ({totals.get('kept_bytes', 0) / 1e6:.1f} MB). Removed, by reason (StarCoder2's filters
+{totals.get("files", 0):,} files ({totals.get("bytes", 0) / 1e6:.1f} MB) were read; {totals.get("kept_files", 0):,}
+were kept ({totals.get("kept_bytes", 0) / 1e6:.1f} MB). Removed, by reason (StarCoder2's filters
 and thresholds, binary and oversized files):
 
 | reason | files |
@@ -210,7 +254,7 @@ and thresholds, binary and oversized files):
 {dedup_text}
 
 PII: emails, IP addresses, keys and passwords were replaced by placeholders
-(`<EMAIL>`, `<IP_ADDRESS>`, `<KEY>`, `<PASSWORD>`): {stats.get('pii_redactions_total', 0):,} replacements.
+(`<EMAIL>`, `<IP_ADDRESS>`, `<KEY>`, `<PASSWORD>`): {stats.get("pii_redactions_total", 0):,} replacements.
 
 ## Provenance: verify the SWHID manifest
 

@@ -70,10 +70,19 @@ def _corpus(curated: Path) -> str:
     stats = _read(curated / "stats.json") or {}
     dedup = _read(curated / "dedup.json")
     totals = stats.get("totals", {})
-    parts = ["<h2>Corpus</h2>", _table([
-        ("repositories", stats.get("sources", 0)), ("files read", totals.get("files", 0)),
-        ("MB read", totals.get("bytes", 0) / 1e6), ("files kept", totals.get("kept_files", 0)),
-        ("MB kept", totals.get("kept_bytes", 0) / 1e6), ("PII replacements", stats.get("pii_redactions_total", 0))])]
+    parts = [
+        "<h2>Corpus</h2>",
+        _table(
+            [
+                ("repositories", stats.get("sources", 0)),
+                ("files read", totals.get("files", 0)),
+                ("MB read", totals.get("bytes", 0) / 1e6),
+                ("files kept", totals.get("kept_files", 0)),
+                ("MB kept", totals.get("kept_bytes", 0) / 1e6),
+                ("PII replacements", stats.get("pii_redactions_total", 0)),
+            ]
+        ),
+    ]
     fig, axes = _figure(columns=2, height=3.8)
     _bars(axes[0, 0], stats.get("kept_by_language", {}), "kept files by language")
     _bars(axes[0, 1], stats.get("kept_by_license_type", {}), "kept files by licence type", color="#55a868")
@@ -96,12 +105,21 @@ def _tokens(tokenized: Path) -> str:
     totals = report.get("totals", {})
     fig, axes = _figure(height=2.6)
     _bars(axes[0, 0], components, "tokens per mixture component", color="#8172b2")
-    return ("<h2>Tokens</h2>" + _png(fig) + _table([
-        ("documents", totals.get("documents", 0)), ("tokens", totals.get("tokens", 0)),
-        ("files in", totals.get("files_in", 0)), ("FIM files", totals.get("fim_files", 0)),
-        ("contaminated files removed", totals.get("contaminated_files", 0)),
-        ("contaminated, by benchmark", json.dumps(report.get("contaminated_by_benchmark", {}))),
-        ("token dtype", report.get("dtype", "?"))]))
+    return (
+        "<h2>Tokens</h2>"
+        + _png(fig)
+        + _table(
+            [
+                ("documents", totals.get("documents", 0)),
+                ("tokens", totals.get("tokens", 0)),
+                ("files in", totals.get("files_in", 0)),
+                ("FIM files", totals.get("fim_files", 0)),
+                ("contaminated files removed", totals.get("contaminated_files", 0)),
+                ("contaminated, by benchmark", json.dumps(report.get("contaminated_by_benchmark", {}))),
+                ("token dtype", report.get("dtype", "?")),
+            ]
+        )
+    )
 
 
 def _training(trained: Path) -> str:
@@ -120,10 +138,20 @@ def _training(trained: Path) -> str:
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=8)
     last = rows[-1]
-    return ("<h2>Training</h2>" + _png(fig) + _table([
-        ("steps", last["step"]), ("first loss", rows[0]["loss"]), ("last loss", last["loss"]),
-        ("tokens/s (last)", float(last.get("tokens_per_s", 0.0))), ("MFU (last)", float(last.get("mfu", 0.0))),
-        ("skipped steps", last.get("skipped_total", 0))]))
+    return (
+        "<h2>Training</h2>"
+        + _png(fig)
+        + _table(
+            [
+                ("steps", last["step"]),
+                ("first loss", rows[0]["loss"]),
+                ("last loss", last["loss"]),
+                ("tokens/s (last)", float(last.get("tokens_per_s", 0.0))),
+                ("MFU (last)", float(last.get("mfu", 0.0))),
+                ("skipped steps", last.get("skipped_total", 0)),
+            ]
+        )
+    )
 
 
 def _evaluation(evaluated: Path) -> str:
@@ -148,12 +176,20 @@ def _evaluation(evaluated: Path) -> str:
             snr = "-" if entry["snr"] is None else f"{entry['snr']:.1f}"
             axis.set_title(f"{names[index]}\nSQ {entry['sq']:.2f}  SNR {snr}", fontsize=9)
             axis.tick_params(labelsize=7)
-        parts.append("<p>Every checkpoint through the likelihood metrics (higher is better; -bpb is minus bits "
-                     "per byte). SQ: E2LM signal quality (monotone and smooth); SNR: spread over noise.</p>")
+        parts.append(
+            "<p>Every checkpoint through the likelihood metrics (higher is better; -bpb is minus bits "
+            "per byte). SQ: E2LM signal quality (monotone and smooth); SNR: spread over noise.</p>"
+        )
         parts.append(_png(fig))
-        parts.append(_table([(name, e["scores"][0], e["scores"][-1], e["sq"], "-" if e["snr"] is None else e["snr"])
-                             for name, e in signal.items()], ("metric", "first checkpoint", "last checkpoint", "SQ",
-                                                              "SNR")))
+        parts.append(
+            _table(
+                [
+                    (name, e["scores"][0], e["scores"][-1], e["sq"], "-" if e["snr"] is None else e["snr"])
+                    for name, e in signal.items()
+                ],
+                ("metric", "first checkpoint", "last checkpoint", "SQ", "SNR"),
+            )
+        )
     rows = []
     for metrics_file in sorted((evaluated / "passk").glob("*/metrics.json")):
         data = _read(metrics_file) or {}
@@ -174,15 +210,16 @@ def write_report(path: Path, stage_dirs: dict[str, Path], config: dict) -> Path:
     body = []
     for name, render in sections:
         directory = stage_dirs.get(name)
-        body.append(render(directory) if directory is not None and directory.exists()
-                    else f"<h2>{name}</h2><p>Not run.</p>")
+        body.append(
+            render(directory) if directory is not None and directory.exists() else f"<h2>{name}</h2><p>Not run.</p>"
+        )
     stages = _table([(name, str(directory)) for name, directory in stage_dirs.items()], ("stage", "output"))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>codemill run report</title><style>{_STYLE}</style></head>
 <body>
 <h1>codemill run report</h1>
 <p class="muted">Everything below is read from the stage outputs listed at the end; the page needs no network.</p>
-{''.join(body)}
+{"".join(body)}
 <h2>Where everything is</h2>
 {stages}
 <h2>Effective config</h2>

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from codemill.errors import CodemillError
 from codemill.pipelines.common import write_json
 from codemill.pipelines.run_config import RunConfig, plain, stage_key
 
@@ -31,7 +32,7 @@ MARKER = "_STAGE.json"
 STAGES = ("curate", "tokenizer", "tokenize", "train", "export", "eval", "publish", "report")
 
 
-class RunError(RuntimeError):
+class RunError(CodemillError, RuntimeError):
     """A stage could not produce a usable output; names the stage and what to do."""
 
 
@@ -63,9 +64,14 @@ def _plan_sources(config: RunConfig):
     from codemill.curation.sources import plan_sources
 
     job = config.run
-    return plan_sources([str(Path(s).resolve()) if "://" not in s else s for s in job.sources], job.source_kind,
-                        max_files=job.max_files if not job.sources else None, limits=config.curate.limits,
-                        ref=job.ref, content_store=job.content_store)
+    return plan_sources(
+        [str(Path(s).resolve()) if "://" not in s else s for s in job.sources],
+        job.source_kind,
+        max_files=job.max_files if not job.sources else None,
+        limits=config.curate.limits,
+        ref=job.ref,
+        content_store=job.content_store,
+    )
 
 
 def _check_eval_data(config: RunConfig) -> None:
@@ -99,12 +105,19 @@ def plan(config: RunConfig, out: Path, specs: list) -> dict[str, Stage]:
     keys["eval"] = stage_key("eval", keys["train"], config.eval)
     keys["publish"] = stage_key("publish", keys["curate"], config.publish)
     keys["report"] = stage_key("report", *(keys[name] for name in STAGES[:-1]))
-    return {name: Stage(name, key, out / "stages" / f"{name}-{key}", resumable=name in ("curate", "train"))
-            for name, key in keys.items()}
+    return {
+        name: Stage(name, key, out / "stages" / f"{name}-{key}", resumable=name in ("curate", "train"))
+        for name, key in keys.items()
+    }
 
 
-def run_job(config: RunConfig, out: Path, beam_args: list[str] | None = None, fresh: bool = False,
-            say: Callable[[str], None] = print) -> RunResult:
+def run_job(
+    config: RunConfig,
+    out: Path,
+    beam_args: list[str] | None = None,
+    fresh: bool = False,
+    say: Callable[[str], None] = print,
+) -> RunResult:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     lock = open(out / ".lock", "w")  # noqa: SIM115 - held for the whole run, released when the process ends
@@ -120,8 +133,9 @@ def run_job(config: RunConfig, out: Path, beam_args: list[str] | None = None, fr
         lock.close()
 
 
-def _run_stages(config: RunConfig, out: Path, beam_args: list[str] | None, fresh: bool,
-                say: Callable[[str], None]) -> RunResult:
+def _run_stages(
+    config: RunConfig, out: Path, beam_args: list[str] | None, fresh: bool, say: Callable[[str], None]
+) -> RunResult:
     (out / "config.yaml").write_text(config.to_yaml())
     specs = _plan_sources(config)
     if not specs:
@@ -155,20 +169,39 @@ def _run_stages(config: RunConfig, out: Path, beam_args: list[str] | None, fresh
         started = time.monotonic()
         summary = steps[name](stage)
         seconds = time.monotonic() - started
-        write_json(stage.path / MARKER, {"stage": name, "key": stage.key, "seconds": round(seconds, 1),
-                                          "summary": summary})
+        write_json(
+            stage.path / MARKER, {"stage": name, "key": stage.key, "seconds": round(seconds, 1), "summary": summary}
+        )
         result.seconds[name] = seconds
         result.summaries[name] = summary
     _link_outputs(out, stages)
-    write_json(out / "run.json", {"stages": {n: {"dir": str(s.path), "key": s.key, "reused": n in result.reused,
-                                                  "seconds": round(result.seconds.get(n, 0.0), 1),
-                                                  "summary": result.summaries.get(n, {})}
-                                              for n, s in stages.items()}})
+    write_json(
+        out / "run.json",
+        {
+            "stages": {
+                n: {
+                    "dir": str(s.path),
+                    "key": s.key,
+                    "reused": n in result.reused,
+                    "seconds": round(result.seconds.get(n, 0.0), 1),
+                    "summary": result.summaries.get(n, {}),
+                }
+                for n, s in stages.items()
+            }
+        },
+    )
     return result
 
 
-LINKS = {"curated": ("curate", ""), "tokens": ("tokenize", ""), "train": ("train", ""), "model": ("export", ""),
-         "eval": ("eval", ""), "dataset": ("publish", "dataset"), "report.html": ("report", "report.html")}
+LINKS = {
+    "curated": ("curate", ""),
+    "tokens": ("tokenize", ""),
+    "train": ("train", ""),
+    "model": ("export", ""),
+    "eval": ("eval", ""),
+    "dataset": ("publish", "dataset"),
+    "report.html": ("report", "report.html"),
+}
 
 
 def _link_outputs(out: Path, stages: dict[str, Stage]) -> None:
@@ -191,20 +224,29 @@ def _curate(config: RunConfig, specs: list, stage: Stage, beam: list[str], worke
     totals = result.stats.get("totals", {})
     if not totals.get("kept_files"):
         reasons = result.stats.get("drop_reasons", {})
-        raise RunError(f"the corpus is empty after filtering: {totals.get('files', 0)} files read, none kept "
-                       f"(drop reasons: {reasons or 'none recorded'}); loosen the `curate:` filters or give "
-                       "other sources")
-    return {"files": totals.get("files", 0), "kept_files": totals.get("kept_files", 0),
-            "kept_bytes": totals.get("kept_bytes", 0), "repositories": len(specs),
-            "dedup": result.stats.get("dedup", {})}
+        raise RunError(
+            f"the corpus is empty after filtering: {totals.get('files', 0)} files read, none kept "
+            f"(drop reasons: {reasons or 'none recorded'}); loosen the `curate:` filters or give "
+            "other sources"
+        )
+    return {
+        "files": totals.get("files", 0),
+        "kept_files": totals.get("kept_files", 0),
+        "kept_bytes": totals.get("kept_bytes", 0),
+        "repositories": len(specs),
+        "dedup": result.stats.get("dedup", {}),
+    }
 
 
 def _tokenizer(config: RunConfig, curate: Stage, stage: Stage) -> dict:
     from codemill.tokenize.tokenizer import TokenizerConfig, kept_texts, train_tokenizer
 
     section = config.tokenizer
-    path = train_tokenizer(kept_texts(curate.path, section.max_files), stage.path,
-                           TokenizerConfig(vocab_size=section.vocab_size, min_frequency=section.min_frequency))
+    path = train_tokenizer(
+        kept_texts(curate.path, section.max_files),
+        stage.path,
+        TokenizerConfig(vocab_size=section.vocab_size, min_frequency=section.min_frequency),
+    )
     return {"tokenizer": str(path), "vocab_size": section.vocab_size}
 
 
@@ -219,10 +261,16 @@ def _tokenize(config: RunConfig, curate: Stage, tokenizer: Stage, stage: Stage, 
     tokens = result.report["tokens_by_component"]
     empty = [name for name, count in tokens.items() if not count]
     if not sum(tokens.values()) or empty:
-        raise RunError(f"the mixture has no tokens{' in component(s) ' + str(empty) if empty else ''}: its "
-                       "selection matched no kept record; check `tokenize.mixture`")
-    return {"tokens": result.report["totals"].get("tokens", 0), "documents": result.report["totals"].get("documents"),
-            "tokens_by_component": tokens, "contaminated_by_benchmark": result.report["contaminated_by_benchmark"]}
+        raise RunError(
+            f"the mixture has no tokens{' in component(s) ' + str(empty) if empty else ''}: its "
+            "selection matched no kept record; check `tokenize.mixture`"
+        )
+    return {
+        "tokens": result.report["totals"].get("tokens", 0),
+        "documents": result.report["totals"].get("documents"),
+        "tokens_by_component": tokens,
+        "contaminated_by_benchmark": result.report["contaminated_by_benchmark"],
+    }
 
 
 def _train(config: RunConfig, tokenize: Stage, stage: Stage) -> dict:
@@ -231,13 +279,20 @@ def _train(config: RunConfig, tokenize: Stage, stage: Stage) -> dict:
     # CODEMILL_FAIL_AFTER_STEP: fault injection for the resume tests (a hard exit after that step, as
     # a kill would be), outside the config so the stage key, and so the resumed run, stay the same.
     crash = os.environ.get("CODEMILL_FAIL_AFTER_STEP")
-    train_config = dataclasses.replace(config.train, out_dir=str(stage.path),
-                                       data=dataclasses.replace(config.train.data, path=str(tokenize.path)),
-                                       fail_after_step=int(crash) if crash else config.train.fail_after_step)
+    train_config = dataclasses.replace(
+        config.train,
+        out_dir=str(stage.path),
+        data=dataclasses.replace(config.train.data, path=str(tokenize.path)),
+        fail_after_step=int(crash) if crash else config.train.fail_after_step,
+    )
     result = train(train_config)
     rows = [json.loads(line) for line in (stage.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"steps": result.last_step, "resumed_from": result.resumed_from,
-            "first_loss": rows[0]["loss"] if rows else None, "last_loss": rows[-1]["loss"] if rows else None}
+    return {
+        "steps": result.last_step,
+        "resumed_from": result.resumed_from,
+        "first_loss": rows[0]["loss"] if rows else None,
+        "last_loss": rows[-1]["loss"] if rows else None,
+    }
 
 
 def _export(train: Stage, tokenize: Stage, stage: Stage) -> dict:
@@ -261,24 +316,50 @@ def _evaluate(config: RunConfig, train: Stage, stage: Stage, workers: int) -> di
     section = config.eval
     data = {task: Path(path) for task, path in section.data.items()}
     curve_tasks = section.pass_tasks if section.curve_pass_limit > 0 else ()
-    report = run_signal(train.path, list(section.likelihood_tasks), data, section.likelihood_limit,
-                        max_tokens=section.max_tokens, pass_tasks=curve_tasks, pass_limit=section.curve_pass_limit,
-                        max_new_tokens=section.max_new_tokens, progress=True, out_dir=stage.path / "signal")
+    report = run_signal(
+        train.path,
+        list(section.likelihood_tasks),
+        data,
+        section.likelihood_limit,
+        max_tokens=section.max_tokens,
+        pass_tasks=curve_tasks,
+        pass_limit=section.curve_pass_limit,
+        max_new_tokens=section.max_new_tokens,
+        progress=True,
+        out_dir=stage.path / "signal",
+    )
     model = load_model(train.path)
     codec = codec_for(load_tokenizer(tokenizer_dir_of(train.path)))
-    sampling = SamplingConfig(n=section.n, temperature=section.temperature, top_p=section.top_p,
-                              max_new_tokens=section.max_new_tokens)
-    summary: dict = {"signal": {name: {"first": entry["scores"][0], "last": entry["scores"][-1], "sq": entry["sq"],
-                                       "snr": entry["snr"]} for name, entry in report.items()}}
+    sampling = SamplingConfig(
+        n=section.n, temperature=section.temperature, top_p=section.top_p, max_new_tokens=section.max_new_tokens
+    )
+    summary: dict = {
+        "signal": {
+            name: {"first": entry["scores"][0], "last": entry["scores"][-1], "sq": entry["sq"], "snr": entry["snr"]}
+            for name, entry in report.items()
+        }
+    }
     with Sandbox(SandboxConfig(timeout=section.timeout, workers=workers)) as sandbox:
         for task in section.pass_tasks:
             problems = TASKS[task](data.get(task))[: section.pass_limit or None]
-            completions = generate_ours(model, codec, [p.prompt for p in problems], problems[0].stops, sampling,
-                                        progress=True)
+            completions = generate_ours(
+                model, codec, [p.prompt for p in problems], problems[0].stops, sampling, progress=True
+            )
             metrics, results, texts = score(problems, completions, sandbox, section.k, progress=True)
-            write_report(stage.path / "passk" / task, task, metrics, results, texts,
-                         {"k": list(section.k), "n": section.n, "temperature": section.temperature,
-                          "limit": section.pass_limit, "checkpoint": str(train.path)})
+            write_report(
+                stage.path / "passk" / task,
+                task,
+                metrics,
+                results,
+                texts,
+                {
+                    "k": list(section.k),
+                    "n": section.n,
+                    "temperature": section.temperature,
+                    "limit": section.pass_limit,
+                    "checkpoint": str(train.path),
+                },
+            )
             summary[task] = {k: v for k, v in metrics.items() if k.startswith("pass@") or k in ("problems", "statuses")}
     return summary
 
@@ -287,14 +368,19 @@ def _publish(config: RunConfig, curate: Stage, stage: Stage) -> dict:
     from codemill.pipelines.publish import publish_dataset
 
     published = publish_dataset(curate.path, stage.path, config.publish)
-    return {"dataset": str(published.dataset_dir), "rows": published.rows, "shards": published.shards,
-            "languages": {str(k): n for k, n in published.languages.most_common(10)},  # None: no language found
-            "license_types": {str(k): n for k, n in published.license_types.items()}}
+    return {
+        "dataset": str(published.dataset_dir),
+        "rows": published.rows,
+        "shards": published.shards,
+        "languages": {str(k): n for k, n in published.languages.most_common(10)},  # None: no language found
+        "license_types": {str(k): n for k, n in published.license_types.items()},
+    }
 
 
 def _report(config: RunConfig, stages: dict[str, Stage], stage: Stage) -> dict:
     from codemill.pipelines.report import write_report
 
-    path = write_report(stage.path / "report.html", {name: s.path for name, s in stages.items() if name != "report"},
-                        plain(config))
+    path = write_report(
+        stage.path / "report.html", {name: s.path for name, s in stages.items() if name != "report"}, plain(config)
+    )
     return {"report": str(path)}

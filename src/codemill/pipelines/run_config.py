@@ -15,21 +15,21 @@ of an hour on 2 cores; `codemill config show` prints every value in force.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from codemill.curation.config import CurationConfig
 from codemill.dedup.config import DedupConfig
-from codemill.settings import plain, reject_unknown, stage_key  # noqa: F401 (run.py imports them here)
+from codemill.errors import UserError
+from codemill.settings import load_section, plain, reject_unknown, stage_key  # noqa: F401 (run.py imports them here)
 from codemill.tokenize.config import TokenizeConfig
-from codemill.training.data import DataConfig
-from codemill.training.loop import TrainConfig
-from codemill.training.optim import OptimConfig
+from codemill.training.config import DataConfig, OptimConfig, TrainConfig
 
 SECTIONS = ("run", "curate", "dedup", "tokenizer", "tokenize", "train", "eval", "publish")
 
 
-class RunConfigError(ValueError):
+class RunConfigError(UserError):
     """A run config that cannot be used: names the file, the setting and the problem."""
 
 
@@ -47,8 +47,7 @@ class JobConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> JobConfig:
-        reject_unknown(cls, values, "run")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return load_section(cls, values, "run")
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,7 @@ class TokenizerStageConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TokenizerStageConfig:
-        reject_unknown(cls, values, "tokenizer")
-        return cls(**values)
+        return load_section(cls, values, "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -94,8 +92,7 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> EvalConfig:
-        reject_unknown(cls, values, "eval")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return load_section(cls, values, "eval")
 
 
 @dataclass(frozen=True)
@@ -108,16 +105,24 @@ class PublishConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> PublishConfig:
-        reject_unknown(cls, values, "publish")
-        return cls(**values)
+        return load_section(cls, values, "publish")
 
 
 def default_train() -> TrainConfig:
     """The small hybrid for a run of minutes on 2 cores: every checkpoint kept for the eval curves,
     the optimiser state only in the newest two (resume needs one; the other is a fallback)."""
-    return TrainConfig(out_dir="", model="small", data=DataConfig(seq_len=256, seed=1234), steps=80, micro_batch=4,
-                       log_every=5, checkpoint_every=10, keep_checkpoints=1000, keep_optimizer_states=2,
-                       optim=OptimConfig(lr=2e-3, warmup_steps=10, decay_fraction=0.2))
+    return TrainConfig(
+        out_dir="",
+        model="small",
+        data=DataConfig(seq_len=256, seed=1234),
+        steps=80,
+        micro_batch=4,
+        log_every=5,
+        checkpoint_every=10,
+        keep_checkpoints=1000,
+        keep_optimizer_states=2,
+        optim=OptimConfig(lr=2e-3, warmup_steps=10, decay_fraction=0.2),
+    )
 
 
 @dataclass(frozen=True)
@@ -137,24 +142,34 @@ class RunConfig:
         if self.curate.dedup is not None:
             problems.append("dedup goes in its own `dedup:` section, not under `curate:`")
         if train.data.path or train.out_dir:
-            problems.append("train.data.path and train.out_dir are the run's own (the tokenize stage's output and "
-                            "the train stage's directory): leave them out")
+            problems.append(
+                "train.data.path and train.out_dir are the run's own (the tokenize stage's output and "
+                "the train stage's directory): leave them out"
+            )
         checkpoints = train.steps // train.checkpoint_every
         if checkpoints < 2:
-            problems.append(f"train.steps={train.steps} with checkpoint_every={train.checkpoint_every} makes "
-                            f"{checkpoints} checkpoint(s); the eval curves need at least 2")
+            problems.append(
+                f"train.steps={train.steps} with checkpoint_every={train.checkpoint_every} makes "
+                f"{checkpoints} checkpoint(s); the eval curves need at least 2"
+            )
         elif train.keep_checkpoints < checkpoints:
-            problems.append(f"train.keep_checkpoints={train.keep_checkpoints} would delete checkpoints the eval "
-                            f"curves read: set it >= {checkpoints} (steps / checkpoint_every)")
+            problems.append(
+                f"train.keep_checkpoints={train.keep_checkpoints} would delete checkpoints the eval "
+                f"curves read: set it >= {checkpoints} (steps / checkpoint_every)"
+            )
         vocab = train.model_overrides.get("vocab_size")
         if vocab is not None and vocab != self.tokenizer.vocab_size:
-            problems.append(f"train.model_overrides.vocab_size={vocab} differs from tokenizer.vocab_size="
-                            f"{self.tokenizer.vocab_size}: leave it out (the model takes the tokenizer's)")
+            problems.append(
+                f"train.model_overrides.vocab_size={vocab} differs from tokenizer.vocab_size="
+                f"{self.tokenizer.vocab_size}: leave it out (the model takes the tokenizer's)"
+            )
         from codemill.eval.code_tasks import TASKS
-        from codemill.eval.curves import SIGNAL_TASKS
+        from codemill.eval.names import SIGNAL_TASKS
 
-        for name, tasks, allowed in (("likelihood_tasks", self.eval.likelihood_tasks, SIGNAL_TASKS),
-                                     ("pass_tasks", self.eval.pass_tasks, tuple(TASKS))):
+        for name, tasks, allowed in (
+            ("likelihood_tasks", self.eval.likelihood_tasks, SIGNAL_TASKS),
+            ("pass_tasks", self.eval.pass_tasks, tuple(TASKS)),
+        ):
             unknown = [t for t in tasks if t not in allowed]
             if unknown:
                 problems.append(f"eval.{name} {unknown} unknown; choose from {', '.join(allowed)}")
@@ -179,22 +194,39 @@ class RunConfig:
                 elif name == "dedup":
                     kwargs[name] = None if section is None else DedupConfig.from_dict(section)
                 elif name == "train":
-                    kwargs[name] = _train_from(section)
+                    kwargs[name] = train_from(section)
                 elif name == "run" and base_dir is not None and isinstance(section, dict):
                     # Relative source paths in a config file are relative to the file, as curate.optout is.
                     sources = section.get("sources")
                     if isinstance(sources, list):
-                        section = {**section, "sources": [s if "://" in str(s) or Path(str(s)).is_absolute()
-                                                          else str(base_dir / str(s)) for s in sources]}
+                        section = {
+                            **section,
+                            "sources": [
+                                s if "://" in str(s) or Path(str(s)).is_absolute() else str(base_dir / str(s))
+                                for s in sources
+                            ],
+                        }
                     kwargs[name] = JobConfig.from_dict(section)
-                elif name == "eval" and base_dir is not None and isinstance(section, dict) \
-                        and isinstance(section.get("data"), dict):
-                    data = {task: path if Path(str(path)).is_absolute() else str(base_dir / str(path))
-                            for task, path in section["data"].items()}
+                elif (
+                    name == "eval"
+                    and base_dir is not None
+                    and isinstance(section, dict)
+                    and isinstance(section.get("data"), dict)
+                ):
+                    data = {
+                        task: path if Path(str(path)).is_absolute() else str(base_dir / str(path))
+                        for task, path in section["data"].items()
+                    }
                     kwargs[name] = EvalConfig.from_dict({**section, "data": data})
                 else:
-                    kwargs[name] = {"run": JobConfig, "tokenizer": TokenizerStageConfig, "tokenize": TokenizeConfig,
-                                    "eval": EvalConfig, "publish": PublishConfig}[name].from_dict(section)
+                    loaders: dict[str, Callable[[dict], object]] = {
+                        "run": JobConfig.from_dict,
+                        "tokenizer": TokenizerStageConfig.from_dict,
+                        "tokenize": TokenizeConfig.from_dict,
+                        "eval": EvalConfig.from_dict,
+                        "publish": PublishConfig.from_dict,
+                    }
+                    kwargs[name] = loaders[name](section)
             return cls(**kwargs)
         except RunConfigError:
             raise
@@ -228,7 +260,7 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
 
 
-def _train_from(section: dict) -> TrainConfig:
+def train_from(section: dict) -> TrainConfig:
     """The `train:` section over the run's training defaults (not TrainConfig's bare ones)."""
     base = default_train()
     reject_unknown(TrainConfig, section, "train")
@@ -239,4 +271,3 @@ def _train_from(section: dict) -> TrainConfig:
         else:
             merged[name] = value
     return TrainConfig.from_dict(merged)
-

@@ -31,6 +31,8 @@ from typing import Iterable, Iterator, NamedTuple
 import apache_beam as beam
 import numpy as np
 
+from codemill.errors import UserError
+from codemill.jsonl import read_json
 from codemill.pipelines.common import (
     ProgressBar,
     StatsCombine,
@@ -50,6 +52,7 @@ from codemill.pipelines.pooled import PooledDoFn
 from codemill.progress import bar
 from codemill.records import MANIFEST_SCHEMA, FileRecord, records_from_table
 from codemill.shards import parse_shard_name, shard_name, shard_of, shard_paths
+from codemill.storage import StoragePath, copy_file, copy_tree, location, resolved, rmtree
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.decontam import DecontamConfig, decontaminate_record, warm_matcher
 from codemill.tokenize.documents import (
@@ -65,8 +68,6 @@ from codemill.tokenize.indexed import ShardInfo, TokenShardWriter, token_dtype
 from codemill.tokenize.mixture import MixtureSpec, blend
 from codemill.tokenize.stats import TokenizeStats
 from codemill.tokenize.tokenizer import load_tokenizer
-from codemill.jsonl import read_json
-from codemill.storage import StoragePath, copy_file, copy_tree, location, resolved, rmtree
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,23 @@ REPORT = "tokenize.json"
 class PlannedRepository(NamedTuple):
     """One repository's files in one mixture component, planned for token shard `index`."""
 
-    index: int
+    shard: int
     component: str
     repo: str
     plan: RepositoryPlan | None  # None: every file of it in this component is empty
     tentative: bool = False  # planned before its files were decontaminated: settled before assembly
 
 
-def write_token_shards(items: Iterable[PlannedRepository], tokenizer, config: DocumentConfig, out_dir: str,
-                       num_shards: int, dtype: type, batch_chars: int = 4_000_000,
-                       settler: _Decontaminated | None = None) -> Iterator[tuple]:
+def write_token_shards(
+    items: Iterable[PlannedRepository],
+    tokenizer,
+    config: DocumentConfig,
+    out_dir: str,
+    num_shards: int,
+    dtype: type,
+    batch_chars: int = 4_000_000,
+    settler: _Decontaminated | None = None,
+) -> Iterator[tuple]:
     """Planned repositories, by shard index and then repository name -> token shards written under
     out_dir/tokens/<component>/part-<index>, and the stats events. A component named with a None
     plan (its files there were all empty) still gets its shard, empty. Planning, assembly and
@@ -118,7 +126,7 @@ def write_token_shards(items: Iterable[PlannedRepository], tokenizer, config: Do
     def planned() -> Iterator[RepositoryPlan]:
         for item in items:
             if not item.tentative:
-                claim(item.index, item.component)
+                claim(item.shard, item.component)
             if item.plan is not None:
                 waiting.append(item)
                 yield item.plan
@@ -128,22 +136,32 @@ def write_token_shards(items: Iterable[PlannedRepository], tokenizer, config: Do
     try:
         for plan, ids in encode_plans(tokenizer, planned(), batch_chars):
             item = waiting.popleft()
-            if item.index != current:
+            if item.shard != current:
                 if current is not None:
-                    close_before(item.index)
-                current = item.index
+                    close_before(item.shard)
+                current = item.shard
             if item.tentative:
                 settle()
-                plan = settler.final(item.repo, item.component)
-                if plan is None:
+                assert settler is not None  # tentative plans come from the settler
+                final = settler.final(item.repo, item.component)
+                if final is None:
                     continue
+                plan = final
                 if plan is not item.plan:  # decontamination dropped some of its files
                     ids = encode_pieces(tokenizer, plan.pieces)
-            writer = writers[item.index, item.component]
+            writer = writers[item.shard, item.component]
             for doc in assemble_documents(plan, ids, tokenizer, config):
                 writer.add(doc)
-                events.append(("document", item.component, len(doc.tokens), sum(1 for s in doc.spans if s.fim),
-                               len(doc.spans), doc.split_file))
+                events.append(
+                    (
+                        "document",
+                        item.component,
+                        len(doc.tokens),
+                        sum(1 for s in doc.spans if s.fim),
+                        len(doc.spans),
+                        doc.split_file,
+                    )
+                )
                 progress.update(1)
         close_before(None)
     except BaseException:
@@ -165,8 +183,15 @@ class WriteTokenShard(beam.DoFn):
     events. Repositories are made into documents in name order, so the shard is the same bytes on
     any runner with any number of workers."""
 
-    def __init__(self, tokenizer_path: str, config: DocumentConfig, out_dir: str, num_shards: int, dtype: str,
-                 batch_chars: int = 4_000_000) -> None:
+    def __init__(
+        self,
+        tokenizer_path: str,
+        config: DocumentConfig,
+        out_dir: str,
+        num_shards: int,
+        dtype: str,
+        batch_chars: int = 4_000_000,
+    ) -> None:
         self.tokenizer_path, self.config, self.out_dir = tokenizer_path, config, out_dir
         self.num_shards, self.dtype, self.batch_chars = num_shards, dtype, batch_chars
 
@@ -179,15 +204,31 @@ class WriteTokenShard(beam.DoFn):
         for blob in sources:
             source = SourceText(*pickle.loads(blob))  # shuffled as bytes (see _assign_shard)
             by_repo[source.repo].append(source)
-        items = (PlannedRepository(index, component, repo, plan_repository(repo, by_repo.pop(repo), self.config))
-                 for repo in sorted(by_repo))
-        yield from write_token_shards(items, self.tokenizer, self.config, self.out_dir, self.num_shards,
-                                      np.dtype(self.dtype).type, self.batch_chars)
+        items = (
+            PlannedRepository(index, component, repo, plan_repository(repo, by_repo.pop(repo), self.config))
+            for repo in sorted(by_repo)
+        )
+        yield from write_token_shards(
+            items,
+            self.tokenizer,
+            self.config,
+            self.out_dir,
+            self.num_shards,
+            np.dtype(self.dtype).type,
+            self.batch_chars,
+        )
 
 
 def _source_text(record: FileRecord) -> SourceText:
-    return SourceText(record.swhid, record.qualified_swhid, record.repo, record.path, record.content,
-                      record.license_spdx, record.license_type)
+    return SourceText(
+        record.swhid or "",  # every curated record has one
+        record.qualified_swhid,
+        record.repo,
+        record.path,
+        record.content or "",  # read only for kept records with content
+        record.license_spdx,
+        record.license_type,
+    )
 
 
 def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> Iterator[tuple]:
@@ -204,7 +245,7 @@ def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> 
         yield "record", ((component, shard_of(record.repo, num_shards)), pickle.dumps(tuple(source), protocol=5))
 
 
-class InputLayoutError(ValueError):
+class InputLayoutError(UserError):
     """An input shard that does not hold what its stage's marker promised (names the shard)."""
 
 
@@ -214,7 +255,8 @@ def _repositories(path: str, rows: int) -> Iterator[tuple[str, list[FileRecord]]
 
     from codemill.shards import parquet_file
 
-    current, files = None, []
+    current = ""
+    files: list[FileRecord] = []
     for batch in parquet_file(path).iter_batches(batch_size=rows):
         for record in records_from_table(pa.Table.from_batches([batch])):
             if not record.kept or record.content is None:
@@ -276,8 +318,10 @@ class _Decontaminated:
         return by_component, dropped
 
     def _plans(self, repo: str, by_component: dict[str, list[SourceText]]) -> dict[str, RepositoryPlan | None]:
-        return {component: plan_repository(repo, by_component[component], self.config.documents)
-                for component in sorted(by_component)}
+        return {
+            component: plan_repository(repo, by_component[component], self.config.documents)
+            for component in sorted(by_component)
+        }
 
     def plan(self, index: int, repo: str, records: list[FileRecord]) -> Iterator[PlannedRepository]:
         if self.matcher is None or self.matcher.done():
@@ -294,6 +338,7 @@ class _Decontaminated:
         component) pairs they turned out to have."""
         claims = []
         if self.pending:
+            assert self.matcher is not None  # set up before any repository is held back
             self.matcher.result()  # waits for the build, or raises its error
         for index, repo, records, tentative in self.pending:
             by_component, dropped = self._clean(records)
@@ -319,8 +364,15 @@ class TokenizeRepoShards(beam.DoFn):
     idle at shard boundaries; one each on a distributed runner). The shuffle path (`Tokenize`)
     writes the same bytes."""
 
-    def __init__(self, tokenizer_path: str, config: TokenizeConfig, out_dir: str, dtype: str,
-                 batch_chars: int = 4_000_000, read_rows: int = 1024) -> None:
+    def __init__(
+        self,
+        tokenizer_path: str,
+        config: TokenizeConfig,
+        out_dir: str,
+        dtype: str,
+        batch_chars: int = 4_000_000,
+        read_rows: int = 1024,
+    ) -> None:
         self.tokenizer_path, self.config, self.out_dir, self.dtype = tokenizer_path, config, out_dir, dtype
         self.batch_chars, self.read_rows = batch_chars, read_rows
 
@@ -345,16 +397,30 @@ class TokenizeRepoShards(beam.DoFn):
                 previous = None
                 for repo, records in _repositories(path, self.read_rows):
                     if previous is not None and repo <= previous:
-                        raise InputLayoutError(f"{path}: repository {repo!r} comes after {previous!r}, so the shard "
-                                               "is not sorted by repository; re-run the stage that wrote it")
+                        raise InputLayoutError(
+                            f"{path}: repository {repo!r} comes after {previous!r}, so the shard "
+                            "is not sorted by repository; re-run the stage that wrote it"
+                        )
                     if shard_of(repo, config.num_shards) != index:
-                        raise InputLayoutError(f"{path}: repository {repo!r} belongs to shard "
-                                               f"{shard_of(repo, config.num_shards)}; re-run the stage that wrote it")
+                        raise InputLayoutError(
+                            f"{path}: repository {repo!r} belongs to shard "
+                            f"{shard_of(repo, config.num_shards)}; re-run the stage that wrote it"
+                        )
                     previous = repo
                     yield from decontaminated.plan(index, repo, records)
 
-        events = list(write_token_shards(items(), self.tokenizer, config.documents, self.out_dir, config.num_shards,
-                                         np.dtype(self.dtype).type, self.batch_chars, decontaminated))
+        events = list(
+            write_token_shards(
+                items(),
+                self.tokenizer,
+                config.documents,
+                self.out_dir,
+                config.num_shards,
+                np.dtype(self.dtype).type,
+                self.batch_chars,
+                decontaminated,
+            )
+        )
         yield from side
         for event in events:
             yield "event", event
@@ -363,8 +429,9 @@ class TokenizeRepoShards(beam.DoFn):
 class Tokenize(beam.PTransform):
     """Records -> {'contaminated': dropped records, 'events': stats events}; writes the shards."""
 
-    def __init__(self, config: TokenizeConfig, tokenizer_path: str, out_dir: str, dtype: str,
-                 processes: int = 1) -> None:
+    def __init__(
+        self, config: TokenizeConfig, tokenizer_path: str, out_dir: str, dtype: str, processes: int = 1
+    ) -> None:
         super().__init__()
         self.config, self.tokenizer_path, self.out_dir, self.dtype = config, tokenizer_path, out_dir, dtype
         self.processes = processes
@@ -378,8 +445,10 @@ class Tokenize(beam.PTransform):
             # Threads, not processes: the matcher's scan releases the GIL, and a process pool would
             # pickle every record there and back and build the matcher once per process. The
             # matcher (~1.5 s) is built while the first records are read.
-            | "Decontaminate" >> beam.ParDo(PooledDoFn(decontaminate_record, (config.decontam,), self.processes,
-                                                       threads=True, warmup=warm_matcher))
+            | "Decontaminate"
+            >> beam.ParDo(
+                PooledDoFn(decontaminate_record, (config.decontam,), self.processes, threads=True, warmup=warm_matcher)
+            )
         )
         assigned = (
             checked
@@ -390,17 +459,17 @@ class Tokenize(beam.PTransform):
             assigned
             | "ToShard" >> beam.FlatMap(tagged, "record")
             | "GroupShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteTokenShard(self.tokenizer_path, config.documents, self.out_dir,
-                                                         config.num_shards, self.dtype))
+            | "WriteShard"
+            >> beam.ParDo(
+                WriteTokenShard(self.tokenizer_path, config.documents, self.out_dir, config.num_shards, self.dtype)
+            )
         )
         events = (
-            (checked | "CheckEvents" >> beam.FlatMap(tagged, "event"),
-             assigned | "MixEvents" >> beam.FlatMap(tagged, "event"), shard_events)
-            | "Events" >> beam.Flatten()
-        )
+            checked | "CheckEvents" >> beam.FlatMap(tagged, "event"),
+            assigned | "MixEvents" >> beam.FlatMap(tagged, "event"),
+            shard_events,
+        ) | "Events" >> beam.Flatten()
         return {"contaminated": checked | "Contaminated" >> beam.FlatMap(tagged, "contaminated"), "events": events}
-
-
 
 
 class TokenizeByRepository(beam.PTransform):
@@ -415,11 +484,13 @@ class TokenizeByRepository(beam.PTransform):
         tagged_outputs = (
             groups
             | "Spread" >> beam.Reshuffle()  # one group per worker on a distributed runner
-            | "TokenizeShards" >> beam.ParDo(TokenizeRepoShards(self.tokenizer_path, self.config, self.out_dir,
-                                                                 self.dtype))
+            | "TokenizeShards"
+            >> beam.ParDo(TokenizeRepoShards(self.tokenizer_path, self.config, self.out_dir, self.dtype))
         )
-        return {"contaminated": tagged_outputs | "Contaminated" >> beam.FlatMap(tagged, "contaminated"),
-                "events": tagged_outputs | "Events" >> beam.FlatMap(tagged, "event")}
+        return {
+            "contaminated": tagged_outputs | "Contaminated" >> beam.FlatMap(tagged, "contaminated"),
+            "events": tagged_outputs | "Events" >> beam.FlatMap(tagged, "event"),
+        }
 
 
 @dataclass
@@ -429,9 +500,15 @@ class TokenizeResult:
     seconds: float
 
 
-def run_tokenize(in_dir: StoragePath | str, out_dir: StoragePath | str, tokenizer: StoragePath | str,
-                 config: TokenizeConfig = TokenizeConfig(),
-                 pipeline_args: list[str] | None = None, processes: int = 1, shuffle: bool = False) -> TokenizeResult:
+def run_tokenize(
+    in_dir: StoragePath | str,
+    out_dir: StoragePath | str,
+    tokenizer: StoragePath | str,
+    config: TokenizeConfig = TokenizeConfig(),
+    pipeline_args: list[str] | None = None,
+    processes: int = 1,
+    shuffle: bool = False,
+) -> TokenizeResult:
     """`codemill tokenize IN OUT --tokenizer T`: kept records of a curation or dedup output -> token
     shards. An input laid out by repository with `config.num_shards` shards is read shard by shard
     without a shuffle, unless `shuffle` (the same bytes either way)."""
@@ -463,18 +540,27 @@ def run_tokenize(in_dir: StoragePath | str, out_dir: StoragePath | str, tokenize
     if by_repository:
         # One process here: every shard in one element, so batches flow over shard boundaries.
         groups = [tuple(paths)] if is_single_process(options, runner) else [(path,) for path in paths]
-        outputs = pipeline | "InputShards" >> beam.Create(groups) | "Tokenize" >> TokenizeByRepository(
-            config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__)
+        outputs = (
+            pipeline
+            | "InputShards" >> beam.Create(groups)
+            | "Tokenize" >> TokenizeByRepository(config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__)
+        )
     else:
-        log.info("tokenize: %s is not laid out by repository in %d shards; shuffling its records", in_dir,
-                 config.num_shards)
+        log.info(
+            "tokenize: %s is not laid out by repository in %d shards; shuffling its records", in_dir, config.num_shards
+        )
         outputs = read_records(pipeline, in_dir, "data") | "Tokenize" >> Tokenize(
-            config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__, processes)
+            config, str(out_dir / "tokenizer"), str(out_dir), dtype.__name__, processes
+        )
     outputs["contaminated"] | "WriteContaminated" >> WriteShards(
-        str(out_dir), (("contaminated", MANIFEST_SCHEMA, "all"),), config.num_shards)
+        str(out_dir), (("contaminated", MANIFEST_SCHEMA, "all"),), config.num_shards
+    )
     report_path = out_dir / REPORT
-    (outputs["events"] | "Stats" >> beam.CombineGlobally(StatsCombine(TokenizeStats))
-     | "WriteReport" >> beam.Map(lambda stats: write_json(report_path, stats)))
+    (
+        outputs["events"]
+        | "Stats" >> beam.CombineGlobally(StatsCombine(TokenizeStats))
+        | "WriteReport" >> beam.Map(lambda stats: write_json(report_path, stats))
+    )
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started
@@ -496,13 +582,24 @@ def _check(out_dir: StoragePath, num_shards: int) -> dict:
     if not (out_dir / REPORT).exists():
         raise IncompleteOutputError(f"the pipeline finished but {out_dir / REPORT} was not written")
     report = read_json(out_dir / REPORT)
-    missing = [f"{name}{suffix}" for name in report["shards"] for suffix in (".bin", ".idx", ".trace.parquet")
-               if not (out_dir / "tokens" / f"{name}{suffix}").exists()]
-    missing += [f"contaminated/{shard_name(i, num_shards)}" for i in range(num_shards)
-                if not (out_dir / "contaminated" / shard_name(i, num_shards)).exists()]
+    missing = [
+        f"{name}{suffix}"
+        for name in report["shards"]
+        for suffix in (".bin", ".idx", ".trace.parquet")
+        if not (out_dir / "tokens" / f"{name}{suffix}").exists()
+    ]
+    missing += [
+        f"contaminated/{shard_name(i, num_shards)}"
+        for i in range(num_shards)
+        if not (out_dir / "contaminated" / shard_name(i, num_shards)).exists()
+    ]
     if missing:
-        raise IncompleteOutputError(f"tokenize output under {out_dir} is incomplete (missing: {', '.join(missing[:4])})")
+        raise IncompleteOutputError(
+            f"tokenize output under {out_dir} is incomplete (missing: {', '.join(missing[:4])})"
+        )
     if not report["shards"]:
-        raise IncompleteOutputError(f"no documents were made from the records under {out_dir}: every file was empty, "
-                                    "contaminated or dropped before this stage")
+        raise IncompleteOutputError(
+            f"no documents were made from the records under {out_dir}: every file was empty, "
+            "contaminated or dropped before this stage"
+        )
     return report

@@ -3,11 +3,57 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codemill.settings import reject_unknown
-from codemill.tokenize.decontam import DecontamConfig
 from codemill.tokenize.documents import DocumentConfig
 from codemill.tokenize.mixture import MixtureSpec
+
+if TYPE_CHECKING:
+    from codemill.tokenize.decontam import BenchmarkTask
+
+
+@dataclass(frozen=True)
+class DecontamConfig:
+    """Which benchmarks, and how they are matched. `benchmarks` maps a name to a JSONL path; the
+    names humaneval, mbpp and gsm8k use their loaders (humaneval needs no path: give '')."""
+
+    benchmarks: dict = field(default_factory=lambda: {"humaneval": ""})
+    extra_fields: dict = field(default_factory=dict)  # name -> [text fields] for other JSONL files
+    ngram: int = 13
+    ngram_overlap: float = 0.5
+    min_exact_chars: int = 50
+
+    def __post_init__(self) -> None:
+        if self.ngram < 1:
+            raise ValueError(f"decontamination ngram must be >= 1, got {self.ngram}")
+        if not 0.0 < self.ngram_overlap <= 1.0:
+            raise ValueError(f"decontamination ngram_overlap must be in (0, 1], got {self.ngram_overlap}")
+        unknown = set(self.benchmarks) - {"humaneval", "mbpp", "gsm8k"} - set(self.extra_fields)
+        if unknown:
+            raise ValueError(
+                f"benchmark(s) {sorted(unknown)} need their text fields in extra_fields "
+                "(name: [field, ...]); built in: humaneval, mbpp, gsm8k"
+            )
+
+    def load_tasks(self) -> list[BenchmarkTask]:
+        # Here, not at the top: the loaders live with the matcher, which imports numba.
+        from codemill.tokenize.decontam import load_gsm8k, load_humaneval, load_jsonl_tasks, load_mbpp
+
+        tasks: list[BenchmarkTask] = []
+        for name, path in sorted(self.benchmarks.items()):
+            if name == "humaneval":
+                tasks += load_humaneval(Path(path) if path else None)
+            elif not path:
+                raise ValueError(f"benchmark {name} needs a path to its JSONL file")
+            elif name == "mbpp":
+                tasks += load_mbpp(Path(path))
+            elif name == "gsm8k":
+                tasks += load_gsm8k(Path(path))
+            else:
+                tasks += load_jsonl_tasks(Path(path), name, self.extra_fields[name], "task_id")
+        return tasks
 
 
 @dataclass(frozen=True)

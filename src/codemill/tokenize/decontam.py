@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -36,7 +36,9 @@ import numba
 import numpy as np
 
 from codemill.dedup.minhash import _TOKEN_P, _mix64, every_code_point, word_char_table
+from codemill.errors import UserError
 from codemill.jsonl import read_jsonl
+from codemill.tokenize.config import DecontamConfig
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,17 @@ class BenchmarkTask:
         return f"{self.benchmark}:{self.task_id}"
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError):
     """A benchmark file that cannot be read (names the file and the reason)."""
 
 
-def load_jsonl_tasks(path: Path, benchmark: str, text_fields: Iterable[str], id_field: str | None = None) -> list[BenchmarkTask]:
+def load_jsonl_tasks(
+    path: Path, benchmark: str, text_fields: Iterable[str], id_field: str | None = None
+) -> list[BenchmarkTask]:
     """Any JSONL of texts: one task per row; `id_field` names it (default: the row number)."""
     fields = tuple(text_fields)
     tasks = []
-    for number, row in enumerate(read_jsonl(Path(path), BenchmarkError, 'benchmark file')):
+    for number, row in enumerate(read_jsonl(Path(path), BenchmarkError, "benchmark file")):
         texts = []
         for name in fields:
             value = row.get(name)
@@ -96,43 +100,6 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-@dataclass(frozen=True)
-class DecontamConfig:
-    """Which benchmarks, and how they are matched. `benchmarks` maps a name to a JSONL path; the
-    names humaneval, mbpp and gsm8k use their loaders (humaneval needs no path: give '')."""
-
-    benchmarks: dict = field(default_factory=lambda: {"humaneval": ""})
-    extra_fields: dict = field(default_factory=dict)  # name -> [text fields] for other JSONL files
-    ngram: int = 13
-    ngram_overlap: float = 0.5
-    min_exact_chars: int = 50
-
-    def __post_init__(self) -> None:
-        if self.ngram < 1:
-            raise ValueError(f"decontamination ngram must be >= 1, got {self.ngram}")
-        if not 0.0 < self.ngram_overlap <= 1.0:
-            raise ValueError(f"decontamination ngram_overlap must be in (0, 1], got {self.ngram_overlap}")
-        unknown = set(self.benchmarks) - {"humaneval", "mbpp", "gsm8k"} - set(self.extra_fields)
-        if unknown:
-            raise ValueError(f"benchmark(s) {sorted(unknown)} need their text fields in extra_fields "
-                             "(name: [field, ...]); built in: humaneval, mbpp, gsm8k")
-
-    def load_tasks(self) -> list[BenchmarkTask]:
-        tasks: list[BenchmarkTask] = []
-        for name, path in sorted(self.benchmarks.items()):
-            if name == "humaneval":
-                tasks += load_humaneval(Path(path) if path else None)
-            elif not path:
-                raise ValueError(f"benchmark {name} needs a path to its JSONL file")
-            elif name == "mbpp":
-                tasks += load_mbpp(Path(path))
-            elif name == "gsm8k":
-                tasks += load_gsm8k(Path(path))
-            else:
-                tasks += load_jsonl_tasks(Path(path), name, self.extra_fields[name], "task_id")
-        return tasks
-
-
 _ANCHOR = 32
 
 
@@ -157,8 +124,9 @@ class HashSet:
         mask = np.uint64((1 << bits) - 1)
         for row in range(2):
             slots = (values >> np.uint64(row * bits)) & mask
-            np.bitwise_or.at(rows[row], (slots >> np.uint64(6)).astype(np.intp),
-                             np.left_shift(np.uint64(1), slots & np.uint64(63)))
+            np.bitwise_or.at(
+                rows[row], (slots >> np.uint64(6)).astype(np.intp), np.left_shift(np.uint64(1), slots & np.uint64(63))
+            )
         return cls(rows, bits, values)
 
 
@@ -231,8 +199,26 @@ _GRAM_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: the 13-gram hash rolls over t
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan_kernel(cps, classes, lower, k, base, inverse_base, anchor_rows, anchor_bits, anchor_values, ngram,
-                 gram_power, gram_rows, gram_bits, gram_values, all_grams, out_positions, out_anchors, out_grams):
+def _scan_kernel(
+    cps,
+    classes,
+    lower,
+    k,
+    base,
+    inverse_base,
+    anchor_rows,
+    anchor_bits,
+    anchor_values,
+    ngram,
+    gram_power,
+    gram_rows,
+    gram_bits,
+    gram_values,
+    all_grams,
+    out_positions,
+    out_anchors,
+    out_grams,
+):
     """One pass over a text's code points doing the hashing of both tests.
 
     Exact test: whitespace-normalise on the fly (as `normalise`: a run of whitespace becomes one
@@ -355,14 +341,38 @@ class Decontaminator:
         self.task_grams, self.gram_owners = task_grams[order], owners[order]
         self.gram_set = HashSet.of(self.task_grams)
 
-    def _scan(self, cps: np.ndarray, gram_set: HashSet, all_grams: bool, grams: np.ndarray,
-              positions: np.ndarray | None = None, anchors: np.ndarray | None = None) -> tuple[int, int]:
+    def _scan(
+        self,
+        cps: np.ndarray,
+        gram_set: HashSet,
+        all_grams: bool,
+        grams: np.ndarray,
+        positions: np.ndarray | None = None,
+        anchors: np.ndarray | None = None,
+    ) -> tuple[int, int]:
         anchor_set = self.anchor_set
         if positions is None:  # the benchmark side: no anchor is looked for
             positions, anchors, anchor_set = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint64), _EMPTY
-        return _scan_kernel(cps, self.classes, self.lower, self.anchor_length, _HASH_BASE, _HASH_BASE_INVERSE,
-                            anchor_set.rows, anchor_set.bits, anchor_set.values, self.config.ngram, self.gram_power,
-                            gram_set.rows, gram_set.bits, gram_set.values, all_grams, positions, anchors, grams)
+        return _scan_kernel(
+            cps,
+            self.classes,
+            self.lower,
+            self.anchor_length,
+            _HASH_BASE,
+            _HASH_BASE_INVERSE,
+            anchor_set.rows,
+            anchor_set.bits,
+            anchor_set.values,
+            self.config.ngram,
+            self.gram_power,
+            gram_set.rows,
+            gram_set.bits,
+            gram_set.values,
+            all_grams,
+            positions,
+            anchors,
+            grams,
+        )
 
     def match(self, text: str) -> BenchmarkTask | None:
         """The task (smallest label first, so runs are deterministic) the text is contaminated by."""
@@ -379,7 +389,9 @@ class Decontaminator:
         hits: set[int] = set()
         if found_anchors and self.by_anchor:
             normal = normalise(text)  # rare: only a text with a candidate window pays for it
-            for position, anchor in zip(positions[:found_anchors].tolist(), anchors[:found_anchors].tolist()):
+            for position, anchor in zip(
+                positions[:found_anchors].tolist(), anchors[:found_anchors].tolist(), strict=False
+            ):
                 for pattern in self.by_anchor.get(anchor, ()):
                     if normal.startswith(pattern, position):
                         hits.update(self.patterns[pattern])
@@ -387,7 +399,7 @@ class Decontaminator:
             found = np.unique(grams[:found_grams])
             lo = np.searchsorted(self.task_grams, found, side="left")
             hi = np.searchsorted(self.task_grams, found, side="right")
-            owners = np.concatenate([self.gram_owners[a:b] for a, b in zip(lo.tolist(), hi.tolist())])
+            owners = np.concatenate([self.gram_owners[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=False)])
             shared = np.bincount(owners, minlength=len(self.tasks))
             flagged = np.flatnonzero((shared > 0) & (shared >= self.config.ngram_overlap * self.ngram_counts))
             hits.update(flagged.tolist())
@@ -436,5 +448,7 @@ def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
     task = matcher.match(record.content)
     if task is None:
         return events + [("clean", record)]
-    return events + [("event", ("contaminated", task.benchmark)),
-                     ("contaminated", record.drop(f"contaminated_by {task.label}"))]
+    return events + [
+        ("event", ("contaminated", task.benchmark)),
+        ("contaminated", record.drop(f"contaminated_by {task.label}")),
+    ]

@@ -93,7 +93,9 @@ class Document:
 
 
 def special_ids(tokenizer) -> dict[str, int]:
-    return {name: tokenizer.token_to_id(name) for name in (EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME)}
+    return {
+        name: tokenizer.token_to_id(name) for name in (EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME)
+    }
 
 
 def _fim_split(content: str, rng: random.Random) -> tuple[int, int]:
@@ -123,6 +125,7 @@ def plan_repository(repo: str, files: Sequence[SourceText], config: DocumentConf
     plan = RepositoryPlan(repo, rng, [], [repo])
     for f in files:
         fim = ""
+        parts: tuple[str, ...]
         if len(f.content) >= 2 and rng.random() < config.fim_rate:
             fim = "spm" if rng.random() < config.fim_spm_rate else "psm"
             a, b = _fim_split(f.content, rng)
@@ -159,8 +162,9 @@ def build_documents(repo: str, files: Sequence[SourceText], tokenizer, config: D
         yield from assemble_documents(plan, encode_pieces(tokenizer, plan.pieces), tokenizer, config)
 
 
-def encode_plans(tokenizer, plans: Iterable[RepositoryPlan],
-                 batch_chars: int = 4_000_000) -> Iterator[tuple[RepositoryPlan, list[np.ndarray]]]:
+def encode_plans(
+    tokenizer, plans: Iterable[RepositoryPlan], batch_chars: int = 4_000_000
+) -> Iterator[tuple[RepositoryPlan, list[np.ndarray]]]:
     """Each plan with the ids of its pieces, in input order. Plans are pooled into batches of about
     `batch_chars` characters (one repository alone is too small to keep the encoder's threads
     busy), and the next batch encodes in a background thread while the caller works on the
@@ -186,7 +190,7 @@ def encode_plans(tokenizer, plans: Iterable[RepositoryPlan],
     def split(batch: list[RepositoryPlan], encodings: list) -> Iterator[tuple[RepositoryPlan, list[np.ndarray]]]:
         at = 0
         for plan in batch:
-            yield plan, ids_of(encodings[at: at + len(plan.pieces)])
+            yield plan, ids_of(encodings[at : at + len(plan.pieces)])
             at += len(plan.pieces)
 
     # The encoder's thread runs only the Rust encoder (GIL released) and starts the next batch as
@@ -204,7 +208,9 @@ def encode_plans(tokenizer, plans: Iterable[RepositoryPlan],
             yield from split(pending[0], pending[1].result())
 
 
-def assemble_documents(plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, config: DocumentConfig) -> Iterator[Document]:
+def assemble_documents(
+    plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, config: DocumentConfig
+) -> Iterator[Document]:
     sp = special_ids(tokenizer)
     rng, repo = plan.rng, plan.repo
     repo_ids = ids[0]
@@ -225,11 +231,17 @@ def assemble_documents(plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, c
         return doc
 
     for f, fim, at, count in plan.files:
-        part_ids = ids[at + 1: at + 1 + count]
+        part_ids = ids[at + 1 : at + 1 + count]
         if fim == "psm":
             prefix, middle, suffix = part_ids
-            body = [np.array([sp[FIM_PREFIX]]), prefix, np.array([sp[FIM_SUFFIX]]), suffix,
-                    np.array([sp[FIM_MIDDLE]]), middle]
+            body = [
+                np.array([sp[FIM_PREFIX]]),
+                prefix,
+                np.array([sp[FIM_SUFFIX]]),
+                suffix,
+                np.array([sp[FIM_MIDDLE]]),
+                middle,
+            ]
         elif fim == "spm":
             prefix, middle, suffix = part_ids
             body = [np.array([sp[FIM_PREFIX], sp[FIM_SUFFIX]]), suffix, np.array([sp[FIM_MIDDLE]]), prefix, middle]
@@ -249,8 +261,22 @@ def assemble_documents(plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, c
             start = length
             chunks += [np.array([sp[FILE_SEP]]), path_ids] + body
             length += segment_length
-            spans.append(FileSpan(f.swhid, f.qualified_swhid, f.repo, f.path, f.license_spdx, f.license_type,
-                                  start, start + 1 + len(path_ids), length, 0, len(f.content), fim))
+            spans.append(
+                FileSpan(
+                    f.swhid,
+                    f.qualified_swhid,
+                    f.repo,
+                    f.path,
+                    f.license_spdx,
+                    f.license_type,
+                    start,
+                    start + 1 + len(path_ids),
+                    length,
+                    0,
+                    len(f.content),
+                    fim,
+                )
+            )
             continue
         # One file longer than a document: its parts in content order are a lossless tokenisation of
         # it (FIM is dropped); cut that into documents of their own.
@@ -268,8 +294,10 @@ def assemble_documents(plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, c
 def _piece_budget(config: DocumentConfig, head: list[np.ndarray], path_ids: np.ndarray) -> int:
     budget = config.max_tokens - 2 - sum(len(c) for c in head) - len(path_ids)  # <file_sep> and <|endoftext|>
     if budget < 16:
-        raise ValueError(f"max_tokens {config.max_tokens} leaves {budget} tokens of content after the repository "
-                         "name and path; raise documents max_tokens")
+        raise ValueError(
+            f"max_tokens {config.max_tokens} leaves {budget} tokens of content after the repository "
+            "name and path; raise documents max_tokens"
+        )
     return budget
 
 
@@ -306,7 +334,7 @@ def _cuts_by_bytes(content: str, tokens: np.ndarray, budget: int, tokenizer) -> 
         while hi < len(tokens) and hi > lo + 1 and (data[ends[hi - 1]] & 0xC0) == 0x80:  # inside a character
             hi -= 1
         start_byte = ends[lo - 1] if lo else 0
-        chars = len(data[start_byte:ends[hi - 1]].decode("utf-8", "surrogatepass"))
+        chars = len(data[start_byte : ends[hi - 1]].decode("utf-8", "surrogatepass"))
         cuts.append((lo, hi, char_at, char_at + chars))
         lo, char_at = hi, char_at + chars
     return cuts
@@ -330,26 +358,47 @@ def _cuts_by_decoding(f: SourceText, tokens: np.ndarray, budget: int, tokenizer)
     return cuts
 
 
-def _split_file(f: SourceText, tokens: np.ndarray, tokenizer, config: DocumentConfig, sp: dict,
-                head: list[np.ndarray], path_ids: np.ndarray, repo: str, first_index: int) -> Iterator[Document]:
+def _split_file(
+    f: SourceText,
+    tokens: np.ndarray,
+    tokenizer,
+    config: DocumentConfig,
+    sp: dict,
+    head: list[np.ndarray],
+    path_ids: np.ndarray,
+    repo: str,
+    first_index: int,
+) -> Iterator[Document]:
     """Pieces of at most the budget, each traced to the characters it holds."""
     budget = _piece_budget(config, head, path_ids)
     start = sum(len(c) for c in head)
     cuts = _cuts_by_bytes(f.content, tokens, budget, tokenizer) or _cuts_by_decoding(f, tokens, budget, tokenizer)
     for n, (lo, hi, char_start, char_end) in enumerate(cuts):
         chunks = head + [np.array([sp[FILE_SEP]]), path_ids, tokens[lo:hi], np.array([sp[EOS]])]
-        span = FileSpan(f.swhid, f.qualified_swhid, f.repo, f.path, f.license_spdx, f.license_type, start,
-                        start + 1 + len(path_ids), start + 1 + len(path_ids) + hi - lo, char_start, char_end, "")
+        span = FileSpan(
+            f.swhid,
+            f.qualified_swhid,
+            f.repo,
+            f.path,
+            f.license_spdx,
+            f.license_type,
+            start,
+            start + 1 + len(path_ids),
+            start + 1 + len(path_ids) + hi - lo,
+            char_start,
+            char_end,
+            "",
+        )
         yield Document(repo, first_index + n, np.concatenate(chunks), [span], split_file=True)
 
 
 def undo_fim(text: str) -> str:
     """The original content from one decoded FIM body (PSM or SPM)."""
     if text.startswith(FIM_PREFIX + FIM_SUFFIX):  # SPM: suffix, then prefix + middle
-        suffix, rest = text[len(FIM_PREFIX + FIM_SUFFIX):].split(FIM_MIDDLE, 1)
+        suffix, rest = text[len(FIM_PREFIX + FIM_SUFFIX) :].split(FIM_MIDDLE, 1)
         return rest + suffix
     if text.startswith(FIM_PREFIX):
-        prefix, rest = text[len(FIM_PREFIX):].split(FIM_SUFFIX, 1)
+        prefix, rest = text[len(FIM_PREFIX) :].split(FIM_SUFFIX, 1)
         suffix, middle = rest.split(FIM_MIDDLE, 1)
         return prefix + middle + suffix
     return text

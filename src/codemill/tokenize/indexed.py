@@ -21,14 +21,23 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 
+from codemill.errors import UserError
 from codemill.shards import parquet_file, write_table_atomic
 from codemill.storage import RemotePath, StoragePath, location, publish, scratch_dir
 from codemill.tokenize.documents import Document
 
 UINT16_LIMIT = 65500  # Megatron's preprocess_data picks uint16 below this vocabulary size
 _INDEX_HEADER = b"MMIDIDX\x00\x00"  # megatron.core.datasets.indexed_dataset: header, version 1, dtype code
-_DTYPE_CODES = {np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5, np.float64: 6, np.float32: 7,
-                np.uint16: 8}
+_DTYPE_CODES: dict[type, int] = {
+    np.uint8: 1,
+    np.int8: 2,
+    np.int16: 3,
+    np.int32: 4,
+    np.int64: 5,
+    np.float64: 6,
+    np.float32: 7,
+    np.uint16: 8,
+}
 
 
 class IndexedWriter:
@@ -59,26 +68,29 @@ class IndexedWriter:
             index.write(pointers.tobytes(order="C"))
             index.write(documents.tobytes(order="C"))
 
-TRACE_SCHEMA = pa.schema([
-    ("kind", pa.string()),  # "document" or "file"
-    ("document", pa.int64()),  # index within the shard
-    ("token_start", pa.int64()),  # absolute, within the shard's token stream
-    ("content_token_start", pa.int64()),
-    ("token_end", pa.int64()),
-    ("repo", pa.string()),
-    ("repo_document", pa.int64()),  # index of the document within its repository
-    ("swhid", pa.string()),
-    ("qualified_swhid", pa.string()),
-    ("path", pa.string()),
-    ("license_spdx", pa.string()),
-    ("license_type", pa.string()),
-    ("char_start", pa.int64()),
-    ("char_end", pa.int64()),
-    ("fim", pa.string()),
-])
+
+TRACE_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),  # "document" or "file"
+        ("document", pa.int64()),  # index within the shard
+        ("token_start", pa.int64()),  # absolute, within the shard's token stream
+        ("content_token_start", pa.int64()),
+        ("token_end", pa.int64()),
+        ("repo", pa.string()),
+        ("repo_document", pa.int64()),  # index of the document within its repository
+        ("swhid", pa.string()),
+        ("qualified_swhid", pa.string()),
+        ("path", pa.string()),
+        ("license_spdx", pa.string()),
+        ("license_type", pa.string()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("fim", pa.string()),
+    ]
+)
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard that cannot be written or read as asked (names the shard and the reason)."""
 
 
@@ -87,12 +99,15 @@ def token_dtype(vocab_size: int, requested: str = "auto") -> type:
     the vocabulary does not fit is an error."""
     if requested == "auto":
         return np.uint16 if vocab_size < UINT16_LIMIT else np.int32
-    dtype = {"uint16": np.uint16, "int32": np.int32}.get(requested)
+    choices: dict[str, type[np.integer]] = {"uint16": np.uint16, "int32": np.int32}
+    dtype = choices.get(requested)
     if dtype is None:
         raise ShardError(f"token dtype must be auto, uint16 or int32, got {requested!r}")
     if vocab_size > np.iinfo(dtype).max + 1:
-        raise ShardError(f"a vocabulary of {vocab_size} tokens does not fit {requested} token shards "
-                         f"(at most {np.iinfo(dtype).max + 1}); use int32 or auto")
+        raise ShardError(
+            f"a vocabulary of {vocab_size} tokens does not fit {requested} token shards "
+            f"(at most {np.iinfo(dtype).max + 1}); use int32 or auto"
+        )
     return dtype
 
 
@@ -119,7 +134,7 @@ class TokenShardWriter:
         self.limit = np.iinfo(dtype).max
         self.offset = self.number = 0
         try:
-            self.prefix.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            self.prefix.parent.mkdir(parents=True, exist_ok=True)
             self.builder = IndexedWriter(str(self.tmp) + ".bin", dtype)
         except OSError as err:
             raise OSError(err.errno, f"cannot write token shard {self.prefix}: {err.strerror or err}") from err
@@ -128,7 +143,9 @@ class TokenShardWriter:
         if len(doc.tokens) == 0:
             raise ShardError(f"{self.prefix}: document {doc.index} of {doc.repo} is empty")
         if int(doc.tokens.max()) > self.limit:
-            raise ShardError(f"{self.prefix}: token id {int(doc.tokens.max())} does not fit {np.dtype(self.dtype).name}")
+            raise ShardError(
+                f"{self.prefix}: token id {int(doc.tokens.max())} does not fit {np.dtype(self.dtype).name}"
+            )
         try:
             self.builder.add_document(doc.tokens)
         except OSError as err:
@@ -148,9 +165,10 @@ class TokenShardWriter:
         finally:
             self.abort()
         rows = self.rows
-        columns = list(zip(*rows)) if rows else [()] * len(TRACE_SCHEMA.names)
-        trace_table = pa.table({name: list(column) for name, column in zip(TRACE_SCHEMA.names, columns)},
-                               schema=TRACE_SCHEMA)
+        columns = list(zip(*rows, strict=False)) if rows else [()] * len(TRACE_SCHEMA.names)
+        trace_table = pa.table(
+            {name: list(column) for name, column in zip(TRACE_SCHEMA.names, columns, strict=False)}, schema=TRACE_SCHEMA
+        )
         write_table_atomic(location(str(prefix) + ".trace.parquet"), trace_table)
         return ShardInfo(str(prefix), self.number, self.offset)
 
@@ -178,12 +196,45 @@ def write_shard(prefix: StoragePath | str, documents: Iterable[Document], dtype:
 
 def _trace_rows(rows: list[tuple], number: int, offset: int, doc: Document) -> None:
     """One row per document and one per file span, as tuples in TRACE_SCHEMA's column order."""
-    rows.append(("document", number, offset, offset, offset + len(doc.tokens), doc.repo, doc.index,
-                 None, None, None, None, None, None, None, None))
+    rows.append(
+        (
+            "document",
+            number,
+            offset,
+            offset,
+            offset + len(doc.tokens),
+            doc.repo,
+            doc.index,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+    )
     for s in doc.spans:
-        rows.append(("file", number, offset + s.token_start, offset + s.content_token_start, offset + s.token_end,
-                     s.repo, doc.index, s.swhid, s.qualified_swhid, s.path, s.license_spdx, s.license_type,
-                     s.char_start, s.char_end, s.fim))
+        rows.append(
+            (
+                "file",
+                number,
+                offset + s.token_start,
+                offset + s.content_token_start,
+                offset + s.token_end,
+                s.repo,
+                doc.index,
+                s.swhid,
+                s.qualified_swhid,
+                s.path,
+                s.license_spdx,
+                s.license_type,
+                s.char_start,
+                s.char_end,
+                s.fim,
+            )
+        )
 
 
 @dataclass(frozen=True)

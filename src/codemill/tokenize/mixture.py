@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codemill.errors import UserError
 from codemill.records import FileRecord, LicenseType
 from codemill.settings import reject_unknown
 
@@ -34,7 +35,7 @@ _RECORD_FIELDS = {f.name for f in dataclasses.fields(FileRecord)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class MixtureError(ValueError):
+class MixtureError(UserError):
     """A mixture spec that cannot be used (names the component and the problem)."""
 
 
@@ -69,12 +70,15 @@ class MixtureSpec:
         names = [c.name for c in self.components]
         for c in self.components:
             if not _NAME.match(c.name):
-                raise MixtureError(f"mixture component name {c.name!r} must be letters, digits, '_', '.', '-' "
-                                   "(it names a folder)")
+                raise MixtureError(
+                    f"mixture component name {c.name!r} must be letters, digits, '_', '.', '-' (it names a folder)"
+                )
             unknown = set(c.select) - _RECORD_FIELDS
             if unknown:
-                raise MixtureError(f"mixture component {c.name!r} selects on unknown field(s) {sorted(unknown)}; "
-                                   f"record fields: {', '.join(sorted(_RECORD_FIELDS))}")
+                raise MixtureError(
+                    f"mixture component {c.name!r} selects on unknown field(s) {sorted(unknown)}; "
+                    f"record fields: {', '.join(sorted(_RECORD_FIELDS))}"
+                )
             if not isinstance(c.weight, (int, float)) or c.weight < 0:
                 raise MixtureError(f"mixture component {c.name!r} has weight {c.weight!r}; weights must be >= 0")
             if c.max_epochs is not None and c.max_epochs <= 0:
@@ -131,8 +135,11 @@ def component_weights(spec: MixtureSpec, tokens: dict[str, int], train_tokens: i
     """Normalised component weights; with `train_tokens`, components capped at max_epochs x their
     tokens give up the excess to the others in proportion to their weights (water-filling)."""
     weights = {c.name: float(c.weight) for c in spec.components if tokens.get(c.name, 0) > 0}
-    caps = {c.name: c.max_epochs * tokens[c.name] / train_tokens
-            for c in spec.components if c.name in weights and c.max_epochs is not None and train_tokens}
+    caps = {
+        c.name: c.max_epochs * tokens[c.name] / train_tokens
+        for c in spec.components
+        if c.name in weights and c.max_epochs is not None and train_tokens
+    }
     fixed: dict[str, float] = {}
     while True:
         free = {n: w for n, w in weights.items() if n not in fixed}
@@ -148,8 +155,10 @@ def component_weights(spec: MixtureSpec, tokens: dict[str, int], train_tokens: i
         for n in over:
             fixed[n] = caps[n]
     if sum(fixed.values()) < 1.0 - 1e-9 and train_tokens:
-        raise MixtureError(f"the epoch caps allow only {sum(fixed.values()) * train_tokens:,.0f} of the "
-                           f"{train_tokens:,} training tokens; raise max_epochs or add data")
+        raise MixtureError(
+            f"the epoch caps allow only {sum(fixed.values()) * train_tokens:,.0f} of the "
+            f"{train_tokens:,} training tokens; raise max_epochs or add data"
+        )
     return fixed
 
 
@@ -169,12 +178,21 @@ def blend(spec: MixtureSpec, shard_tokens: dict[str, dict[str, int]], train_toke
         "mixture": spec.name,
         "permissive": spec.permissive,
         "train_tokens": train_tokens,
-        "components": {c.name: {"weight": weights.get(c.name, 0.0), "tokens": totals.get(c.name, 0),
-                                "max_epochs": c.max_epochs, "select": c.select,
-                                "epochs_at_train_tokens": (weights.get(c.name, 0.0) * train_tokens / totals[c.name]
-                                                           if train_tokens and totals.get(c.name) else None)}
-                       for c in spec.components},
+        "components": {
+            c.name: {
+                "weight": weights.get(c.name, 0.0),
+                "tokens": totals.get(c.name, 0),
+                "max_epochs": c.max_epochs,
+                "select": c.select,
+                "epochs_at_train_tokens": (
+                    weights.get(c.name, 0.0) * train_tokens / totals[c.name]
+                    if train_tokens and totals.get(c.name)
+                    else None
+                ),
+            }
+            for c in spec.components
+        },
         "prefixes": prefixes,
         "weights": shard_weights,
-        "data_path": " ".join(f"{w:.10g} {p}" for w, p in zip(shard_weights, prefixes)),
+        "data_path": " ".join(f"{w:.10g} {p}" for w, p in zip(shard_weights, prefixes, strict=False)),
     }

@@ -47,7 +47,9 @@ class TokenizeStats:
         return self
 
     def to_json(self) -> dict:
-        return {"totals": dict(sorted(self.totals.items())),
-                "contaminated_by_benchmark": dict(sorted(self.contaminated.items())),
-                "tokens_by_component": dict(sorted(self.tokens_by_component.items())),
-                "shards": dict(sorted(self.shards.items()))}
+        return {
+            "totals": dict(sorted(self.totals.items())),
+            "contaminated_by_benchmark": dict(sorted(self.contaminated.items())),
+            "tokens_by_component": dict(sorted(self.tokens_by_component.items())),
+            "shards": dict(sorted(self.shards.items())),
+        }

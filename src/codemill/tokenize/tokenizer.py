@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from codemill.errors import UserError
 from codemill.progress import enabled as progress_enabled
 from codemill.storage import RemotePath, StoragePath, location, staged_dir
 
@@ -19,7 +20,7 @@ REPO_NAME, FILE_SEP = "<repo_name>", "<file_sep>"
 SPECIAL_TOKENS = (EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, REPO_NAME, FILE_SEP)
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     """A tokenizer that cannot serve (missing file, missing special tokens)."""
 
 
@@ -30,8 +31,10 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
-            raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and the "
-                             f"special tokens), got {self.vocab_size}")
+            raise ValueError(
+                f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and the "
+                f"special tokens), got {self.vocab_size}"
+            )
 
 
 def kept_texts(curated: StoragePath | str, max_files: int) -> Iterator[str]:
@@ -46,21 +49,27 @@ def kept_texts(curated: StoragePath | str, max_files: int) -> Iterator[str]:
             yield row["content"]
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: StoragePath | str,
-                    config: TokenizerConfig = TokenizerConfig()) -> StoragePath:
+def train_tokenizer(
+    texts: Iterable[str], out_dir: StoragePath | str, config: TokenizerConfig = TokenizerConfig()
+) -> StoragePath:
     """Train on `texts` and save to out_dir; returns the path of tokenizer.json. Digits are split one
     by one and the rest pre-tokenised by the GPT-2 byte-level pattern, as StarCoder's tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size, min_frequency=config.min_frequency, special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=progress_enabled(),
+        vocab_size=config.vocab_size,
+        min_frequency=config.min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=progress_enabled(),
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return save_for_transformers(tokenizer, location(out_dir))
@@ -69,8 +78,14 @@ def train_tokenizer(texts: Iterable[str], out_dir: StoragePath | str,
 def save_for_transformers(tokenizer, out_dir: StoragePath) -> StoragePath:
     from transformers import PreTrainedTokenizerFast
 
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, unk_token=EOS,
-                                      pad_token=FIM_PAD, additional_special_tokens=list(SPECIAL_TOKENS[1:]))
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS,
+        bos_token=EOS,
+        unk_token=EOS,
+        pad_token=FIM_PAD,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+    )
     if isinstance(out_dir, RemotePath):
         with staged_dir(out_dir) as local:  # each file uploaded whole
             wrapped.save_pretrained(str(local))
@@ -89,14 +104,17 @@ def load_tokenizer(path: StoragePath | str):
     if not file.exists():
         raise TokenizerError(f"no tokenizer at {path} (expected tokenizer.json or a folder holding it)")
     try:
-        tokenizer = Tokenizer.from_str(file.read_text()) if isinstance(file, RemotePath) \
-            else Tokenizer.from_file(str(file))
+        tokenizer = (
+            Tokenizer.from_str(file.read_text()) if isinstance(file, RemotePath) else Tokenizer.from_file(str(file))
+        )
     except Exception as err:  # tokenizers raises a bare Exception on a malformed file
         raise TokenizerError(f"{file} is not a tokenizers file: {err}") from None
     missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
     if missing:
-        raise TokenizerError(f"tokenizer {file} lacks the special tokens {missing}; codemill's documents need "
-                             f"all of {list(SPECIAL_TOKENS)}")
+        raise TokenizerError(
+            f"tokenizer {file} lacks the special tokens {missing}; codemill's documents need "
+            f"all of {list(SPECIAL_TOKENS)}"
+        )
     # A file that contains "<|endoftext|>" or "<fim_prefix>" as text must stay text: only the document
     # builder places special tokens.
     tokenizer.encode_special_tokens = True

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from codemill.errors import CodemillError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
@@ -36,7 +38,7 @@ FILES = ("model.pt", "optim.pt", "rng.pt", "state.json")
 WEIGHTS_FILES = ("model.pt", "state.json")
 
 
-class CheckpointCorrupt(RuntimeError):
+class CheckpointCorrupt(CodemillError, RuntimeError):
     """A checkpoint directory whose files do not match its manifest (names the file and why)."""
 
 
@@ -66,8 +68,16 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(run_dir: Path, step: int, model_state: dict, optim_state: dict, rng: list, state: dict,
-                    keep: int = 3, keep_full: int | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model_state: dict,
+    optim_state: dict,
+    rng: list,
+    state: dict,
+    keep: int = 3,
+    keep_full: int | None = None,
+) -> Path:
     """Write checkpoint `step` atomically, prune to the last `keep`, and make all but the newest
     `keep_full` weights-only; returns its directory."""
     root = checkpoint_dir(run_dir)
@@ -135,16 +145,21 @@ def verify(path: Path, weights_only_ok: bool = False) -> dict:
         if not file.exists():
             raise CheckpointCorrupt(f"{file}: missing")
         if file.stat().st_size != expected["bytes"]:
-            raise CheckpointCorrupt(f"{file}: {file.stat().st_size} bytes, the manifest says {expected['bytes']} "
-                                    "(truncated?)")
+            raise CheckpointCorrupt(
+                f"{file}: {file.stat().st_size} bytes, the manifest says {expected['bytes']} (truncated?)"
+            )
         if _sha256(file) != expected["sha256"]:
             raise CheckpointCorrupt(f"{file}: contents differ from the manifest's sha256 (corrupted)")
     expected = WEIGHTS_FILES if manifest.get("weights_only") else FILES
     if set(manifest.get("files", {})) != set(expected):
-        raise CheckpointCorrupt(f"{manifest_file}: lists {sorted(manifest.get('files', {}))}, expected {list(expected)}")
+        raise CheckpointCorrupt(
+            f"{manifest_file}: lists {sorted(manifest.get('files', {}))}, expected {list(expected)}"
+        )
     if manifest.get("weights_only") and not weights_only_ok:
-        raise CheckpointCorrupt(f"{path}: weights only (its optimiser state was dropped, keep_optimizer_states): "
-                                "it can be evaluated, not resumed")
+        raise CheckpointCorrupt(
+            f"{path}: weights only (its optimiser state was dropped, keep_optimizer_states): "
+            "it can be evaluated, not resumed"
+        )
     return manifest
 
 
@@ -152,11 +167,14 @@ def load_checkpoint(path: Path, weights_only_ok: bool = False) -> Checkpoint:
     """One checkpoint directory, verified against its manifest first."""
     manifest = verify(path, weights_only_ok)
     full = not manifest.get("weights_only")
-    return Checkpoint(path, torch.load(path / "model.pt", map_location="cpu", weights_only=True),
-                      torch.load(path / "optim.pt", map_location="cpu", weights_only=True) if full else None,
-                      # our own file, verified against the manifest
-                      torch.load(path / "rng.pt", map_location="cpu", weights_only=False) if full else None,
-                      json.loads((path / "state.json").read_text()))
+    return Checkpoint(
+        path,
+        torch.load(path / "model.pt", map_location="cpu", weights_only=True),
+        torch.load(path / "optim.pt", map_location="cpu", weights_only=True) if full else None,
+        # our own file, verified against the manifest
+        torch.load(path / "rng.pt", map_location="cpu", weights_only=False) if full else None,
+        json.loads((path / "state.json").read_text()),
+    )
 
 
 def load_latest(run_dir: Path) -> Checkpoint | None:

@@ -15,33 +15,17 @@ import json
 import logging
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from codemill.settings import reject_unknown
+from codemill.errors import UserError
 from codemill.storage import StoragePath, cache_folder, is_remote, local_copy, location
+from codemill.training.config import DataConfig  # noqa: F401 (re-exported)
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Training data that cannot be used (names the path and the reason)."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    path: str = ""  # a `codemill tokenize` output directory, or its blend.json
-    seq_len: int = 512
-    seed: int = 1234
-
-    def __post_init__(self) -> None:
-        if self.seq_len < 2:
-            raise ValueError(f"data seq_len must be >= 2, got {self.seq_len}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DataConfig:
-        reject_unknown(cls, values, "data")
-        return cls(**values)
 
 
 def _local_prefix(prefix: str) -> str:
@@ -97,23 +81,33 @@ class PackedSamples:
             unique_identifiers = OrderedDict({"class": "codemill", "tokenizer": str(tokenizer_dir)})
 
         megatron_config = GPTDatasetConfig(
-            random_seed=config.seed, sequence_length=config.seq_len, blend=(blend["prefixes"], blend["weights"]),
-            split="1,0,0", tokenizer=TokenizerView(), reset_position_ids=False, reset_attention_mask=False,
-            eod_mask_loss=False, path_to_cache=None,
+            random_seed=config.seed,
+            sequence_length=config.seq_len,
+            blend=(blend["prefixes"], blend["weights"]),
+            split="1,0,0",
+            tokenizer=TokenizerView(),
+            reset_position_ids=False,
+            reset_attention_mask=False,
+            eod_mask_loss=False,
+            path_to_cache=None,
             # The model masks causally itself; megatron-core would otherwise build a seq x seq mask
             # for every sample (216 ms a sample at sequence 8192) that nothing reads.
-            create_attention_mask=False)
+            create_attention_mask=False,
+        )
         quiet = logging.getLogger("megatron")  # it reports index building (and not caching it) per dataset
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            self.dataset, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, 0, 0], lambda: True,
-                                                               megatron_config).build()
+            self.dataset, _, _ = BlendedMegatronDatasetBuilder(
+                GPTDataset, [num_samples, 0, 0], lambda: True, megatron_config
+            ).build()
         finally:
             quiet.setLevel(level)
         if self.dataset is None or len(self.dataset) < num_samples:
-            raise DataError(f"{config.path}: megatron-core built {0 if self.dataset is None else len(self.dataset)} "
-                            f"samples, {num_samples} were asked for")
+            raise DataError(
+                f"{config.path}: megatron-core built {0 if self.dataset is None else len(self.dataset)} "
+                f"samples, {num_samples} were asked for"
+            )
         self.num_samples = num_samples
 
     def batch(self, start: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

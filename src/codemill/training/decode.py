@@ -19,7 +19,7 @@ training. Tests check its logits against `HybridLM.step` step by step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +56,12 @@ class _Block:
     w_out: torch.Tensor  # inputs: Mamba out_proj's (gated-norm weight folded in), attention o_proj's
     w_gate_up: torch.Tensor
     w_down: torch.Tensor
-    conv_weight: torch.Tensor | None = None  # (conv_dim, width)
-    conv_bias: torch.Tensor | None = None
-    dt_bias: torch.Tensor | None = None
-    A: torch.Tensor | None = None
-    D: torch.Tensor | None = None
+    # The Mamba mixer's (empty in a block without one).
+    conv_weight: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (conv_dim, width)
+    conv_bias: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    dt_bias: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    A: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    D: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
 
 @dataclass
@@ -89,11 +90,14 @@ class Decoder:
     @torch.no_grad()
     def _block(self, layer) -> _Block:
         c = self.config
-        rows, sizes, out_cols = [], [], []
-        block = _Block(layer.norm.eps, None, [], None, None, None)
+        rows: list[torch.Tensor] = []
+        sizes: list[int] = []
+        out_cols: list[torch.Tensor] = []
+        empty = torch.empty(0)
+        block = _Block(layer.norm.eps, empty, [], empty, empty, empty)
         if layer.attn is not None:
             attn = layer.attn
-            heads_q = _effective(attn.q_proj).view(c.num_heads, c.head_dim, -1)[:, self.pair] * c.head_dim ** -0.5
+            heads_q = _effective(attn.q_proj).view(c.num_heads, c.head_dim, -1)[:, self.pair] * c.head_dim**-0.5
             heads_k = _effective(attn.k_proj).view(c.num_kv_heads, c.head_dim, -1)[:, self.pair]
             rows += [heads_q.reshape(-1, c.hidden_size), heads_k.reshape(-1, c.hidden_size), _effective(attn.v_proj)]
             sizes += [(c.num_heads + c.num_kv_heads) * c.head_dim, c.num_kv_heads * c.head_dim]
@@ -116,8 +120,11 @@ class Decoder:
         block.sizes = sizes
         block.w_out = torch.cat(out_cols, dim=1).t().contiguous()
         mlp = layer.mlp
-        block.w_gate_up = (torch.cat([_effective(mlp.gate_proj), _effective(mlp.up_proj)])
-                           * layer.ff_norm.weight.detach()[None, :]).t().contiguous()
+        block.w_gate_up = (
+            (torch.cat([_effective(mlp.gate_proj), _effective(mlp.up_proj)]) * layer.ff_norm.weight.detach()[None, :])
+            .t()
+            .contiguous()
+        )
         block.w_down = _effective(mlp.down_proj).t().contiguous()
         return block
 
@@ -132,9 +139,12 @@ class Decoder:
     def state_from(self, cache: InferenceCache, max_new_tokens: int) -> DecodeState:
         c = self.config
         capacity = cache.length + max_new_tokens
-        keys, values, conv, ssm = [], [], [], []
+        keys: list[torch.Tensor | None] = []
+        values: list[torch.Tensor | None] = []
+        conv: list[torch.Tensor | None] = []
+        ssm: list[torch.Tensor | None] = []
         for layer in cache.layers:
-            if layer.keys is not None:
+            if layer.keys is not None and layer.values is not None:
                 batch, kv_heads, length, head_dim = layer.keys.shape
                 k = layer.keys.new_empty(batch, kv_heads, capacity, head_dim)
                 v = layer.values.new_empty(batch, kv_heads, capacity, head_dim)
@@ -164,7 +174,7 @@ class Decoder:
         pos = state.length
         x = F.embedding(tokens, self.embed)
         batch = x.shape[0]
-        freqs = state.rope[pos] if c.uses_attention else None
+        freqs = state.rope[pos] if state.rope is not None else None
         for i, block in enumerate(self.blocks):
             h = F.rms_norm(x, (x.shape[-1],), None, block.norm_eps)
             parts = torch.matmul(h, block.w_in).split(block.sizes, dim=-1)
@@ -182,7 +192,9 @@ class Decoder:
 
     def _mamba(self, block: _Block, state: DecodeState, i: int, z, xbc, dt, batch: int) -> torch.Tensor:
         c = self.config
-        window = torch.cat([state.conv[i], xbc[..., None]], dim=-1)  # (b, conv_dim, width)
+        conv, ssm = state.conv[i], state.ssm[i]  # ssm: (b, heads, p, n)
+        assert conv is not None and ssm is not None, "a Mamba block's decode state"
+        window = torch.cat([conv, xbc[..., None]], dim=-1)  # (b, conv_dim, width)
         state.conv[i] = window[..., 1:]
         xbc = F.silu(torch.linalg.vecdot(window, block.conv_weight) + block.conv_bias)
         heads_per_group = c.ssm_heads // c.ssm_groups
@@ -190,7 +202,6 @@ class Decoder:
         dt = F.softplus(dt.float() + block.dt_bias)  # (b, heads)
         if c.dt_limit != (0.0, math.inf):  # softplus is already >= 0
             dt = dt.clamp(*c.dt_limit)
-        ssm = state.ssm[i]  # (b, heads, p, n)
         ssm.mul_(torch.exp(dt * block.A)[..., None, None])
         xs = xs.float().view(batch, c.ssm_heads, c.ssm_head_dim)
         grouped = ssm.view(batch, c.ssm_groups, heads_per_group * c.ssm_head_dim, c.ssm_state)
@@ -215,6 +226,7 @@ class Decoder:
         rotated = torch.view_as_complex(qk.float().reshape(batch, heads + kv_heads, head_dim // 2, 2).contiguous())
         rotated = torch.view_as_real(rotated * freqs).view(batch, heads + kv_heads, head_dim).to(qk.dtype)
         keys, values = state.keys[i], state.values[i]
+        assert keys is not None and values is not None, "an attention block's decode state"
         keys[:, :, pos] = rotated[:, heads:]
         values[:, :, pos] = v.view(batch, kv_heads, head_dim)
         q = rotated[:, :heads].view(batch, kv_heads, heads // kv_heads, head_dim)

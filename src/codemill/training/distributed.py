@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-PARALLEL_MODES = ("ddp", "fsdp")
+from codemill.training.config import PARALLEL_MODES
+
 DEVICE_ENV = "CODEMILL_DEVICE"  # auto | cpu | cuda: where training runs (auto: CUDA when torch sees one)
 
 
@@ -57,8 +58,9 @@ def init_distributed(parallel: str = "ddp") -> DistEnv:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
-                                    device_id=device_id)
+            dist.init_process_group(
+                backend=backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1, device_id=device_id
+            )
         else:
             dist.init_process_group(backend=backend, device_id=device_id)
     return DistEnv(rank, max(1, world), local_rank, device)
@@ -85,9 +87,10 @@ def parallelize(model: torch.nn.Module, env: DistEnv, mode: str, bf16: bool = Fa
         return DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
-        else MixedPrecisionPolicy()
-    for block in model.layers:
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    )
+    for block in model.layers:  # type: ignore[union-attr]  # HybridLM's blocks
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
@@ -99,13 +102,9 @@ def apply_activation_checkpointing(model: torch.nn.Module) -> torch.nn.Module:
     about one block's activations plus the residual stream per block, for ~1/3 more compute."""
     from torch.distributed._composable import checkpoint
 
-    for block in model.layers:
+    for block in model.layers:  # type: ignore[union-attr]  # HybridLM's blocks
         checkpoint(block)
     return model
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def all_mean(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
@@ -126,9 +125,12 @@ def gather_objects(value, env: DistEnv) -> list:
 
 def no_gradient_sync(model: torch.nn.Module):
     """Context for the micro-batches before the last of a step: skip the gradient all-reduce."""
-    if hasattr(model, "no_sync"):  # DDP
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         return model.no_sync()
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+
         @contextlib.contextmanager
         def paused():
             model.set_requires_gradient_sync(False)
@@ -136,5 +138,6 @@ def no_gradient_sync(model: torch.nn.Module):
                 yield
             finally:
                 model.set_requires_gradient_sync(True)
+
         return paused()
     return contextlib.nullcontext()

@@ -18,9 +18,11 @@ import math
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from codemill.errors import UserError
 from codemill.training.model import HybridLM, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -36,20 +38,34 @@ _LAYER_NAMES = {
     "mlp.gate_proj.weight": "feed_forward.gate_proj.weight",
     "mlp.up_proj.weight": "feed_forward.up_proj.weight",
     "mlp.down_proj.weight": "feed_forward.down_proj.weight",
-    **{f"mamba.{n}": f"mamba.{n}" for n in ("in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
-                                           "norm.weight", "out_proj.weight")},
+    **{
+        f"mamba.{n}": f"mamba.{n}"
+        for n in (
+            "in_proj.weight",
+            "conv1d.weight",
+            "conv1d.bias",
+            "dt_bias",
+            "A_log",
+            "D",
+            "norm.weight",
+            "out_proj.weight",
+        )
+    },
 }
-_TOP_NAMES = {"embed.weight": "model.embed_tokens.weight", "final_norm.weight": "model.final_layernorm.weight",
-              "lm_head.weight": "lm_head.weight"}
+_TOP_NAMES = {
+    "embed.weight": "model.embed_tokens.weight",
+    "final_norm.weight": "model.final_layernorm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 # The stand-in for a mixer the model does not have (FalconH1 needs one; its output is zeroed).
-_STUB_ATTENTION = dict(num_heads=1, num_kv_heads=1, head_dim=8)
-_STUB_MAMBA = dict(ssm_dim=8, ssm_heads=1, ssm_head_dim=8, ssm_state=8, ssm_groups=1, ssm_norm=False)
+_STUB_ATTENTION: dict[str, Any] = dict(num_heads=1, num_kv_heads=1, head_dim=8)
+_STUB_MAMBA: dict[str, Any] = dict(ssm_dim=8, ssm_heads=1, ssm_head_dim=8, ssm_state=8, ssm_groups=1, ssm_norm=False)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be converted (names the file and the reason)."""
 
 
@@ -85,22 +101,45 @@ def hf_config(c: ModelConfig, special_ids: dict[str, int | None] | None = None):
     if not c.uses_mamba:
         shape = replace(shape, mixer="hybrid", **_STUB_MAMBA)
     ids = special_ids or {}
-    return FalconH1Config(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_layers, num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_kv_heads,
-        head_dim=shape.head_dim, rms_norm_eps=c.rms_eps, initializer_range=c.init_std,
+    return FalconH1Config(  # type: ignore[call-arg]  # head_dim: a config attribute its stub lacks
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim,
+        rms_norm_eps=c.rms_eps,
+        initializer_range=c.init_std,
         rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-        mamba_d_ssm=shape.ssm_dim, mamba_n_heads=shape.ssm_heads, mamba_d_head=shape.ssm_head_dim,
-        mamba_n_groups=shape.ssm_groups, mamba_d_state=shape.ssm_state, mamba_d_conv=c.conv_width,
-        mamba_chunk_size=c.chunk_size, mamba_conv_bias=True, mamba_proj_bias=False, mamba_rms_norm=shape.ssm_norm,
-        mamba_norm_before_gate=c.ssm_norm_before_gate, time_step_limit=tuple(c.dt_limit), projectors_bias=False,
-        attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
-        embedding_multiplier=c.embedding_multiplier, lm_head_multiplier=c.lm_head_multiplier,
-        key_multiplier=c.key_multiplier, attention_in_multiplier=c.attention_in_multiplier,
-        attention_out_multiplier=c.attention_out_multiplier, ssm_in_multiplier=c.ssm_in_multiplier,
-        ssm_out_multiplier=c.ssm_out_multiplier, ssm_multipliers=list(c.ssm_multipliers),
+        mamba_d_ssm=shape.ssm_dim,
+        mamba_n_heads=shape.ssm_heads,
+        mamba_d_head=shape.ssm_head_dim,
+        mamba_n_groups=shape.ssm_groups,
+        mamba_d_state=shape.ssm_state,
+        mamba_d_conv=c.conv_width,
+        mamba_chunk_size=c.chunk_size,
+        mamba_conv_bias=True,
+        mamba_proj_bias=False,
+        mamba_rms_norm=shape.ssm_norm,
+        mamba_norm_before_gate=c.ssm_norm_before_gate,
+        time_step_limit=(c.dt_limit[0], c.dt_limit[1]),
+        projectors_bias=False,
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
+        embedding_multiplier=c.embedding_multiplier,
+        lm_head_multiplier=c.lm_head_multiplier,
+        key_multiplier=c.key_multiplier,
+        attention_in_multiplier=c.attention_in_multiplier,
+        attention_out_multiplier=c.attention_out_multiplier,
+        ssm_in_multiplier=c.ssm_in_multiplier,
+        ssm_out_multiplier=c.ssm_out_multiplier,
+        ssm_multipliers=list(c.ssm_multipliers),
         mlp_multipliers=list(c.mlp_multipliers),
-        bos_token_id=ids.get("bos"), eos_token_id=ids.get("eos"), pad_token_id=ids.get("pad"),
+        bos_token_id=ids.get("bos"),
+        eos_token_id=ids.get("eos"),
+        pad_token_id=ids.get("pad"),
     )
 
 
@@ -120,7 +159,9 @@ def hf_state_dict(model: HybridLM) -> dict[str, torch.Tensor]:
         if name not in state:  # the missing mixer's stand-in: all zeros, so it adds exactly 0
             state[name] = torch.zeros(tensor.shape, dtype=dtype)
         elif state[name].shape != tensor.shape:
-            raise CheckpointError(f"{name}: our shape {tuple(state[name].shape)} is not FalconH1's {tuple(tensor.shape)}")
+            raise CheckpointError(
+                f"{name}: our shape {tuple(state[name].shape)} is not FalconH1's {tuple(tensor.shape)}"
+            )
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointError(f"parameters FalconH1 has no place for: {extra[:5]}")
@@ -144,11 +185,16 @@ def export_hf(model: HybridLM, out_dir: Path, tokenizer_path: Path | None = None
 
         tokenizer = load_tokenizer(Path(tokenizer_path))
         if tokenizer.get_vocab_size() > model.config.vocab_size:
-            raise CheckpointError(f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model's "
-                                  f"vocabulary is {model.config.vocab_size}")
+            raise CheckpointError(
+                f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens but the model's "
+                f"vocabulary is {model.config.vocab_size}"
+            )
         save_for_transformers(tokenizer, out_dir)
-        special = {"bos": tokenizer.token_to_id(EOS), "eos": tokenizer.token_to_id(EOS),
-                   "pad": tokenizer.token_to_id(FIM_PAD)}
+        special = {
+            "bos": tokenizer.token_to_id(EOS),
+            "eos": tokenizer.token_to_id(EOS),
+            "pad": tokenizer.token_to_id(FIM_PAD),
+        }
     config = hf_config(model.config, special)
     config.architectures = ["FalconH1ForCausalLM"]
     config.save_pretrained(out_dir)
@@ -175,18 +221,33 @@ def config_from_hf(hf: dict) -> ModelConfig:
         ssm_head_dim = ssm_dim // hf["mamba_n_heads"]
     limit = [_float(v) for v in (hf.get("time_step_limit") or (0.0, math.inf))]
     return ModelConfig(
-        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-        intermediate_size=hf["intermediate_size"], mixer="hybrid", rms_eps=hf.get("rms_norm_eps", 1e-5),
-        num_heads=hf["num_attention_heads"], num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        head_dim=head_dim, rope_theta=float(theta), ssm_dim=ssm_dim, ssm_heads=hf["mamba_n_heads"],
-        ssm_head_dim=ssm_head_dim, ssm_state=hf["mamba_d_state"], ssm_groups=hf.get("mamba_n_groups", 1),
-        conv_width=hf.get("mamba_d_conv", 4), chunk_size=hf.get("mamba_chunk_size", 256),
-        ssm_norm=bool(hf.get("mamba_rms_norm", False)), ssm_norm_before_gate=bool(hf.get("mamba_norm_before_gate", True)),
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        intermediate_size=hf["intermediate_size"],
+        mixer="hybrid",
+        rms_eps=hf.get("rms_norm_eps", 1e-5),
+        num_heads=hf["num_attention_heads"],
+        num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        head_dim=head_dim,
+        rope_theta=float(theta),
+        ssm_dim=ssm_dim,
+        ssm_heads=hf["mamba_n_heads"],
+        ssm_head_dim=ssm_head_dim,
+        ssm_state=hf["mamba_d_state"],
+        ssm_groups=hf.get("mamba_n_groups", 1),
+        conv_width=hf.get("mamba_d_conv", 4),
+        chunk_size=hf.get("mamba_chunk_size", 256),
+        ssm_norm=bool(hf.get("mamba_rms_norm", False)),
+        ssm_norm_before_gate=bool(hf.get("mamba_norm_before_gate", True)),
         dt_limit=(limit[0], limit[1]),
-        embedding_multiplier=hf.get("embedding_multiplier", 1.0), lm_head_multiplier=hf.get("lm_head_multiplier", 1.0),
-        key_multiplier=hf.get("key_multiplier", 1.0), attention_in_multiplier=hf.get("attention_in_multiplier", 1.0),
+        embedding_multiplier=hf.get("embedding_multiplier", 1.0),
+        lm_head_multiplier=hf.get("lm_head_multiplier", 1.0),
+        key_multiplier=hf.get("key_multiplier", 1.0),
+        attention_in_multiplier=hf.get("attention_in_multiplier", 1.0),
         attention_out_multiplier=hf.get("attention_out_multiplier", 1.0),
-        ssm_in_multiplier=hf.get("ssm_in_multiplier", 1.0), ssm_out_multiplier=hf.get("ssm_out_multiplier", 1.0),
+        ssm_in_multiplier=hf.get("ssm_in_multiplier", 1.0),
+        ssm_out_multiplier=hf.get("ssm_out_multiplier", 1.0),
         ssm_multipliers=tuple(hf.get("ssm_multipliers") or (1.0,) * 5),
         mlp_multipliers=tuple(hf.get("mlp_multipliers") or (1.0, 1.0)),
     )

@@ -17,15 +17,16 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from codemill.settings import reject_unknown
+from codemill.errors import CodemillError
 from codemill.training.checkpoint import load_latest, save_checkpoint
-from codemill.training.data import DataConfig, PackedSamples
+from codemill.training.config import TrainConfig  # noqa: F401 (re-exported)
+from codemill.training.data import PackedSamples
 from codemill.training.distributed import (
     DistEnv,
     all_mean,
@@ -41,66 +42,15 @@ from codemill.training.model import (
     ModelConfig,
     flops_per_token,
     masked_cross_entropy,
-    named_config,
 )
-from codemill.training.optim import OptimConfig, Optimizers
-from codemill.training.precision import PRECISIONS, resolve_precision
+from codemill.training.optim import Optimizers
+from codemill.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
 
-class TrainingAborted(RuntimeError):
+class TrainingAborted(CodemillError, RuntimeError):
     """The run stopped itself (too many non-finite steps); says how many and where."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    out_dir: str = "runs/train"
-    model: str = "small"  # a named config (tiny, small, falcon-h1-0.5b)
-    model_overrides: dict = field(default_factory=dict)  # any ModelConfig field
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = 300
-    micro_batch: int = 8
-    grad_accum: int = 1
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
-    keep_optimizer_states: int | None = None  # only the newest N kept checkpoints keep them (None: all)
-    max_bad_steps: int = 10
-    parallel: str = "ddp"  # with several ranks: ddp | fsdp
-    tensorboard: bool = False
-    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~1/3 more compute
-    peak_flops: float | None = None  # for MFU; measured (a matmul in the run's precision) when not given
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast, float32 master weights); training/precision.py
-    fail_after_step: int | None = None  # fault injection for resume tests: hard exit after this step
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "micro_batch", "grad_accum", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train {name} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        reject_unknown(cls, values, "train")
-        kwargs = dict(values)
-        if isinstance(kwargs.get("data"), dict):
-            kwargs["data"] = DataConfig.from_dict(kwargs["data"])
-        if isinstance(kwargs.get("optim"), dict):
-            kwargs["optim"] = OptimConfig.from_dict(kwargs["optim"])
-        return cls(**kwargs)
-
-    def model_config(self, vocab_size: int | None = None) -> ModelConfig:
-        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
-        if vocab_size is not None and "vocab_size" not in overrides:
-            overrides["vocab_size"] = vocab_size
-        return named_config(self.model, **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -124,7 +74,7 @@ def measure_matmul_peak(device: torch.device, seconds: float = 0.5, dtype: torch
         count += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return 2 * 2048 ** 3 * count / (time.perf_counter() - start)
+    return 2 * 2048**3 * count / (time.perf_counter() - start)
 
 
 def _rng_state() -> dict:
@@ -151,8 +101,10 @@ class _Metrics:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RuntimeError("tensorboard logging was asked for but the tensorboard package is not installed "
-                                   "(pip install tensorboard)") from None
+                raise RuntimeError(
+                    "tensorboard logging was asked for but the tensorboard package is not installed "
+                    "(pip install tensorboard)"
+                ) from None
             self.board = SummaryWriter(str(out_dir / "tensorboard"))
 
     def write(self, row: dict) -> None:
@@ -197,18 +149,21 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
     data = PackedSamples(config.data, config.steps * global_batch)
     model_config = config.model_config(vocab_size=data.vocab_size)
     if data.vocab_size > model_config.vocab_size:
-        raise ValueError(f"the data's tokenizer has {data.vocab_size} tokens but the model's vocabulary is "
-                         f"{model_config.vocab_size}")
-    model = HybridLM(model_config).to(env.device)
-    model.reset_parameters(seed=config.seed)
+        raise ValueError(
+            f"the data's tokenizer has {data.vocab_size} tokens but the model's vocabulary is {model_config.vocab_size}"
+        )
+    hybrid = HybridLM(model_config).to(env.device)
+    hybrid.reset_parameters(seed=config.seed)
     if config.activation_checkpointing:  # before sharding, as torchtitan orders them
-        apply_activation_checkpointing(model)
-    model = parallelize(model, env, config.parallel,
-                        bf16=resolve_precision(config.precision, env.device).name == "bf16")
+        apply_activation_checkpointing(hybrid)
+    model = parallelize(
+        hybrid, env, config.parallel, bf16=resolve_precision(config.precision, env.device).name == "bf16"
+    )
     optimizers = Optimizers(model, config.optim, model_config.hidden_size)
     if env.main:
-        (out_dir / "config.json").write_text(json.dumps({"train": config.to_dict(), "model": model_config.to_dict()},
-                                                        indent=2, default=str))
+        (out_dir / "config.json").write_text(
+            json.dumps({"train": config.to_dict(), "model": model_config.to_dict()}, indent=2, default=str)
+        )
 
     start_step, skipped, resumed_from = 0, 0, None
     checkpoint = load_latest(out_dir)
@@ -218,14 +173,22 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
             raise ValueError(
                 f"{out_dir} was started for {planned} steps: its learning-rate schedule (warmup, decay) and the "
                 f"order of its samples are planned for that many. Resume it with --steps {planned}, or start a new "
-                f"run in another --out to train for {config.steps} steps")
+                f"run in another --out to train for {config.steps} steps"
+            )
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_state_dict,
         )
 
-        set_state_dict(model, optimizers.optimizers, model_state_dict=checkpoint.model,
-                       optim_state_dict=checkpoint.optim, options=StateDictOptions(full_state_dict=True))
+        # load_latest takes only full checkpoints (weights-only ones are for evaluation).
+        assert checkpoint.optim is not None and checkpoint.rng is not None
+        set_state_dict(
+            model,
+            optimizers.optimizers,
+            model_state_dict=checkpoint.model,
+            optim_state_dict=checkpoint.optim,
+            options=StateDictOptions(full_state_dict=True),
+        )
         start_step = resumed_from = checkpoint.state["step"]
         skipped = checkpoint.state.get("skipped_steps", 0)
         rng = checkpoint.rng
@@ -264,14 +227,24 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
             if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                 optimizers.zero_grad()
                 skipped += 1
-                metrics.write({"step": step + 1, "skipped": True, "loss": loss_value, "grad_norm": grad_norm,
-                               "skipped_total": skipped})
-                log.warning("step %d: loss %s, grad norm %s: step skipped (%d so far)", step + 1, loss_value,
-                            grad_norm, skipped)
+                metrics.write(
+                    {
+                        "step": step + 1,
+                        "skipped": True,
+                        "loss": loss_value,
+                        "grad_norm": grad_norm,
+                        "skipped_total": skipped,
+                    }
+                )
+                log.warning(
+                    "step %d: loss %s, grad norm %s: step skipped (%d so far)", step + 1, loss_value, grad_norm, skipped
+                )
                 if skipped > config.max_bad_steps:
-                    raise TrainingAborted(f"{skipped} steps had a non-finite loss or gradient (the last at step "
-                                          f"{step + 1}), more than max_bad_steps={config.max_bad_steps}; lower the "
-                                          "learning rate or check the data, then resume from the last checkpoint")
+                    raise TrainingAborted(
+                        f"{skipped} steps had a non-finite loss or gradient (the last at step "
+                        f"{step + 1}), more than max_bad_steps={config.max_bad_steps}; lower the "
+                        "learning rate or check the data, then resume from the last checkpoint"
+                    )
             else:
                 optimizers.step()
                 optimizers.zero_grad()
@@ -281,10 +254,18 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
             if done % config.log_every == 0 or done == config.steps:
                 elapsed = time.perf_counter() - time_since
                 tokens_per_s = tokens_since / elapsed
-                metrics.write({"step": done, "loss": loss_value, "lr": config.optim.lr * lr_factor,
-                               "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
-                               "mfu": tokens_per_s * flops_token / (peak * env.world), "skipped_total": skipped,
-                               "precision": precision.name})
+                metrics.write(
+                    {
+                        "step": done,
+                        "loss": loss_value,
+                        "lr": config.optim.lr * lr_factor,
+                        "grad_norm": grad_norm,
+                        "tokens_per_s": tokens_per_s,
+                        "mfu": tokens_per_s * flops_token / (peak * env.world),
+                        "skipped_total": skipped,
+                        "precision": precision.name,
+                    }
+                )
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
                 tokens_since, time_since = 0, time.perf_counter()
             bar.update(1)
@@ -298,19 +279,35 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
     return TrainResult(out_dir, losses, step + 1, resumed_from, skipped)
 
 
-def _checkpoint(out_dir: Path, step: int, model, optimizers: Optimizers, env: DistEnv, config: TrainConfig,
-                model_config: ModelConfig, skipped: int) -> None:
+def _checkpoint(
+    out_dir: Path,
+    step: int,
+    model,
+    optimizers: Optimizers,
+    env: DistEnv,
+    config: TrainConfig,
+    model_config: ModelConfig,
+    skipped: int,
+) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    model_state, optim_state = get_state_dict(model, optimizers.optimizers,
-                                              options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    model_state, optim_state = get_state_dict(
+        model, optimizers.optimizers, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
     rng = gather_objects(_rng_state(), env)
     if env.main:
-        state = {"step": step, "samples": step * config.micro_batch * config.grad_accum * env.world,
-                 "skipped_steps": skipped, "world": env.world, "train": config.to_dict(),
-                 "model": model_config.to_dict(), "precision": vars(resolve_precision(config.precision, env.device))}
-        save_checkpoint(out_dir, step, model_state, optim_state, rng, state, config.keep_checkpoints,
-                        config.keep_optimizer_states)
+        state = {
+            "step": step,
+            "samples": step * config.micro_batch * config.grad_accum * env.world,
+            "skipped_steps": skipped,
+            "world": env.world,
+            "train": config.to_dict(),
+            "model": model_config.to_dict(),
+            "precision": vars(resolve_precision(config.precision, env.device)),
+        }
+        save_checkpoint(
+            out_dir, step, model_state, optim_state, rng, state, config.keep_checkpoints, config.keep_optimizer_states
+        )
     if env.world > 1:
         torch.distributed.barrier()
 
@@ -320,12 +317,9 @@ def load_model(run_or_checkpoint: Path) -> HybridLM:
     from codemill.training.checkpoint import MANIFEST, load_checkpoint
 
     path = Path(run_or_checkpoint)
-    if (path / MANIFEST).exists():
-        checkpoint = load_checkpoint(path, weights_only_ok=True)
-    else:
-        checkpoint = load_latest(path)
-        if checkpoint is None:
-            raise FileNotFoundError(f"{path} holds no checkpoint (neither a run directory nor a checkpoint)")
+    checkpoint = load_checkpoint(path, weights_only_ok=True) if (path / MANIFEST).exists() else load_latest(path)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{path} holds no checkpoint (neither a run directory nor a checkpoint)")
     model = HybridLM(ModelConfig.from_dict(checkpoint.state["model"]))
     model.load_state_dict(checkpoint.model)
     # Evaluation honours the run's precision setting, resolved for this machine (`auto` may give

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from codemill.settings import reject_unknown
+from codemill.errors import UserError
+from codemill.settings import load_section
 from codemill.training.kernels import (
     attention,
     causal_conv1d,
@@ -34,14 +36,25 @@ from codemill.training.kernels import (
     ssd,
     ssd_step_ref,
 )
+from codemill.training.precision import Precision
 
 MIXERS = ("hybrid", "mamba", "attention")
 MULTIPLIER_KINDS = ("scalar", "row", "col")
-MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj", "in_proj", "out_proj", "gate_proj", "up_proj", "down_proj",
-            "lm_head")
+MATRICES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "in_proj",
+    "out_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "lm_head",
+)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A model configuration that cannot describe a model (names the fields and why)."""
 
 
@@ -95,14 +108,17 @@ class ModelConfig:
             problems.append(f"mixer must be one of {MIXERS} (got {self.mixer!r})")
         if self.uses_attention:
             if self.num_heads < 1 or self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
-                problems.append(f"num_heads ({self.num_heads}) must be a positive multiple of num_kv_heads "
-                                f"({self.num_kv_heads})")
+                problems.append(
+                    f"num_heads ({self.num_heads}) must be a positive multiple of num_kv_heads ({self.num_kv_heads})"
+                )
             if self.head_dim < 2 or self.head_dim % 2:
                 problems.append(f"head_dim must be even for RoPE (got {self.head_dim})")
         if self.uses_mamba:
             if self.ssm_heads * self.ssm_head_dim != self.ssm_dim:
-                problems.append(f"ssm_heads x ssm_head_dim = {self.ssm_heads} x {self.ssm_head_dim} = "
-                                f"{self.ssm_heads * self.ssm_head_dim}, but ssm_dim is {self.ssm_dim}")
+                problems.append(
+                    f"ssm_heads x ssm_head_dim = {self.ssm_heads} x {self.ssm_head_dim} = "
+                    f"{self.ssm_heads * self.ssm_head_dim}, but ssm_dim is {self.ssm_dim}"
+                )
             if self.ssm_groups < 1 or self.ssm_heads % self.ssm_groups:
                 problems.append(f"ssm_heads ({self.ssm_heads}) must be a multiple of ssm_groups ({self.ssm_groups})")
             if self.ssm_state < 1 or self.conv_width < 2 or self.chunk_size < 1:
@@ -139,16 +155,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        reject_unknown(cls, values, "model")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**fixed)
+        return load_section(cls, values, "model")
 
 
 # Falcon-H1-0.5B's multipliers (its published config), reused by the small shapes so they train
 # with the same relative scales.
-_FALCON_H1_MULTIPLIERS = dict(
-    embedding_multiplier=5.656854249492381, lm_head_multiplier=0.0390625, key_multiplier=0.390625,
-    attention_in_multiplier=1.0, attention_out_multiplier=0.9375, ssm_in_multiplier=1.25,
+_FALCON_H1_MULTIPLIERS: dict[str, Any] = dict(
+    embedding_multiplier=5.656854249492381,
+    lm_head_multiplier=0.0390625,
+    key_multiplier=0.390625,
+    attention_in_multiplier=1.0,
+    attention_out_multiplier=0.9375,
+    ssm_in_multiplier=1.25,
     ssm_out_multiplier=0.23570226039551587,
     ssm_multipliers=(0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738),
     mlp_multipliers=(0.8838834764831844, 0.5859375),
@@ -158,14 +176,37 @@ CONFIGS: dict[str, ModelConfig] = {
     # tests: hidden 128, 4 layers (the shape of the benchmark's transformers anchor)
     "tiny": ModelConfig(),
     # ~38M parameters with an 8k vocabulary: trains here in minutes
-    "small": ModelConfig(hidden_size=512, num_layers=8, intermediate_size=1536, num_heads=8, num_kv_heads=2,
-                         head_dim=64, ssm_dim=1024, ssm_heads=16, ssm_head_dim=64, ssm_state=64, chunk_size=64,
-                         **_FALCON_H1_MULTIPLIERS),
+    "small": ModelConfig(
+        hidden_size=512,
+        num_layers=8,
+        intermediate_size=1536,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=64,
+        ssm_dim=1024,
+        ssm_heads=16,
+        ssm_head_dim=64,
+        ssm_state=64,
+        chunk_size=64,
+        **_FALCON_H1_MULTIPLIERS,
+    ),
     # the published Falcon-H1-0.5B shape (instantiated on the meta device in tests, not trained here)
-    "falcon-h1-0.5b": ModelConfig(vocab_size=32784, hidden_size=1024, num_layers=36, intermediate_size=2048,
-                                  num_heads=8, num_kv_heads=2, head_dim=64, ssm_dim=1536, ssm_heads=24,
-                                  ssm_head_dim=64, ssm_state=128, chunk_size=128, ssm_norm=False,
-                                  **_FALCON_H1_MULTIPLIERS),
+    "falcon-h1-0.5b": ModelConfig(
+        vocab_size=32784,
+        hidden_size=1024,
+        num_layers=36,
+        intermediate_size=2048,
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=64,
+        ssm_dim=1536,
+        ssm_heads=24,
+        ssm_head_dim=64,
+        ssm_state=128,
+        chunk_size=128,
+        ssm_norm=False,
+        **_FALCON_H1_MULTIPLIERS,
+    ),
 }
 
 
@@ -184,13 +225,23 @@ class Linear(nn.Linear):
     - learnable multipliers s (scalar), r (rows), c (columns), starting at 1, named `multiplier_*`
       so the optimiser puts them in their own group."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, kinds: tuple[str, ...] = (),
-                 scale: float | torch.Tensor = 1.0):
+    scale: torch.Tensor | None
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        kinds: tuple[str, ...] = (),
+        scale: float | torch.Tensor = 1.0,
+    ):
         super().__init__(in_features, out_features, bias=bias)
         # The constant is kept on the CPU beside its buffer: a model built on the meta device and
         # moved with `to_empty` gets uninitialised buffers, which `reset_scale` fills again.
         if isinstance(scale, torch.Tensor):
-            self._scale_value: torch.Tensor | None = scale.detach().to("cpu", torch.float32).expand(out_features).clone()
+            self._scale_value: torch.Tensor | None = (
+                scale.detach().to("cpu", torch.float32).expand(out_features).clone()
+            )
         else:
             self._scale_value = None if scale == 1.0 else torch.full((out_features,), float(scale), device="cpu")
         constant = None if self._scale_value is None else self._scale_value.to(self.weight.device)
@@ -201,11 +252,11 @@ class Linear(nn.Linear):
 
     @torch.no_grad()
     def reset_scale(self) -> None:
-        if self.scale is not None:
+        if self.scale is not None and self._scale_value is not None:
             self.scale.copy_(self._scale_value)
 
     def _row_factor(self, learnable_only: bool = False) -> torch.Tensor | None:
-        factor = None if learnable_only else self.scale
+        factor: torch.Tensor | None = None if learnable_only else self.scale
         for multiplier in (self.multiplier_row, self.multiplier_scalar):
             if multiplier is not None:
                 factor = multiplier if factor is None else factor * multiplier
@@ -224,8 +275,11 @@ class Linear(nn.Linear):
         if row is None:
             return F.linear(x, weight, bias)
         if tokens < self.in_features:
-            return F.linear(x, weight, bias) * row.to(x.dtype) if bias is None else \
-                (F.linear(x, weight) + bias) * row.to(x.dtype)
+            return (
+                F.linear(x, weight, bias) * row.to(x.dtype)
+                if bias is None
+                else (F.linear(x, weight) + bias) * row.to(x.dtype)
+            )
         weight = weight * row.to(weight.dtype)[:, None]
         return F.linear(x, weight, None if bias is None else bias * row.to(bias.dtype))
 
@@ -305,14 +359,6 @@ class InferenceCache:
     layers: list[LayerCache] = field(default_factory=list)
     length: int = 0  # tokens consumed so far
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search, dropping finished sequences)."""
-        for layer in self.layers:
-            for name in ("keys", "values", "conv", "ssm"):
-                value = getattr(layer, name)
-                if value is not None:
-                    setattr(layer, name, value.index_select(0, index))
-
 
 class Attention(nn.Module):
     def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
@@ -321,24 +367,27 @@ class Attention(nn.Module):
         # The block's attention_in/out multipliers and the key multiplier, as weight scales.
         scale_in = c.attention_in_multiplier
         self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, kinds=kinds["q_proj"], scale=scale_in)
-        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["k_proj"],
-                             scale=scale_in * c.key_multiplier)
+        self.k_proj = Linear(
+            c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["k_proj"], scale=scale_in * c.key_multiplier
+        )
         self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, kinds=kinds["v_proj"], scale=scale_in)
-        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, kinds=kinds["o_proj"],
-                             scale=c.attention_out_multiplier)
+        self.o_proj = Linear(
+            c.num_heads * c.head_dim, c.hidden_size, kinds=kinds["o_proj"], scale=c.attention_out_multiplier
+        )
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: LayerCache | None = None
+    ) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
-            if cache.keys is not None:
+            if cache.keys is not None and cache.values is not None:
                 k, v = torch.cat([cache.keys, k], dim=2), torch.cat([cache.values, v], dim=2)
             cache.keys, cache.values = k, v
-        out = attention(q, k, v, scale=self.head_dim ** -0.5)
+        out = attention(q, k, v, scale=self.head_dim**-0.5)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))
 
 
@@ -346,7 +395,7 @@ def mup_vector(c: ModelConfig) -> torch.Tensor:
     """Falcon-H1's per-channel multipliers of the mixer's in_proj output: z, x, B, C, dt."""
     sizes = (c.ssm_dim, c.ssm_dim, c.ssm_groups * c.ssm_state, c.ssm_groups * c.ssm_state, c.ssm_heads)
     # On the CPU even under a `torch.device("meta")` context: it is a constant, not a parameter.
-    return torch.cat([torch.full((n,), float(m), device="cpu") for n, m in zip(sizes, c.ssm_multipliers)])
+    return torch.cat([torch.full((n,), float(m), device="cpu") for n, m in zip(sizes, c.ssm_multipliers, strict=False)])
 
 
 class Mamba2Mixer(nn.Module):
@@ -354,8 +403,12 @@ class Mamba2Mixer(nn.Module):
         super().__init__()
         self.c = c
         # ssm_in_multiplier and the per-channel mup_vector scale in_proj; ssm_out_multiplier out_proj.
-        self.in_proj = Linear(c.hidden_size, 2 * c.ssm_dim + 2 * c.ssm_groups * c.ssm_state + c.ssm_heads,
-                              kinds=kinds["in_proj"], scale=mup_vector(c) * c.ssm_in_multiplier)
+        self.in_proj = Linear(
+            c.hidden_size,
+            2 * c.ssm_dim + 2 * c.ssm_groups * c.ssm_state + c.ssm_heads,
+            kinds=kinds["in_proj"],
+            scale=mup_vector(c) * c.ssm_in_multiplier,
+        )
         self.conv1d = nn.Conv1d(c.conv_dim, c.conv_dim, c.conv_width, groups=c.conv_dim, bias=True)
         self.dt_bias = nn.Parameter(torch.zeros(c.ssm_heads))
         self.A_log = nn.Parameter(torch.zeros(c.ssm_heads))
@@ -364,39 +417,62 @@ class Mamba2Mixer(nn.Module):
         self.out_proj = Linear(c.ssm_dim, c.hidden_size, kinds=kinds["out_proj"], scale=c.ssm_out_multiplier)
 
     def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
+        """The chunked scan over a whole sequence; with a cache that already holds a state and one
+        new token, the recurrent step (as mamba-ssm splits `forward` and `step`)."""
+        if cache is not None and cache.ssm is not None and cache.conv is not None and x.shape[1] == 1:
+            return self.step(x, cache, cache.conv, cache.ssm)
         c = self.c
         batch, length, _ = x.shape
-        zxbcdt = self.in_proj(x)
-        z, xbc, dt = zxbcdt.split([c.ssm_dim, c.conv_dim, c.ssm_heads], dim=-1)
-        weight = self.conv1d.weight.squeeze(1)
-        step = cache is not None and cache.ssm is not None and length == 1
-        if step:
-            xbc, cache.conv = causal_conv1d_step_ref(cache.conv, xbc[:, 0], weight, self.conv1d.bias)
-            xbc = xbc[:, None]
-        else:
-            xbc, conv_state = causal_conv1d(xbc.transpose(1, 2), weight, self.conv1d.bias,
-                                            None if cache is None else cache.conv)
-            xbc = xbc.transpose(1, 2)
-            if cache is not None:
-                cache.conv = conv_state
-        xs, B, C = xbc.split([c.ssm_dim, c.ssm_groups * c.ssm_state, c.ssm_groups * c.ssm_state], dim=-1)
-        dt = F.softplus(dt.float() + self.dt_bias.float()).clamp(*c.dt_limit)
-        A = -torch.exp(self.A_log.float())
-        if step:
-            y, cache.ssm = ssd_step_ref(cache.ssm, xs[:, 0].view(batch, c.ssm_heads, c.ssm_head_dim), dt[:, 0], A,
-                                        B[:, 0].view(batch, c.ssm_groups, c.ssm_state),
-                                        C[:, 0].view(batch, c.ssm_groups, c.ssm_state), self.D)
-            y = y[:, None]
-        else:
-            y, final = ssd(xs.view(batch, length, c.ssm_heads, c.ssm_head_dim), dt, A,
-                           B.view(batch, length, c.ssm_groups, c.ssm_state),
-                           C.view(batch, length, c.ssm_groups, c.ssm_state), c.chunk_size, self.D,
-                           None if cache is None else cache.ssm)
-            if cache is not None:
-                cache.ssm = final.float()
-        y = y.reshape(batch, length, c.ssm_dim)
+        z, xbc, dt = self.in_proj(x).split([c.ssm_dim, c.conv_dim, c.ssm_heads], dim=-1)
+        xbc, conv_state = causal_conv1d(
+            xbc.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias, None if cache is None else cache.conv
+        )
+        xs, B, C = self._split(xbc.transpose(1, 2))
+        y, final = ssd(
+            xs.view(batch, length, c.ssm_heads, c.ssm_head_dim),
+            self._dt(dt),
+            self._A(),
+            B.view(batch, length, c.ssm_groups, c.ssm_state),
+            C.view(batch, length, c.ssm_groups, c.ssm_state),
+            c.chunk_size,
+            self.D,
+            None if cache is None else cache.ssm,
+        )
+        if cache is not None:
+            cache.conv, cache.ssm = conv_state, final.float()
+        return self._out(y.reshape(batch, length, c.ssm_dim), z, x.dtype)
+
+    def step(self, x: torch.Tensor, cache: LayerCache, conv: torch.Tensor, ssm: torch.Tensor) -> torch.Tensor:
+        """One token (x: batch x 1 x hidden) from the cached conv window and SSM state."""
+        c = self.c
+        batch = x.shape[0]
+        z, xbc, dt = self.in_proj(x).split([c.ssm_dim, c.conv_dim, c.ssm_heads], dim=-1)
+        mixed, cache.conv = causal_conv1d_step_ref(conv, xbc[:, 0], self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        xs, B, C = self._split(mixed)
+        y, cache.ssm = ssd_step_ref(
+            ssm,
+            xs.view(batch, c.ssm_heads, c.ssm_head_dim),
+            self._dt(dt)[:, 0],
+            self._A(),
+            B.view(batch, c.ssm_groups, c.ssm_state),
+            C.view(batch, c.ssm_groups, c.ssm_state),
+            self.D,
+        )
+        return self._out(y.reshape(batch, 1, c.ssm_dim), z, x.dtype)
+
+    def _split(self, xbc: torch.Tensor) -> list[torch.Tensor]:
+        c = self.c
+        return list(xbc.split([c.ssm_dim, c.ssm_groups * c.ssm_state, c.ssm_groups * c.ssm_state], dim=-1))
+
+    def _dt(self, dt: torch.Tensor) -> torch.Tensor:
+        return F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.c.dt_limit)
+
+    def _A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log.float())
+
+    def _out(self, y: torch.Tensor, z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         y = self.norm(y, z) if self.norm is not None else y * F.silu(z)
-        return self.out_proj(y.to(x.dtype))
+        return self.out_proj(y.to(dtype))
 
 
 class MLP(nn.Module):
@@ -432,6 +508,9 @@ class Block(nn.Module):
 
 # ------------------------------------------------------------------------------------------ model
 class HybridLM(nn.Module):
+    # The precision of the run it was loaded from (`loop.load_model`): evaluation runs under it.
+    precision: Precision | None = None
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
@@ -456,12 +535,14 @@ class HybridLM(nn.Module):
                 module.reset_scale()
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * c.init_std)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
+                bias = getattr(module, "bias", None)
+                if bias is not None:
+                    bias.zero_()
             elif isinstance(module, nn.Conv1d):
                 bound = 1.0 / math.sqrt(module.weight.shape[-1])
                 module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 2 * bound - bound)
-                module.bias.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
             if isinstance(module, Mamba2Mixer):
                 u = torch.rand(c.ssm_heads, generator=generator)
                 dt = torch.exp(u * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min)).clamp(min=1e-4)
@@ -480,8 +561,11 @@ class HybridLM(nn.Module):
         c = self.config
         start = 0 if cache is None else cache.length
         x = self.embed(tokens) * c.embedding_multiplier
-        rope = (rope_tables(c.head_dim, c.rope_theta, torch.arange(start, start + tokens.shape[1], device=tokens.device))
-                if c.uses_attention else None)
+        rope = (
+            rope_tables(c.head_dim, c.rope_theta, torch.arange(start, start + tokens.shape[1], device=tokens.device))
+            if c.uses_attention
+            else None
+        )
         for i, layer in enumerate(self.layers):
             x = layer(x, rope, None if cache is None else cache.layers[i])
         if cache is not None:

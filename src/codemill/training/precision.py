@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from codemill.training.config import PRECISIONS
+
 _FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

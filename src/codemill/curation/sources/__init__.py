@@ -39,7 +39,8 @@ def detect_kind(path: StoragePath) -> str:
         if is_table(str(path)):
             return "table"
         raise SourceError(
-            f"source {path}: unknown file type (expected an archive {', '.join(('.tar', '.tar.gz', '.tar.zst', '.zip'))}"
+            f"source {path}: unknown file type "
+            f"(expected an archive {', '.join(('.tar', '.tar.gz', '.tar.zst', '.zip'))}"
             f" or a table .jsonl/.parquet); give --source-kind to force one"
         )
     if isinstance(path, RemotePath):
@@ -47,8 +48,10 @@ def detect_kind(path: StoragePath) -> str:
             return "swh_export"
         if any(is_archive(p) for p in files_in(path)):
             return "archives"
-        raise SourceError(f"source {path}: a folder on object storage must hold archives or a Software Heritage "
-                          "export (directories and git repositories are read from local disk)")
+        raise SourceError(
+            f"source {path}: a folder on object storage must hold archives or a Software Heritage "
+            "export (directories and git repositories are read from local disk)"
+        )
     if is_git_repository(path):
         return "git"
     if is_swh_export(path):
@@ -78,8 +81,10 @@ def plan_sources(
         path = location(raw)
         source_kind = kind or detect_kind(path)
         if isinstance(path, RemotePath) and source_kind in ("directory", "git", "installed"):
-            raise SourceError(f"source {path}: a {source_kind} source is read from local disk; on object storage "
-                              "give archives, tables or a Software Heritage export")
+            raise SourceError(
+                f"source {path}: a {source_kind} source is read from local disk; on object storage "
+                "give archives, tables or a Software Heritage export"
+            )
         uri = str(path.resolve())
         if source_kind == "archives":
             archives = [p for p in files_in(path) if is_archive(p)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tarfile
 import zipfile
 import zlib
-from typing import BinaryIO, Iterator
+from typing import IO, Iterator
 
 import zstandard
 
@@ -69,7 +69,7 @@ class _ArchiveBudget:
         return None
 
 
-def _read_bounded(stream: BinaryIO, declared_size: int, limit: int) -> bytes:
+def _read_bounded(stream: IO[bytes], declared_size: int, limit: int) -> bytes:
     """Read a member, trusting neither its declared size nor its compression: at most limit+1 bytes."""
     data = stream.read(limit + 1)
     if len(data) > limit:
@@ -77,7 +77,7 @@ def _read_bounded(stream: BinaryIO, declared_size: int, limit: int) -> bytes:
     return data
 
 
-def _open_tar(path: StoragePath) -> tuple[tarfile.TarFile, BinaryIO, BinaryIO | None]:
+def _open_tar(path: StoragePath) -> tuple[tarfile.TarFile, IO[bytes], IO[bytes] | None]:
     """(tar reader, raw file, decompressed stream to drain at the end so its checksum is verified)."""
     raw = open_input(path)  # an object is read in order, in large blocks
     stream = decompressing_reader(raw, path.name)
@@ -88,7 +88,7 @@ def _open_tar(path: StoragePath) -> tuple[tarfile.TarFile, BinaryIO, BinaryIO | 
     return tarfile.open(fileobj=raw, mode="r|*"), raw, None
 
 
-def _drain(stream: BinaryIO | None) -> None:
+def _drain(stream: IO[bytes] | None) -> None:
     """Read a compressed stream to its end: tar stops at its end-of-archive block, before the
     compressor's checksum, so damage in the data would otherwise go unnoticed."""
     if stream is not None:
@@ -96,8 +96,9 @@ def _drain(stream: BinaryIO | None) -> None:
             pass
 
 
-def _broken_off(spec: SourceSpec, key: str, repo: str, summary: RepoSummary, reason: str, error: str,
-                size: int = 0) -> SourceFile:
+def _broken_off(
+    spec: SourceSpec, key: str, repo: str, summary: RepoSummary, reason: str, error: str, size: int = 0
+) -> SourceFile:
     """The archive cannot be read further: mark the repository incomplete and return the record
     that says why (named after the archive, so the manifest shows where reading stopped)."""
     summary.complete, summary.error = False, error
@@ -147,6 +148,7 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
                     return
                 mode = MODE_EXECUTABLE if member.mode & 0o111 else MODE_FILE
                 stream = tar.extractfile(member)
+                assert stream is not None  # a regular file (checked above)
                 if member.size >= limit:
                     sha = sha1_git_of_stream(stream, member.size)
                     yield SourceFile(key, repo, rel, member.size, None, sha, mode, "too_large", spec.uri, spec.kind)
@@ -156,8 +158,14 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
             _drain(decompressed)
     except _TAR_ERRORS as err:  # gzip.BadGzipFile is an OSError
         where = f" at member {current!r}" if current else ""
-        yield _broken_off(spec, key, repo, summary, f"archive_corrupt{where}:{err}",
-                          f"archive {spec.uri} is corrupt or truncated{where}: {err}")
+        yield _broken_off(
+            spec,
+            key,
+            repo,
+            summary,
+            f"archive_corrupt{where}:{err}",
+            f"archive {spec.uri} is corrupt or truncated{where}: {err}",
+        )
 
 
 def _zip_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) -> Iterator[SourceFile]:

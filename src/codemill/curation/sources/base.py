@@ -13,11 +13,10 @@ import dataclasses
 import gzip
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator, Union
+from typing import IO, Any, Iterator, Union
 
-from swh.model.swhids import ObjectType
-
-from codemill.curation.swhid import MODE_FILE, TreeEntry, blob_id, swhid_of, tree_swhids
+from codemill.curation.swhid import MODE_FILE, TreeEntry, blob_id, tree_swhids
+from codemill.errors import UserError
 from codemill.records import TreeRecord
 
 MiB = 1 << 20
@@ -93,7 +92,7 @@ class RepoSummary:
 SourceItem = Union[SourceFile, RepoSummary]
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source cannot be read at all (missing, wrong kind); names the source and the reason."""
 
 
@@ -119,9 +118,7 @@ def normalize_member_path(path: str) -> str:
     return posixpath.normpath(path) if path else path
 
 
-def ingest_bytes(
-    spec: SourceSpec, key: str, repo: str, path: str, data: bytes, mode: int = MODE_FILE
-) -> SourceFile:
+def ingest_bytes(spec: SourceSpec, key: str, repo: str, path: str, data: bytes, mode: int = MODE_FILE) -> SourceFile:
     """A file whose bytes are in memory: hash them and apply the ingest skips."""
     reason = None
     kept: bytes | None = data
@@ -143,7 +140,7 @@ def ingest_bytes(
     )
 
 
-def decompressing_reader(raw: BinaryIO, name: str) -> BinaryIO | None:
+def decompressing_reader(raw: IO[bytes], name: str) -> IO[bytes] | None:
     """A decompressing stream over raw for .gz/.tgz and .zst/.tzst names, else None.
 
     gzip.GzipFile checks the CRC when the stream is read to its end (tarfile's own gzip reader
@@ -205,10 +202,6 @@ def iter_with_trees(spec: SourceSpec, files: Iterator[SourceFile], summary: Repo
     if summary.complete:
         collector.trees(summary)
     yield summary
-
-
-def dir_swhid(object_id: bytes) -> str:
-    return swhid_of(ObjectType.DIRECTORY, object_id)
 
 
 def spec_to_json(spec: SourceSpec) -> dict[str, Any]:

@@ -66,4 +66,3 @@ def read_directory(spec: SourceSpec) -> Iterator[SourceItem]:
     summary = RepoSummary(key, repo, spec.uri, spec.kind, origin_url=root.resolve().as_uri())
     files = (read_local_file(spec, key, repo, root, rel) for rel in walk_files(root))
     yield from iter_with_trees(spec, files, summary)
-

@@ -127,14 +127,25 @@ def read_git(spec: SourceSpec) -> Iterator[SourceItem]:
                 path = path_bytes.decode("utf-8", "surrogateescape")
                 mode = int(mode_s, 8)
                 if object_type == "commit":  # submodule: a tree entry pointing at a revision
-                    yield SourceFile(key, repo, path, 0, None, bytes.fromhex(object_id), MODE_GITLINK,
-                                     "submodule", spec.uri, spec.kind)
+                    yield SourceFile(
+                        key,
+                        repo,
+                        path,
+                        0,
+                        None,
+                        bytes.fromhex(object_id),
+                        MODE_GITLINK,
+                        "submodule",
+                        spec.uri,
+                        spec.kind,
+                    )
                     continue
                 size = int(size_s)
                 if size >= spec.limits.max_file_bytes:
                     # Not read: the id is git's own, the one place we trust it (the file is skipped).
-                    yield SourceFile(key, repo, path, size, None, bytes.fromhex(object_id), mode,
-                                     "too_large", spec.uri, spec.kind)
+                    yield SourceFile(
+                        key, repo, path, size, None, bytes.fromhex(object_id), mode, "too_large", spec.uri, spec.kind
+                    )
                     continue
                 item = ingest_bytes(spec, key, repo, path, reader.read(object_id), mode)
                 if item.sha1_git != bytes.fromhex(object_id):

@@ -14,6 +14,7 @@ import re
 import site
 import sys
 import sysconfig
+import typing
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -29,8 +30,19 @@ from codemill.curation.sources.directory import read_local_file
 
 # Compiled artefacts are not part of a source tree.
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".dylib", ".dll", ".a", ".lib", ".exe")
-_METADATA_FILES = {"RECORD", "METADATA", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json",
-                   "entry_points.txt", "top_level.txt", "RECORD.jws", "zip-safe", "namespace_packages.txt"}
+_METADATA_FILES = {
+    "RECORD",
+    "METADATA",
+    "WHEEL",
+    "INSTALLER",
+    "REQUESTED",
+    "direct_url.json",
+    "entry_points.txt",
+    "top_level.txt",
+    "RECORD.jws",
+    "zip-safe",
+    "namespace_packages.txt",
+}
 _URL_LABELS = ("source", "source code", "repository", "code", "github", "homepage", "home")
 
 INSTALLED_URI = "installed:"
@@ -48,22 +60,27 @@ def _origin_url(dist: md.Distribution) -> str:
     for label in _URL_LABELS:
         if urls.get(label):
             return urls[label]
-    home = dist.metadata.get("Home-page")
+    home = _field(dist, "Home-page")
     if home and home.strip().upper() != "UNKNOWN":
         return home.strip()
     return f"https://pypi.org/project/{dist.metadata['Name']}/{dist.version}/"
+
+
+def _field(dist: md.Distribution, name: str) -> str | None:
+    """A metadata field, None when absent (the typed protocol lacks Message.get)."""
+    return typing.cast(typing.Any, dist.metadata).get(name)
 
 
 def declared_license(dist: md.Distribution) -> tuple[str | None, str | None]:
     """(SPDX expression, which metadata field said so) from the package metadata."""
     from codemill.curation.license import normalize_spdx
 
-    expression = dist.metadata.get("License-Expression")
+    expression = _field(dist, "License-Expression")
     if expression:
         normalized = normalize_spdx(expression)
         if normalized:
             return normalized, "declared:License-Expression"
-    license_field = (dist.metadata.get("License") or "").strip()
+    license_field = (_field(dist, "License") or "").strip()
     if license_field and "\n" not in license_field and len(license_field) < 100:
         normalized = normalize_spdx(license_field)
         if normalized:
@@ -99,7 +116,7 @@ def _distribution_files(dist: md.Distribution) -> tuple[list[tuple[str, str]], l
         rel_s = str(rel)
         if rel_s.startswith("..") or "__pycache__" in rel.parts or rel_s.endswith(_SKIP_SUFFIXES):
             continue
-        if not Path(dist.locate_file(rel_s)).is_file():
+        if not Path(str(dist.locate_file(rel_s))).is_file():
             continue
         if rel.parts[0].endswith((".dist-info", ".egg-info")):
             if rel.name not in _METADATA_FILES and (is_license_file_name(rel.name) or "licenses" in rel.parts):
@@ -116,8 +133,15 @@ def _search_path() -> list[str]:
     vendors them. Without this the default corpus, and so `codemill run`'s stage keys, depended
     on what the process had imported before. (Only site directories count as outer entries: a
     virtualenv inside the working directory, which is on sys.path too, must stay.)"""
-    sites = [Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages(),
-                                         sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]]
+    sites = [
+        Path(p).resolve()
+        for p in [
+            *site.getsitepackages(),
+            site.getusersitepackages(),
+            sysconfig.get_paths()["purelib"],
+            sysconfig.get_paths()["platlib"],
+        ]
+    ]
     entries = [Path(p or ".").resolve() for p in sys.path]
     kept = [e for e in entries if not any(e != s and e.is_relative_to(s) for s in sites)]
     return list(dict.fromkeys(str(e) for e in kept))
@@ -132,7 +156,10 @@ def plan_installed(max_files: int | None = None) -> list[SourceSpec]:
     """
     seen: set[str] = set()
     dists = []
-    for dist in sorted(md.distributions(path=_search_path()), key=lambda d: (_norm_name(d.metadata["Name"] or ""), str(d._path))):  # type: ignore[attr-defined]
+    for dist in sorted(
+        md.distributions(path=_search_path()),
+        key=lambda d: (_norm_name(d.metadata["Name"] or ""), str(getattr(d, "_path", ""))),
+    ):
         name = _norm_name(dist.metadata["Name"] or "")
         if not name or name in seen or not dist.files:
             continue
@@ -167,7 +194,7 @@ def plan_installed(max_files: int | None = None) -> list[SourceSpec]:
         if not files:
             continue
         license_spdx, license_source = declared_license(dist)
-        root = str(Path(dist.locate_file("")).resolve())
+        root = str(Path(str(dist.locate_file(""))).resolve())
         specs.append(
             SourceSpec(
                 kind="installed",

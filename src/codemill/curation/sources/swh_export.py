@@ -39,7 +39,6 @@ from codemill.curation.swhid import MODE_GITLINK, swhid_of
 from codemill.storage import RemotePath, StoragePath, location
 
 REQUIRED_TABLES = ("content", "directory_entry", "revision")
-OPTIONAL_TABLES = ("origin", "origin_visit_status", "snapshot_branch")
 
 
 def _table_path(export: StoragePath, name: str) -> StoragePath | None:
@@ -53,12 +52,20 @@ def is_swh_export(path: StoragePath) -> bool:
     return path.is_dir() and all(_table_path(path, name) for name in REQUIRED_TABLES)
 
 
+def _required(export: StoragePath, name: str) -> pa.Table:
+    table = _read(export, name)
+    assert table is not None  # _read raises for a missing required table
+    return table
+
+
 def _read(export: StoragePath, name: str, required: bool = True) -> pa.Table | None:
     path = _table_path(export, name)
     if path is None:
         if required:
-            raise SourceError(f"Software Heritage export {export}: table {name!r} is missing "
-                              f"(looked for {name}.parquet, {name}.orc, {name}/)")
+            raise SourceError(
+                f"Software Heritage export {export}: table {name!r} is missing "
+                f"(looked for {name}.parquet, {name}.orc, {name}/)"
+            )
         return None
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".orc", ".parquet"))
     fmt = "orc" if files and files[0].suffix == ".orc" else "parquet"
@@ -109,17 +116,17 @@ def _head_revision(branches: list[tuple[bytes, str, str]]) -> str | None:
 def load_export(uri: str) -> _Export:
     export = location(uri)
     directories: dict[str, list] = {}
-    for row in _read(export, "directory_entry").to_pylist():
+    for row in _required(export, "directory_entry").to_pylist():
         directories.setdefault(_hex(row["directory_id"]), []).append(
             (_bytes_name(row["name"]), str(row["type"]), _hex(row["target"]), int(row["perms"]))
         )
     contents = {
         _hex(row["sha1_git"]): (_hex(row["sha1"]), int(row["length"] or 0), str(row.get("status") or "visible"))
-        for row in _read(export, "content").to_pylist()
+        for row in _required(export, "content").to_pylist()
     }
     revisions = {
         _hex(row["id"]): (_hex(row["directory"]), str(row["date"]) if row.get("date") is not None else None)
-        for row in _read(export, "revision").to_pylist()
+        for row in _required(export, "revision").to_pylist()
     }
     origins_table = _read(export, "origin", required=False)
     visits = _read(export, "origin_visit_status", required=False)
@@ -129,8 +136,11 @@ def load_export(uri: str) -> _Export:
         branches: dict[str, list] = {}
         for row in branches_table.to_pylist():
             branches.setdefault(_hex(row["snapshot_id"]), []).append(
-                (_bytes_name(row["name"]), _bytes_name(row["target"]).decode() if row["target_type"] == "alias"
-                 else _hex(row["target"]), str(row["target_type"]))
+                (
+                    _bytes_name(row["name"]),
+                    _bytes_name(row["target"]).decode() if row["target_type"] == "alias" else _hex(row["target"]),
+                    str(row["target_type"]),
+                )
             )
         latest: dict[str, tuple] = {}
         for row in visits.to_pylist():
@@ -156,14 +166,19 @@ def plan_swh_export(uri: str, content_store: str | None, limits) -> list[SourceS
     store = content_store or str(location(uri) / "content")
     specs = []
     for url, head, snapshot, visit_date in export.origins:
-        name = url.rstrip("/").rsplit("/", 1)[-1] if url else swhid_of(ObjectType.REVISION, bytes.fromhex(head))
+        name = url.rstrip("/").rsplit("/", 1)[-1] if url else swhid_of(ObjectType.REVISION, bytes.fromhex(head or ""))
         specs.append(
             SourceSpec(
                 kind="swh_export",
                 uri=uri,
                 repo=name,
-                options=(("origin_url", url), ("revision", head), ("snapshot", snapshot),
-                         ("visit_date", visit_date), ("content_store", store)),
+                options=(
+                    ("origin_url", url),
+                    ("revision", head),
+                    ("snapshot", snapshot),
+                    ("visit_date", visit_date),
+                    ("content_store", store),
+                ),
                 limits=limits,
             )
         )
@@ -181,7 +196,10 @@ def read_swh_origin(spec: SourceSpec) -> Iterator[SourceItem]:
     head = spec.option("revision")
     snapshot = spec.option("snapshot")
     summary = RepoSummary(
-        key, repo, spec.uri, spec.kind,
+        key,
+        repo,
+        spec.uri,
+        spec.kind,
         origin_url=spec.option("origin_url"),
         revision_swhid=swhid_of(ObjectType.REVISION, bytes.fromhex(head)) if head else None,
         snapshot_swhid=swhid_of(ObjectType.SNAPSHOT, bytes.fromhex(snapshot)) if snapshot else None,
@@ -204,12 +222,17 @@ def read_swh_origin(spec: SourceSpec) -> Iterator[SourceItem]:
                 yield unreadable(spec, key, repo, prefix, "swh_directory_missing")
                 continue
             for name, kind, target, perms in sorted(export.directories.get(dir_id, [])):
-                path = f"{prefix}/{name.decode('utf-8', 'surrogateescape')}" if prefix else name.decode("utf-8", "surrogateescape")
+                path = (
+                    f"{prefix}/{name.decode('utf-8', 'surrogateescape')}"
+                    if prefix
+                    else name.decode("utf-8", "surrogateescape")
+                )
                 if kind == "dir":
                     stack.append((path, target))
                 elif kind == "rev":
-                    yield SourceFile(key, repo, path, 0, None, bytes.fromhex(target), MODE_GITLINK,
-                                     "submodule", spec.uri, spec.kind)
+                    yield SourceFile(
+                        key, repo, path, 0, None, bytes.fromhex(target), MODE_GITLINK, "submodule", spec.uri, spec.kind
+                    )
                 else:
                     yield _read_content(spec, key, repo, path, target, perms, export, store)
 
@@ -222,7 +245,9 @@ def _read_content(spec, key, repo, path, sha1_git, perms, export: _Export, store
     expected = bytes.fromhex(sha1_git)
     meta = export.contents.get(sha1_git)
     if meta is None:
-        return SourceFile(key, repo, path, 0, None, expected, perms, "swh_content_missing_from_table", spec.uri, spec.kind)
+        return SourceFile(
+            key, repo, path, 0, None, expected, perms, "swh_content_missing_from_table", spec.uri, spec.kind
+        )
     sha1, length, status = meta
     if status != "visible":
         return SourceFile(key, repo, path, length, None, expected, perms, f"swh_content_{status}", spec.uri, spec.kind)
@@ -231,9 +256,13 @@ def _read_content(spec, key, repo, path, sha1_git, perms, export: _Export, store
     try:
         data = _fetch(store, sha1)
     except FileNotFoundError:
-        return SourceFile(key, repo, path, length, None, expected, perms, "swh_blob_missing_from_store", spec.uri, spec.kind)
+        return SourceFile(
+            key, repo, path, length, None, expected, perms, "swh_blob_missing_from_store", spec.uri, spec.kind
+        )
     except (OSError, EOFError) as err:
-        return SourceFile(key, repo, path, length, None, expected, perms, f"swh_blob_corrupt:{err}", spec.uri, spec.kind)
+        return SourceFile(
+            key, repo, path, length, None, expected, perms, f"swh_blob_corrupt:{err}", spec.uri, spec.kind
+        )
     item = ingest_bytes(spec, key, repo, path, data, perms)
     if item.sha1_git != expected:
         item.sha1_git, item.data, item.drop_reason = expected, None, "swh_blob_hash_mismatch"

@@ -11,7 +11,6 @@ import io
 import json
 from typing import Any, Iterator
 
-
 from codemill.curation.sources.base import (
     RepoSummary,
     SourceItem,
@@ -77,16 +76,23 @@ def read_table(spec: SourceSpec) -> Iterator[SourceItem]:
         if not isinstance(repo, str) or not isinstance(path, str) or not isinstance(content, (str, bytes)):
             missing = [k for k in ("repo", "path", "content") if not isinstance(row.get(k), (str, bytes))]
             yield unreadable(
-                spec, repo_key(spec.uri, str(repo)), str(repo), str(path or f"<row {line_number}>"),
+                spec,
+                repo_key(spec.uri, str(repo)),
+                str(repo),
+                str(path or f"<row {line_number}>"),
                 f"malformed_row:line {line_number}: missing or non-text {', '.join(missing)}",
             )
             continue
         key = repo_key(spec.uri, repo)
         if key not in summaries:
             summaries[key] = RepoSummary(
-                key, repo, spec.uri, spec.kind,
+                key,
+                repo,
+                spec.uri,
+                spec.kind,
                 origin_url=row.get("origin_url") or repo,
-                stars=row.get("stars"), forks=row.get("forks"),
+                stars=row.get("stars"),
+                forks=row.get("forks"),
                 revision_date=str(row["revision_date"]) if row.get("revision_date") else None,
             )
             collectors[key] = TreeCollector()

@@ -21,8 +21,11 @@ def _flash():
     try:
         from flash_attn import flash_attn_func
     except Exception as err:
-        return chosen("attention", None, f"flash-attn did not import ({type(err).__name__}: {err}); "
-                                         "torch's scaled_dot_product_attention instead")
+        return chosen(
+            "attention",
+            None,
+            f"flash-attn did not import ({type(err).__name__}: {err}); torch's scaled_dot_product_attention instead",
+        )
     return chosen("attention", flash_attn_func, "flash-attn 2")
 
 

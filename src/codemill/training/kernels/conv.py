@@ -15,22 +15,29 @@ import torch.nn.functional as F
 from codemill.training.kernels.choice import chosen, fell_back
 
 
-def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                      initial_state: torch.Tensor | None = None, activation: bool = True,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_conv1d_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    activation: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(y like x, final state). Output t sees inputs t - width + 1 .. t (zeros, or the given
     state, before the start); silu applied when `activation`."""
     width = weight.shape[-1]
-    history = (x.new_zeros(x.shape[0], x.shape[1], width - 1) if initial_state is None
-               else initial_state.to(x.dtype))
+    history = x.new_zeros(x.shape[0], x.shape[1], width - 1) if initial_state is None else initial_state.to(x.dtype)
     padded = torch.cat([history, x], dim=-1)
     y = F.conv1d(padded, weight.unsqueeze(1), bias, groups=x.shape[1])
-    return (F.silu(y) if activation else y), padded[..., padded.shape[-1] - (width - 1):]
+    return (F.silu(y) if activation else y), padded[..., padded.shape[-1] - (width - 1) :]
 
 
-def causal_conv1d_step_ref(state: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                           bias: torch.Tensor | None = None, activation: bool = True,
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_conv1d_step_ref(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step: x (batch, channels) -> (y (batch, channels), new state)."""
     window = torch.cat([state.to(x.dtype), x[..., None]], dim=-1)  # (b, d, width)
     y = (window * weight).sum(-1)
@@ -59,8 +66,9 @@ def kernel_refusal(channels: int, width: int) -> str | None:
     return None
 
 
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, initial_state: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """silu(causal depthwise conv); causal-conv1d's kernel on CUDA when installed (prefill from
     a zero state), else the reference."""
     if x.is_cuda and initial_state is None:
@@ -70,6 +78,6 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             fell_back("causal conv", refusal)
         elif kernel is not None:
             width = weight.shape[-1]
-            final = F.pad(x, (max(0, width - 1 - x.shape[-1]), 0))[..., -(width - 1):]
+            final = F.pad(x, (max(0, width - 1 - x.shape[-1]), 0))[..., -(width - 1) :]
             return kernel(x, weight, bias, activation="silu"), final
     return causal_conv1d_ref(x, weight, bias, initial_state)

@@ -56,9 +56,16 @@ def fp32_island(function):
 
 
 @fp32_island
-def ssd_chunked_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                    chunk_size: int, D: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_chunked_ref(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(y like x, final state). Computes in float32 (or float64 if given) under any autocast and
     returns x's dtype, and the final state in float32 (float64)."""
     batch, length, heads, head_dim = x.shape
@@ -122,8 +129,15 @@ def ssd_chunked_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch
 
 
 @fp32_island
-def ssd_step_ref(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 C: torch.Tensor, D: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_step_ref(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the recurrence: x (b, h, p), dt (b, h), B/C (b, g, n), state (b, h, p, n).
     Returns (y (b, h, p), new state)."""
     heads, groups = x.shape[1], B.shape[1]
@@ -138,14 +152,29 @@ def ssd_step_ref(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torc
     return y.to(x.dtype), state
 
 
-def ssd_sequential_ref(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                       D: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_sequential_ref(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence one step at a time: slow, obviously right; the parity tests' ground truth."""
     batch, length, heads, head_dim = x.shape
-    state = (torch.zeros(batch, heads, head_dim, B.shape[-1], dtype=torch.float64 if x.dtype == torch.float64
-                         else torch.float32, device=x.device)
-             if initial_state is None else initial_state.clone())
+    state = (
+        torch.zeros(
+            batch,
+            heads,
+            head_dim,
+            B.shape[-1],
+            dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+            device=x.device,
+        )
+        if initial_state is None
+        else initial_state.clone()
+    )
     ys = []
     for t in range(length):
         y, state = ssd_step_ref(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D)
@@ -163,8 +192,16 @@ def _cuda_kernel():
     return chosen("SSD scan", mamba_chunk_scan_combined, "mamba-ssm's Triton kernel (mamba_chunk_scan_combined)")
 
 
-def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int,
-        D: torch.Tensor | None = None, initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunked scan: mamba-ssm's fused Triton kernel on CUDA when installed, else the reference."""
     if x.is_cuda:
         kernel = _cuda_kernel()

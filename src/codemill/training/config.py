@@ -1,0 +1,118 @@
+"""The training settings (the `train:` section of a run config): optimiser, data and run. This
+module imports neither torch nor numba, so that reading and printing a config stays fast."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from codemill.settings import load_section
+
+if TYPE_CHECKING:
+    from codemill.training.model import ModelConfig
+
+PrecisionSetting = Literal["auto", "fp32", "bf16"]
+Parallel = Literal["ddp", "fsdp"]
+PRECISIONS: tuple[str, ...] = typing.get_args(PrecisionSetting)
+PARALLEL_MODES: tuple[str, ...] = typing.get_args(Parallel)
+Optimizer = Literal["adamw", "muon"]
+Schedule = Literal["wsd", "cosine", "constant"]
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Optimizer = "adamw"
+    lr: float = 3e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    multiplier_lr: float | None = None  # default: lr
+    multiplier_weight_decay: float = 1e-4
+    muon_momentum: float = 0.95
+    grad_clip: float = 1.0  # global norm over every group but the multipliers; 0 = off
+    schedule: Schedule = "wsd"
+    warmup_steps: int = 20
+    decay_fraction: float = 0.2  # WSD: the last fraction of the steps decays to min_lr
+    min_lr_ratio: float = 0.1
+    mup_base_width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if (
+            self.lr <= 0
+            or self.warmup_steps < 0
+            or not 0 <= self.decay_fraction <= 1
+            or not 0 <= self.min_lr_ratio <= 1
+        ):
+            raise ValueError("need lr > 0, warmup_steps >= 0, decay_fraction and min_lr_ratio in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> OptimConfig:
+        return load_section(cls, values, "optim")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""  # a `codemill tokenize` output directory, or its blend.json
+    seq_len: int = 512
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 2:
+            raise ValueError(f"data seq_len must be >= 2, got {self.seq_len}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DataConfig:
+        return load_section(cls, values, "data")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs/train"
+    model: str = "small"  # a named config (tiny, small, falcon-h1-0.5b)
+    model_overrides: dict = field(default_factory=dict)  # any ModelConfig field
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 300
+    micro_batch: int = 8
+    grad_accum: int = 1
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    keep_optimizer_states: int | None = None  # only the newest N kept checkpoints keep them (None: all)
+    max_bad_steps: int = 10
+    parallel: Parallel = "ddp"  # with several ranks (fsdp: also alone, a one-rank group)
+    tensorboard: bool = False
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~1/3 more compute
+    peak_flops: float | None = None  # for MFU; measured (a matmul in the run's precision) when not given
+    precision: PrecisionSetting = "auto"  # bf16: autocast, float32 master weights (training/precision.py)
+    fail_after_step: int | None = None  # fault injection for resume tests: hard exit after this step
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "micro_batch", "grad_accum", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train {name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        return load_section(cls, values, "train")
+
+    def model_config(self, vocab_size: int | None = None) -> ModelConfig:
+        from codemill.training.model import named_config  # here: the model module imports torch
+
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
+        if vocab_size is not None and "vocab_size" not in overrides:
+            overrides["vocab_size"] = vocab_size
+        return named_config(self.model, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

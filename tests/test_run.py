@@ -85,15 +85,16 @@ def test_config_show_prints_every_default_and_round_trips(tmp_path: Path, capsys
     assert values["train"]["micro_batch"] == 4  # the run's default, kept beside the override
     assert RunConfig.from_dict(values) == RunConfig.from_yaml(config)
     # Each section serves its own command: the train section through `codemill train --config`.
-    from codemill.cli import _load_config_section
+    from codemill.cli.common import load_config_section
     from codemill.training.loop import TrainConfig
 
-    assert _load_config_section(str(tmp_path / "run.yaml"), "train", TrainConfig).steps == 40
+    assert load_config_section(str(tmp_path / "run.yaml"), "train", TrainConfig).steps == 40
 
 
 def test_train_and_eval_use_the_defaults_config_show_prints(tmp_path: Path, monkeypatch, capsys) -> None:
     """One set of defaults: a command reads its section over the same defaults `config show` prints."""
-    from codemill.cli import _eval_defaults, build_parser, main
+    from codemill.cli import build_parser, main
+    from codemill.cli.evaluation import eval_defaults
     from codemill.settings import plain
     from codemill.training import loop
 
@@ -117,11 +118,11 @@ def test_train_and_eval_use_the_defaults_config_show_prints(tmp_path: Path, monk
 
     for argv in (["eval"], ["eval", "--config", str(config)]):
         args = build_parser().parse_args(argv)
-        _eval_defaults(args)
+        eval_defaults(args)
         ev = shown["eval"]
         assert (args.n, args.k, args.max_new_tokens, args.limit) == (
             ev["n"],
-            ",".join(map(str, ev["k"])),
+            ev["k"],
             ev["max_new_tokens"],
             ev["pass_limit"],
         )

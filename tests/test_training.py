@@ -268,6 +268,9 @@ def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path
     assert AutoTokenizer.from_pretrained(hf).eos_token == "<|endoftext|>"
     assert main(["train", "--model", "tiny", "--out", str(tmp_path / "x")]) == 2  # no data: a clear error
     assert main(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "y")]) == 2
+    # Without --tokenizer the run's own (its data's tokenizer folder) goes with the model.
+    assert main(["export-hf", str(run), str(tmp_path / "auto")]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "auto").eos_token == "<|endoftext|>"
 
 
 def test_eval_signal_over_the_checkpoints_of_a_run(token_data: Path, tmp_path: Path) -> None:

@@ -30,6 +30,12 @@ class DecontamConfig:
             raise ValueError(f"decontamination ngram must be >= 1, got {self.ngram}")
         if not 0.0 < self.ngram_overlap <= 1.0:
             raise ValueError(f"decontamination ngram_overlap must be in (0, 1], got {self.ngram_overlap}")
+        pathless = sorted(name for name, path in self.benchmarks.items() if name != "humaneval" and not path)
+        if pathless:
+            raise ValueError(
+                f"benchmark(s) {pathless} need the path of their JSONL file (give NAME=PATH); only humaneval "
+                "ships with its package"
+            )
         unknown = set(self.benchmarks) - {"humaneval", "mbpp", "gsm8k"} - set(self.extra_fields)
         if unknown:
             raise ValueError(

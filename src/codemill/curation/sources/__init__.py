@@ -7,12 +7,13 @@ in parallel. `read_source` reads one spec.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator
 
 from codemill.curation.sources.archive import is_archive, read_archive
 from codemill.curation.sources.base import IngestLimits, SourceError, SourceItem, SourceSpec
 from codemill.curation.sources.directory import read_directory
-from codemill.curation.sources.git import is_git_repository, read_git
+from codemill.curation.sources.git import check_ref, is_git_repository, read_git
 from codemill.curation.sources.installed import plan_installed, read_installed
 from codemill.curation.sources.swh_export import is_swh_export, plan_swh_export, read_swh_origin
 from codemill.curation.sources.table import is_table, read_table
@@ -94,7 +95,11 @@ def plan_sources(
         elif source_kind == "swh_export":
             specs.extend(plan_swh_export(uri, content_store, limits))
         elif source_kind == "git":
+            if ref:  # checked here, where the error is a message, not inside a pipeline worker
+                check_ref(Path(uri), ref)
             specs.append(SourceSpec("git", uri, options=(("ref", ref),) if ref else (), limits=limits))
+        elif source_kind == "table" and path.is_dir():
+            raise SourceError(f"source {path}: --source-kind table needs a file (JSONL or Parquet), not a folder")
         else:
             specs.append(SourceSpec(source_kind, uri, limits=limits))
     return specs

@@ -94,6 +94,15 @@ def git_repo_name(root: Path) -> str:
     return remote.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1] if remote else root.resolve().name
 
 
+def check_ref(root: Path, ref: str) -> None:
+    """A SourceError naming the ref when the repository at `root` has no such commit."""
+    if not is_git_repository(root):
+        raise SourceError(f"{root} is not a git repository (no .git, not a bare repository)")
+    found = _git(root, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}", check=False).strip()
+    if not found:
+        raise SourceError(f"git repository {root}: no commit named {ref!r} (give a branch, tag or commit with --ref)")
+
+
 def read_git(spec: SourceSpec) -> Iterator[SourceItem]:
     root = Path(spec.uri)
     if not is_git_repository(root):

@@ -1,0 +1,335 @@
+"""`codemill curate`, `dedup`, `manifest verify` and `publish`: the data-curation commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from codemill.cli.common import (
+    load_config_section,
+    positive_int,
+)
+
+CURATE_EPILOG = """\
+SOURCE kinds (detected, or forced with --source-kind):
+  directory   a local folder, one repository
+  git         a git repository (working copy or bare), files at HEAD or --ref
+  archive     .tar .tar.gz .tgz .tar.bz2 .tar.xz .tar.zst .zip: one archive = one repository
+  archives    a folder holding only archives: one repository each
+  swh_export  a Software Heritage graph export (Parquet/ORC tables) + --content-store
+  table       .jsonl[.gz|.zst] or .parquet rows of {repo, path, content[, license, stars, forks]}
+  The last four, --out and --license-cache may be fsspec URLs (s3://bucket/corpus/...).
+  (none)      the embedded default corpus: the installed Python distributions, capped by --max-files
+
+A dask.distributed cluster runs it with codemill's own runner:
+  --runner=DaskRunner --dask_client_address=tcp://HOST:8786 (or --dask_scheduler_file=FILE)
+Any Apache Beam pipeline option passes through, e.g.
+  --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
+Without --runner, the local FnApiRunner runs in-process and fans the per-file work out to --workers
+processes (Beam's own --direct_num_workers/--direct_running_mode also pass through).
+"""
+
+
+def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from codemill.curation.config import CurationConfig
+    from codemill.curation.optout import OptOutList
+    from codemill.curation.sources import SourceError, plan_sources
+    from codemill.pipelines.curate import run_curation
+
+    config = load_config_section(args.config, "curate", CurationConfig)
+    changes: dict = {}
+    if args.optout:
+        changes["optout"] = OptOutList.from_file(Path(args.optout))
+    if args.no_pii:
+        changes["redact_pii"] = False
+    if args.no_licenses:
+        changes["detect_licenses"] = False
+    for option, setting in (
+        ("shards", "num_shards"),
+        ("shard_mb", "shard_mb"),
+        ("memory_budget_mb", "memory_budget_mb"),
+        ("spill_dir", "spill_dir"),
+    ):
+        if getattr(args, option) is not None:
+            changes[setting] = getattr(args, option)
+    if args.dedup == "none":
+        changes["dedup"] = None
+    elif args.dedup:
+        from codemill.dedup.config import DedupConfig
+
+        changes["dedup"] = dataclasses.replace(config.dedup or DedupConfig(), mode=args.dedup)
+    config = dataclasses.replace(config, **changes)
+    try:
+        specs = plan_sources(
+            args.sources,
+            args.source_kind,
+            max_files=args.max_files,
+            limits=config.limits,
+            ref=args.ref,
+            content_store=args.content_store,
+        )
+    except SourceError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    if not specs:
+        print("codemill: nothing to read (no sources found)", file=sys.stderr)
+        return 2
+    what = (
+        "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
+    )
+    print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
+    from codemill.pipelines.outputs import IncompleteOutputError
+
+    failures: tuple[type[Exception], ...] = (IncompleteOutputError,)
+    if config.dedup is not None:  # the dedup pipeline imports numba: only when it runs
+        from codemill.pipelines.dedup import NotConvergedError
+
+        failures += (NotConvergedError,)
+    try:
+        result = run_curation(
+            specs, args.out, config, beam_args, processes=args.workers, license_cache=args.license_cache
+        )
+    except failures as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 1
+    totals = result.stats.get("totals", {})
+    if not totals.get("files"):
+        print(f"codemill curate: the sources held no files ({what}); {args.out} has empty tables", file=sys.stderr)
+        return 2
+    if config.dedup is not None:
+        _print_dedup_summary(result.out_dir)
+    print(
+        f"\ncurated {totals.get('files', 0)} files ({totals.get('bytes', 0) / 1e6:.1f} MB) in {result.seconds:.1f} s: "
+        f"kept {totals.get('kept_files', 0)}, dropped {totals.get('dropped_files', 0)}\n"
+        f"  kept records : {result.out_dir / 'data'}\n"
+        f"  dropped      : {result.out_dir / 'dropped'}\n"
+        f"  manifest     : {result.manifest_dir}  (check it: codemill manifest verify {result.out_dir})\n"
+        f"  trees        : {result.out_dir / 'trees'}\n"
+        f"  stats        : {result.out_dir / 'stats.json'}"
+    )
+    return 0
+
+
+def _print_dedup_summary(out_dir) -> None:
+    from codemill.jsonl import read_json
+
+    report = read_json(out_dir / "dedup.json")
+    totals, config = report["totals"], report["config"]
+    line = f"dedup ({config['mode']}"
+    if config["mode"] == "near":
+        cc = report["connected_components"]
+        line += (
+            f", {config['num_perm']} permutations, LSH {config['bands']} bands x {config['rows']} rows, "
+            f"Jaccard >= {config['threshold']}; components settled in {cc['rounds']} rounds"
+        )
+    print(
+        f"{line}): {totals.get('files', 0)} files, {totals.get('clusters', 0)} clusters, removed "
+        f"{totals.get('removed_exact', 0)} exact and {totals.get('removed_near', 0)} near duplicates "
+        f"({totals.get('removed_bytes', 0) / 1e6:.1f} MB); {totals.get('too_short_for_near_dedup', 0)} texts "
+        "too short for one shingle (exact dedup only)"
+    )
+
+
+def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from codemill.dedup.config import DedupConfig
+    from codemill.pipelines.dedup import NotConvergedError, run_dedup
+    from codemill.pipelines.outputs import IncompleteOutputError
+
+    config = load_config_section(args.config, "dedup", DedupConfig)
+    changes = {
+        name: getattr(args, name)
+        for name in ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
+        if getattr(args, name) is not None
+    }
+    if args.no_verify:
+        changes["verify"] = False
+    try:
+        config = dataclasses.replace(config, **changes)
+    except ValueError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    if config.mode == "near":
+        bands, rows = config.bands_rows
+        print(
+            f"codemill dedup: near dedup with {config.ngram}-gram shingles, {config.num_perm} permutations, "
+            f"Jaccard >= {config.threshold}: LSH {bands} bands x {rows} rows",
+            file=sys.stderr,
+        )
+    try:
+        result = run_dedup(args.input, args.output, config, beam_args, processes=args.workers)
+    except (FileNotFoundError, ValueError, IncompleteOutputError, NotConvergedError) as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 1 if isinstance(err, (IncompleteOutputError, NotConvergedError)) else 2
+    _print_dedup_summary(result.out_dir)
+    totals = result.stats.get("totals", {})
+    print(
+        f"kept {totals.get('kept_files', 0)} of {totals.get('files', 0)} files in {result.seconds:.1f} s -> "
+        f"{result.out_dir} (data/, dropped/, manifest/, stats.json, dedup.json)"
+    )
+    return 0
+
+
+def _manifest_verify(args: argparse.Namespace) -> int:
+    from codemill.curation.manifest import verify
+
+    try:
+        report = verify(args.dir)
+    except FileNotFoundError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    for problem in report.problems[: args.max_problems]:
+        print(f"FAIL {problem}")
+    if len(report.problems) > args.max_problems:
+        print(f"... and {len(report.problems) - args.max_problems} more problems")
+    status = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+    print(
+        f"manifest verify {args.dir}: {status}: {report.files_checked} source files re-hashed, "
+        f"{report.kept_checked} stored texts checked"
+    )
+    return 0 if report.ok else 1
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from codemill.pipelines.publish import PublishError, publish_dataset
+    from codemill.pipelines.run_config import PublishConfig
+
+    config = load_config_section(args.config, "publish", PublishConfig)
+    if args.permissive_only:
+        config = dataclasses.replace(config, permissive_only=True)
+    try:
+        published = publish_dataset(args.input, args.out, config)
+    except PublishError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"published {published.rows:,} rows in {published.shards} Parquet shard(s) -> {published.dataset_dir}\n"
+        f'  load it: datasets.load_dataset("parquet", data_dir={str(published.dataset_dir / "data")!r})'
+    )
+    return 0
+
+
+def register_curate(commands) -> None:
+    curate = commands.add_parser(
+        "curate",
+        help="curate sources into labelled, filtered FileRecords with a provenance manifest",
+        description="Curate sources into labelled, filtered FileRecords with a provenance manifest.",
+        epilog=CURATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    curate.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="paths to read (none: the embedded default corpus)"
+    )
+    curate.add_argument("--out", required=True, help="output directory")
+    curate.add_argument(
+        "--source-kind",
+        choices=("directory", "git", "archive", "archives", "swh_export", "table"),
+        help="force the kind of every SOURCE instead of detecting it",
+    )
+    curate.add_argument(
+        "--max-files",
+        type=int,
+        default=20000,
+        help="cap on files taken from the embedded default corpus (default: %(default)s)",
+    )
+    curate.add_argument("--ref", help="git ref to read (default: HEAD)")
+    curate.add_argument(
+        "--content-store", help="fsspec URL of the content store of a swh_export source (default: <export>/content)"
+    )
+    curate.add_argument(
+        "--config", help="YAML file with curation settings (filters, limits, ...), optionally under 'curate:'"
+    )
+    curate.add_argument("--optout", help="file of repositories, origin URLs or SWHIDs to exclude, one per line")
+    curate.add_argument("--no-pii", action="store_true", help="do not redact PII and secrets")
+    curate.add_argument(
+        "--no-licenses", action="store_true", help="skip ScanCode on licence files (only declared licences count)"
+    )
+    curate.add_argument(
+        "--shards",
+        type=positive_int,
+        help="output shards per table (default: the estimated input size over --shard-mb)",
+    )
+    curate.add_argument("--shard-mb", type=float, help="target input MB per output shard (default 32)")
+    curate.add_argument(
+        "--memory-budget-mb", type=int, help="MB of records a worker holds before it spills to local disk (default 512)"
+    )
+    curate.add_argument("--spill-dir", help="local folder for spills (default: the system's temporary folder)")
+    curate.add_argument(
+        "--license-cache", help="a license_cache.json of an earlier curation: its licence texts are not detected again"
+    )
+    curate.add_argument(
+        "--dedup",
+        choices=("none", "exact", "near"),
+        help="deduplicate inside the curation pipeline (default: the config's setting, else none)",
+    )
+    curate.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes for the per-file work and ScanCode when no --runner is given "
+        "(default: the number of cores, %(default)s)",
+    )
+    curate.set_defaults(handler=_curate, beam_args=True)
+
+
+def register_dedup(commands) -> None:
+    dedup = commands.add_parser(
+        "dedup",
+        help="exact and near (MinHash-LSH) dedup of a curation output",
+        description="Exact and near (MinHash-LSH) dedup of a curation output, with The Stack v2's survivor "
+        "ranking (permissive > no licence > non-permissive, then stars, forks, newer revision, newer "
+        "visit, smallest SWHID). Writes OUT in the curation layout plus dedup.json.",
+        epilog="Any Apache Beam pipeline option passes through, as for `codemill curate`.",
+    )
+    dedup.add_argument("input", metavar="IN", help="a finished curation output directory")
+    dedup.add_argument("output", metavar="OUT", help="output directory")
+    dedup.add_argument("--config", help="YAML file with dedup settings, optionally under 'dedup:'")
+    dedup.add_argument("--mode", choices=("exact", "near"), help="default: near (which includes exact)")
+    dedup.add_argument("--threshold", type=float, help="Jaccard threshold of near duplicates (default 0.7)")
+    dedup.add_argument("--num-perm", type=int, help="MinHash permutations (default 256)")
+    dedup.add_argument("--ngram", type=int, help="tokens per shingle (default 5)")
+    dedup.add_argument("--bands", type=int, help="LSH bands (with --rows; default: chosen for the threshold)")
+    dedup.add_argument("--rows", type=int, help="LSH rows per band")
+    dedup.add_argument("--seed", type=int, help="permutation seed (default 42)")
+    dedup.add_argument(
+        "--no-verify", action="store_true", help="do not check candidate pairs by the Jaccard of their shingle sets"
+    )
+    dedup.add_argument("--cc-rounds", type=int, help="connected-component rounds (default: from the corpus size)")
+    dedup.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes for signatures when no --runner is given (default: %(default)s)",
+    )
+    dedup.set_defaults(handler=_dedup, beam_args=True)
+
+
+def register_manifest(commands) -> None:
+    manifest = commands.add_parser("manifest", help="provenance manifest tools")
+    manifest_commands = manifest.add_subparsers(dest="manifest_command", metavar="ACTION")
+    verify = manifest_commands.add_parser("verify", help="re-read the sources and recompute every SWHID")
+    verify.add_argument("dir", help="a curation output directory")
+    verify.add_argument("--max-problems", type=int, default=50, help="problems to print (default: %(default)s)")
+    verify.set_defaults(handler=_manifest_verify, beam_args=False)
+
+
+def register_publish(commands) -> None:
+    publish = commands.add_parser(
+        "publish",
+        help="the kept records of a curation or dedup output as a Hugging Face dataset folder",
+        description="Write OUT/dataset: data/train-*.parquet (the kept records), manifest/ (every input file "
+        "with its SWHID and verdict), README.md (the dataset card) and the curation's counts. "
+        '`datasets.load_dataset("parquet", data_dir="OUT/dataset/data")` loads it.',
+    )
+    publish.add_argument("input", metavar="IN", help="a finished curation or dedup output")
+    publish.add_argument("--out", required=True, help="output folder (the dataset goes to OUT/dataset)")
+    publish.add_argument("--config", help="YAML file with publish settings, optionally under 'publish:'")
+    publish.add_argument("--permissive-only", action="store_true", help="only records with a permissive licence")
+    publish.set_defaults(handler=_publish, beam_args=False)

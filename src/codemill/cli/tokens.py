@@ -1,0 +1,184 @@
+"""`codemill tokenizer train`, `tokenize` and `trace`: from kept records to token shards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from codemill.cli.common import (
+    load_config_section,
+    positive_int,
+)
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from codemill.pipelines.run_config import TokenizerStageConfig
+    from codemill.tokenize.tokenizer import TokenizerConfig, kept_texts, train_tokenizer
+
+    section = load_config_section(args.config, "tokenizer", TokenizerStageConfig)
+    vocab_size = args.vocab_size or section.vocab_size
+    max_files = args.max_files or section.max_files
+    try:
+        config = TokenizerConfig(vocab_size=vocab_size, min_frequency=section.min_frequency)
+    except ValueError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    from codemill.storage import is_remote, location
+
+    data = location(args.input) / "data"
+    if not data.is_dir():
+        print(f"codemill: {data} does not exist: give a curation or dedup output", file=sys.stderr)
+        return 2
+
+    import itertools
+
+    texts = kept_texts(args.input, max_files)
+    first = next(texts, None)
+    if first is None:
+        print(f"codemill tokenizer train: {args.input} holds no kept records: nothing to train on", file=sys.stderr)
+        return 2
+    path = train_tokenizer(itertools.chain([first], texts), args.out, config)
+    folder = "<a local copy of the folder>" if is_remote(args.out) else args.out
+    print(
+        f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
+        f"transformers.AutoTokenizer.from_pretrained({folder!r})"
+    )
+    return 0
+
+
+def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import dataclasses
+
+    from codemill.pipelines.outputs import IncompleteOutputError
+    from codemill.pipelines.tokenize import run_tokenize
+    from codemill.tokenize.config import TokenizeConfig
+    from codemill.tokenize.decontam import BenchmarkError, DecontamConfig
+    from codemill.tokenize.indexed import ShardError
+    from codemill.tokenize.tokenizer import TokenizerError
+
+    config = load_config_section(args.config, "tokenize", TokenizeConfig)
+    try:
+        changes: dict = {}
+        if args.shards is not None:
+            changes["num_shards"] = args.shards
+        if args.no_decontam:
+            changes["decontam"] = None
+        elif args.benchmark:
+            benchmarks = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.benchmark)
+            changes["decontam"] = dataclasses.replace(config.decontam or DecontamConfig(), benchmarks=benchmarks)
+        if args.mixture:
+            from codemill.tokenize.mixture import MixtureSpec
+
+            changes["mixture"] = MixtureSpec.from_yaml(Path(args.mixture))
+        if args.train_tokens:
+            changes["train_tokens"] = args.train_tokens
+        documents = {name: getattr(args, name) for name in ("max_tokens", "seed") if getattr(args, name) is not None}
+        if documents:
+            changes["documents"] = dataclasses.replace(config.documents, **documents)
+        config = dataclasses.replace(config, **changes)
+        result = run_tokenize(args.input, args.output, args.tokenizer, config, beam_args, processes=args.workers)
+    except (ValueError, FileNotFoundError, IncompleteOutputError, BenchmarkError, ShardError, TokenizerError) as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, IncompleteOutputError) else 1
+    totals = result.report["totals"]
+    print(
+        f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
+        f"{totals.get('tokens', 0):,} tokens ({result.report['dtype']}) in {result.seconds:.1f} s; "
+        f"{totals.get('contaminated_files', 0)} contaminated files removed "
+        f"{result.report['contaminated_by_benchmark']}\n"
+        f"  tokens per component: {result.report['tokens_by_component']}\n"
+        f"  shards: {result.out_dir / 'tokens'}\n"
+        f"  blend:  {result.out_dir / 'blend.json'} (Megatron-LM --data-path and megatron-core prefixes/weights)\n"
+        f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(result.report['shards']))} 0"
+    )
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from codemill.tokenize.indexed import ShardError, trace
+
+    try:
+        hit = trace(args.prefix, args.token_index)
+    except ShardError as err:
+        print(f"codemill: {err}", file=sys.stderr)
+        return 2
+    if hit.file is None:
+        print(
+            f"token {hit.token_index}: a structure token (repository header, file separator or end of "
+            f"document) of document {hit.document}, repository {hit.repo}"
+        )
+        return 0
+    f = hit.file
+    where = (
+        "content" if hit.in_content else "file separator" if hit.token_index == f["token_start"] else "path (metadata)"
+    )
+    print(
+        f"token {hit.token_index}: document {hit.document}, {where} of\n"
+        f"  swhid      {f['qualified_swhid'] or f['swhid']}\n  repository {f['repo']}\n  path       {f['path']}\n"
+        f"  licence    {f['license_spdx'] or 'none found'} ({f['license_type']})\n"
+        f"  characters {f['char_start']}..{f['char_end']} of the file{', FIM ' + f['fim'] if f['fim'] else ''}"
+    )
+    return 0
+
+
+def register_tokenizer(commands) -> None:
+    tokenizer = commands.add_parser("tokenizer", help="code tokenizer tools")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    train = tokenizer_commands.add_parser("train", help="train a byte-level BPE on the kept records of IN")
+    train.add_argument("input", metavar="IN", help="a curation or dedup output directory")
+    train.add_argument("--out", required=True, help="tokenizer folder (tokenizer.json + transformers config)")
+    train.add_argument(
+        "--config",
+        help="YAML file with tokenizer settings (vocab_size, min_frequency, max_files), optionally under 'tokenizer:'",
+    )
+    train.add_argument("--vocab-size", type=int, help="vocabulary size (default 8192)")
+    train.add_argument("--max-files", type=int, help="train on at most this many files (default 20000)")
+    train.set_defaults(handler=_tokenizer_train, beam_args=False)
+
+
+def register_tokenize(commands) -> None:
+    tokenize = commands.add_parser(
+        "tokenize",
+        help="decontaminate and tokenize into Megatron .bin/.idx shards with a trace index",
+        description="Decontaminate (HumanEval built in; MBPP, GSM8K or any JSONL with --benchmark), build "
+        "StarCoder2 repository-context documents with FIM, and write Megatron indexed datasets "
+        "(.bin/.idx) plus a trace index per shard.",
+    )
+    tokenize.add_argument("input", metavar="IN", help="a curation or dedup output directory")
+    tokenize.add_argument("output", metavar="OUT", help="output directory")
+    tokenize.add_argument("--tokenizer", required=True, help="tokenizer.json or a folder holding it")
+    tokenize.add_argument("--config", help="YAML file with tokenize settings, optionally under 'tokenize:'")
+    tokenize.add_argument(
+        "--benchmark",
+        action="append",
+        metavar="NAME[=PATH]",
+        help="decontaminate against NAME (humaneval needs no path; mbpp=PATH, gsm8k=PATH); repeat",
+    )
+    tokenize.add_argument("--no-decontam", action="store_true", help="skip decontamination")
+    tokenize.add_argument(
+        "--mixture",
+        help="mixture spec YAML (components selected by record fields, weights, "
+        "max_epochs; default: one component 'all')",
+    )
+    tokenize.add_argument(
+        "--train-tokens", type=int, help="planned training tokens: caps each component's weight at its max_epochs"
+    )
+    tokenize.add_argument("--max-tokens", type=int, help="maximum document length in tokens (default 8192)")
+    tokenize.add_argument("--seed", type=int, help="seed of the metadata and FIM draws (default 0)")
+    tokenize.add_argument("--shards", type=positive_int, help="token shards (default 4)")
+    tokenize.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes for decontamination when no --runner is given (default: %(default)s)",
+    )
+    tokenize.set_defaults(handler=_tokenize, beam_args=True)
+
+
+def register_trace(commands) -> None:
+    trace = commands.add_parser("trace", help="the file, SWHID and licence a token came from")
+    trace.add_argument("prefix", metavar="SHARD_PREFIX", help="a shard path without .bin/.idx")
+    trace.add_argument("token_index", metavar="TOKEN_INDEX", type=int, help="0-based token position in the shard")
+    trace.set_defaults(handler=_trace, beam_args=False)

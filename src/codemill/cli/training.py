@@ -1,0 +1,168 @@
+"""`codemill train` and `export-hf`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from codemill.cli.common import (
+    load_config_section,
+)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from codemill.pipelines.run_config import train_from
+    from codemill.training.checkpoint import CheckpointCorrupt
+    from codemill.training.data import DataError
+    from codemill.training.loop import TrainingAborted, train
+    from codemill.training.model import ConfigError
+
+    # The run's training defaults under the file's `train:` section: what `codemill config show` prints.
+    try:
+        config = train_from(load_config_section(args.config, "train", None) if args.config else {})
+    except ValueError as err:
+        print(f"codemill train: config {args.config}: {err}", file=sys.stderr)
+        return 2
+    changes: dict = {}
+    for name in ("model", "steps", "micro_batch", "grad_accum", "seed", "log_every", "checkpoint_every", "parallel"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.out is not None:
+        changes["out_dir"] = args.out
+    if args.data is not None or args.seq_len is not None:
+        data = dataclasses.replace(
+            config.data, **{k: v for k, v in (("path", args.data), ("seq_len", args.seq_len)) if v is not None}
+        )
+        changes["data"] = data
+    optim = {
+        k: v
+        for k, v in (
+            ("optimizer", args.optimizer),
+            ("lr", args.lr),
+            ("schedule", args.schedule),
+            ("warmup_steps", args.warmup),
+        )
+        if v is not None
+    }
+    if optim:
+        changes["optim"] = dataclasses.replace(config.optim, **optim)
+    if args.tensorboard:
+        changes["tensorboard"] = True
+    if args.activation_checkpointing:
+        changes["activation_checkpointing"] = True
+    try:
+        config = dataclasses.replace(config, **changes)
+        if not config.out_dir:
+            raise ValueError("no run directory: give --out (or out_dir in the config's train: section)")
+        if not config.data.path:
+            raise ValueError("no training data: give --data (a `codemill tokenize` output) or data.path in --config")
+        result = train(config)
+    except (ValueError, ConfigError, DataError, CheckpointCorrupt, FileNotFoundError) as err:
+        print(f"codemill train: {err}", file=sys.stderr)
+        return 2
+    except TrainingAborted as err:
+        print(f"codemill train: aborted: {err}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = result.losses.get(result.last_step)
+        print(
+            f"\ntrained to step {result.last_step}"
+            + (f" (resumed from {result.resumed_from})" if result.resumed_from else "")
+            + (f", last loss {last:.4f}" if last is not None else "")
+            + f", {result.skipped_steps} steps skipped\n  checkpoints : {result.out_dir / 'checkpoints'}\n"
+            f"  metrics     : {result.out_dir / 'metrics.jsonl'}\n"
+            f"  export      : codemill export-hf {result.out_dir} OUT --tokenizer {config.data.path}/tokenizer"
+        )
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    from codemill.training.checkpoint import CheckpointCorrupt
+    from codemill.training.export_hf import CheckpointError, export_hf
+    from codemill.training.loop import load_model, tokenizer_dir_of
+
+    tokenizer = Path(args.tokenizer) if args.tokenizer else None
+    if tokenizer is None:  # the tokenizer the run trained with, when it is still there
+        try:
+            found = tokenizer_dir_of(Path(args.checkpoint))
+            tokenizer = found if (found / "tokenizer.json").exists() else None
+        except (FileNotFoundError, KeyError, ValueError):
+            tokenizer = None
+    try:
+        model = load_model(Path(args.checkpoint))
+        out = export_hf(model, Path(args.out), tokenizer)
+    except (CheckpointCorrupt, CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"codemill export-hf: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote a FalconH1 checkpoint to {out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
+    if tokenizer is None:
+        print(
+            "codemill export-hf: no tokenizer saved (the run's is not found): give --tokenizer "
+            "(a `codemill tokenize` output's tokenizer folder) so that AutoTokenizer can load the model",
+            file=sys.stderr,
+        )
+    else:
+        print(f"  tokenizer : {tokenizer}")
+    return 0
+
+
+def register_train(commands) -> None:
+    from codemill.pipelines.run_config import default_train
+
+    train = commands.add_parser(
+        "train",
+        help="train the hybrid model on token shards",
+        description="Train the Falcon-H1-style hybrid model (attention and Mamba-2 in parallel in every block) on "
+        "the shards of `codemill tokenize`. Resumes from the newest valid checkpoint in --out. For "
+        "several processes: torchrun --nproc_per_node=N -m codemill.cli train ... (gloo on CPU).",
+        epilog="Every setting can also come from --config (YAML, optionally under 'train:'): out_dir, model, "
+        "model_overrides (any model field), data {path, seq_len, seed}, optim {optimizer, lr, schedule, "
+        "warmup_steps, decay_fraction, weight_decay, multiplier_weight_decay, grad_clip, mup_base_width, ...}, "
+        "steps, micro_batch, grad_accum, checkpoint_every, keep_checkpoints, max_bad_steps, parallel, "
+        "tensorboard, activation_checkpointing, peak_flops.",
+    )
+    # The defaults shown are the ones used: the run's `train:` defaults (`codemill config show`).
+    t = default_train()
+    train.add_argument("--config", help="YAML config: its train: section (or the whole file) over the defaults")
+    train.add_argument("--data", help="a `codemill tokenize` output directory (or its blend.json)")
+    train.add_argument("--out", help="run directory: checkpoints, metrics.jsonl (required unless out_dir is set)")
+    train.add_argument("--model", help=f"named model config: tiny, small, falcon-h1-0.5b (default {t.model})")
+    train.add_argument("--steps", type=int, help=f"optimizer steps (default {t.steps})")
+    train.add_argument("--seq-len", type=int, help=f"tokens per sample (default {t.data.seq_len})")
+    train.add_argument("--micro-batch", type=int, help=f"samples per micro-batch per process (default {t.micro_batch})")
+    train.add_argument("--grad-accum", type=int, help=f"micro-batches per step (default {t.grad_accum})")
+    train.add_argument(
+        "--optimizer", choices=("adamw", "muon"), help=f"muon: Muon for hidden matrices (default {t.optim.optimizer})"
+    )
+    train.add_argument("--lr", type=float, help=f"peak learning rate (default {t.optim.lr:g})")
+    train.add_argument("--schedule", choices=("wsd", "cosine", "constant"), help=f"default {t.optim.schedule}")
+    train.add_argument("--warmup", type=int, help=f"warmup steps (default {t.optim.warmup_steps})")
+    train.add_argument("--seed", type=int, help=f"model init seed (default {t.seed})")
+    train.add_argument("--log-every", type=int, help=f"steps between metric lines (default {t.log_every})")
+    train.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default {t.checkpoint_every})")
+    train.add_argument(
+        "--parallel", choices=("ddp", "fsdp"), help=f"data parallelism under torchrun (default {t.parallel})"
+    )
+    train.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
+    train.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in backward: less memory, ~1/3 more compute",
+    )
+    train.set_defaults(handler=_train, beam_args=False)
+
+
+def register_export(commands) -> None:
+    export = commands.add_parser("export-hf", help="write a checkpoint as a Hugging Face FalconH1 model")
+    export.add_argument(
+        "checkpoint",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a run directory (its newest valid checkpoint) or one checkpoint directory",
+    )
+    export.add_argument("out", metavar="OUT", help="output directory (config.json, model.safetensors, tokenizer)")
+    export.add_argument("--tokenizer", help="tokenizer.json or its folder, saved with the model")
+    export.set_defaults(handler=_export_hf, beam_args=False)

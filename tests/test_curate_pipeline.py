@@ -182,8 +182,16 @@ def test_optout_and_cli_errors(tmp_path: Path, repo_dir: Path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("curate:\n  filters:\n    max_lines_typo: 3\n")
-    with pytest.raises(SystemExit, match="unknown filter setting"):
-        curate([str(repo_dir)], tmp_path / "o3", "--config", str(bad))
+    assert curate([str(repo_dir)], tmp_path / "o3", "--config", str(bad)) == 2
+    assert "unknown filter setting" in capsys.readouterr().err
+    # --max-files caps only the default corpus: said when given with SOURCE paths.
+    assert curate([str(repo_dir)], tmp_path / "o4", "--max-files", "3", "--no-licenses") == 0
+    assert "--max-files caps only the embedded default corpus" in capsys.readouterr().err
+    # Without SOURCE, a run config's `run: sources` are read (not the default corpus).
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text(f"run: {{sources: [{repo_dir}]}}\ncurate: {{detect_licenses: false}}\n")
+    assert curate([], tmp_path / "o5", "--config", str(run_config)) == 0
+    assert {r["repo"] for r in read_table(tmp_path / "o5" / "manifest").to_pylist()} == {"demo-repo"}
 
 
 @pytest.mark.parametrize(

@@ -62,11 +62,14 @@ def setup_logging(args: argparse.Namespace) -> None:
     logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
 
 
-def load_config_section(path: str | None, section_name: str, config_class):
-    """The `section_name:` mapping of a YAML config file (or the whole file) as `config_class` (as
-    the mapping itself when config_class is None)."""
+def load_config_section(path: str | None, section_name: str, config_class, whole_file: bool = True):
+    """The `section_name:` mapping of a YAML config file as `config_class` (the mapping itself when
+    config_class is None). A run config (sections only) without that section gives its defaults; any
+    other mapping is the section itself, unless `whole_file` is False (then: the defaults)."""
+    from codemill.errors import UserError
+
     if path is None:
-        return config_class()
+        return {} if config_class is None else config_class()
     import yaml
 
     from codemill.settings import load_yaml
@@ -75,16 +78,16 @@ def load_config_section(path: str | None, section_name: str, config_class):
     try:
         data = load_yaml(config_path.read_text()) or {}
     except OSError as err:
-        raise SystemExit(f"codemill: cannot read config {config_path}: {err.strerror or err}") from None
+        raise UserError(f"cannot read config {config_path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise SystemExit(f"codemill: config {config_path} is not valid YAML: {err}") from None
+        raise UserError(f"config {config_path} is not valid YAML: {err}") from None
     from codemill.pipelines.run_config import SECTIONS
 
-    # A run config (sections only) without this section: its defaults; else the file is the section.
     is_run_config = isinstance(data, dict) and bool(data) and set(data) <= set(SECTIONS)
-    section = data.get(section_name, {} if is_run_config else data) if isinstance(data, dict) else None
+    fallback = {} if is_run_config or not whole_file else data
+    section = data.get(section_name, fallback) if isinstance(data, dict) else None
     if not isinstance(section, dict):
-        raise SystemExit(f"codemill: config {config_path}: expected a mapping (optionally under '{section_name}:')")
+        raise UserError(f"config {config_path}: expected a mapping (optionally under '{section_name}:')")
     if config_class is None:
         return section
     try:
@@ -92,7 +95,7 @@ def load_config_section(path: str | None, section_name: str, config_class):
             return config_class.from_dict(section, base_dir=config_path.parent)
         return config_class.from_dict(section)
     except (TypeError, ValueError) as err:
-        raise SystemExit(f"codemill: config {config_path}: {err}") from None
+        raise UserError(f"config {config_path}: {err}") from None
 
 
 STORAGE_OPTIONS_HELP = (

@@ -37,7 +37,7 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     from codemill.curation.config import CurationConfig
     from codemill.curation.optout import OptOutList
-    from codemill.curation.sources import SourceError, plan_sources
+    from codemill.curation.sources import plan_sources
     from codemill.pipelines.curate import run_curation
 
     config = load_config_section(args.config, "curate", CurationConfig)
@@ -63,24 +63,19 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         changes["dedup"] = dataclasses.replace(config.dedup or DedupConfig(), mode=args.dedup)
     config = dataclasses.replace(config, **changes)
-    try:
-        specs = plan_sources(
-            args.sources,
-            args.source_kind,
-            max_files=args.max_files,
-            limits=config.limits,
-            ref=args.ref,
-            content_store=args.content_store,
-        )
-    except SourceError as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2
+    sources = _sources(args)
+    specs = plan_sources(
+        sources,
+        args.source_kind,
+        max_files=args.max_files,
+        limits=config.limits,
+        ref=args.ref,
+        content_store=args.content_store,
+    )
     if not specs:
         print("codemill: nothing to read (no sources found)", file=sys.stderr)
         return 2
-    what = (
-        "the embedded default corpus (installed Python distributions)" if not args.sources else ", ".join(args.sources)
-    )
+    what = "the embedded default corpus (installed Python distributions)" if not sources else ", ".join(sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
     from codemill.pipelines.outputs import IncompleteOutputError
 
@@ -112,6 +107,25 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         f"  stats        : {result.out_dir / 'stats.json'}"
     )
     return 0
+
+
+def _sources(args: argparse.Namespace) -> list[str]:
+    """The SOURCE paths; without any, the `run: sources` of a run config given with --config (else
+    the embedded default corpus). --max-files defaults to the run's `max_files`."""
+    from codemill.pipelines.run_config import JobConfig
+
+    job = JobConfig.from_dict(load_config_section(args.config, "run", None, whole_file=False))
+    sources = list(args.sources) or list(job.sources)
+    if sources and not args.sources:
+        print(f"codemill curate: the sources of {args.config} (run: sources): {', '.join(sources)}", file=sys.stderr)
+    if args.max_files is None:
+        args.max_files = job.max_files
+    elif sources:
+        print(
+            "codemill curate: --max-files caps only the embedded default corpus; SOURCE paths are read whole",
+            file=sys.stderr,
+        )
+    return sources
 
 
 def _print_dedup_summary(out_dir) -> None:
@@ -217,6 +231,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def register_curate(commands) -> None:
+    from codemill.pipelines.run_config import JobConfig
+
     curate = commands.add_parser(
         "curate",
         help="curate sources into labelled, filtered FileRecords with a provenance manifest",
@@ -235,9 +251,8 @@ def register_curate(commands) -> None:
     )
     curate.add_argument(
         "--max-files",
-        type=int,
-        default=20000,
-        help="cap on files taken from the embedded default corpus (default: %(default)s)",
+        type=positive_int,
+        help=f"cap on files taken from the embedded default corpus (default {JobConfig().max_files}, the run's)",
     )
     curate.add_argument("--ref", help="git ref to read (default: HEAD)")
     curate.add_argument(

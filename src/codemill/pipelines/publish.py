@@ -165,6 +165,58 @@ def _rows(counter: Counter, total: int, limit: int = 25) -> str:
     return "\n".join(lines)
 
 
+_PROVENANCE = """## Provenance: verify the SWHID manifest
+
+`manifest/` lists every input file, kept or not, with its SWHID and the verdict. Recompute the
+SWHIDs from the original sources:
+
+```
+codemill manifest verify CURATION_OUTPUT_DIR
+```
+
+or for one file, `git hash-object FILE` equals the hex digest of its `swh:1:cnt:` SWHID (Software
+Heritage content identifiers are git blob hashes). The `content` column holds the text as stored
+(after PII redaction): `git hash-object` of it, written as UTF-8, equals the manifest's
+`stored_sha1_git` for that file.
+"""
+
+
+def _spdx_ids(licenses: Counter) -> list[str]:
+    """The licence ids named in the SPDX expressions (AND, OR, WITH and brackets taken apart)."""
+    ids: set[str] = set()
+    for value in licenses:
+        text = (value or "").replace("(", " ").replace(")", " ")
+        for operator in (" AND ", " OR ", " WITH "):
+            text = text.replace(operator, "|")
+        ids.update(part.strip() for part in text.split("|") if part.strip())
+    return sorted(ids)
+
+
+def _dedup_text(dedup: dict | None) -> str:
+    if not dedup:
+        return "No deduplication was applied."
+    d_totals, d_config = dedup.get("totals", {}), dedup.get("config", {})
+    return (
+        f"{d_config.get('mode', '?')} dedup (MinHash {d_config.get('num_perm', '?')} permutations, "
+        f"{d_config.get('ngram', '?')}-gram shingles, Jaccard >= {d_config.get('threshold', '?')}): "
+        f"{d_totals.get('removed_exact', 0):,} exact and {d_totals.get('removed_near', 0):,} near "
+        f"duplicates removed ({d_totals.get('removed_bytes', 0) / 1e6:.1f} MB)."
+    )
+
+
+def _card_header(config: PublishConfig, spdx_ids: list[str]) -> str:
+    import yaml
+
+    header = {
+        "pretty_name": config.name,
+        "license": "other",
+        "license_details": "Each row carries the licence of its file (license_spdx, license_type); see below.",
+        "tags": ["code", "software-heritage", "swhid", "codemill"] + [f"spdx:{s}" for s in spdx_ids[:50]],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
+    }
+    return f"---\n{yaml.safe_dump(header, sort_keys=False).strip()}\n---"
+
+
 def _card(
     config: PublishConfig,
     rows: int,
@@ -175,44 +227,11 @@ def _card(
     stats: dict,
     dedup: dict | None,
 ) -> str:
+    """The dataset card (README.md): Hugging Face's YAML header, then the curation in prose and tables."""
     totals = stats.get("totals", {})
-    spdx_ids = sorted(
-        {
-            part.strip()
-            for value in licenses
-            if value
-            for part in value.replace("(", " ")
-            .replace(")", " ")
-            .replace(" AND ", "|")
-            .replace(" OR ", "|")
-            .replace(" WITH ", "|")
-            .split("|")
-            if part.strip()
-        }
-    )
     drops = stats.get("drop_reasons", {})
     drop_lines = "\n".join(f"| {reason} | {n:,} |" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]))
-    dedup_text = "No deduplication was applied."
-    if dedup:
-        d_totals, d_config = dedup.get("totals", {}), dedup.get("config", {})
-        dedup_text = (
-            f"{d_config.get('mode', '?')} dedup (MinHash {d_config.get('num_perm', '?')} permutations, "
-            f"{d_config.get('ngram', '?')}-gram shingles, Jaccard >= {d_config.get('threshold', '?')}): "
-            f"{d_totals.get('removed_exact', 0):,} exact and {d_totals.get('removed_near', 0):,} near "
-            f"duplicates removed ({d_totals.get('removed_bytes', 0) / 1e6:.1f} MB)."
-        )
-    header = {
-        "pretty_name": config.name,
-        "license": "other",
-        "license_details": "Each row carries the licence of its file (license_spdx, license_type); see below.",
-        "tags": ["code", "software-heritage", "swhid", "codemill"] + [f"spdx:{s}" for s in spdx_ids[:50]],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
-    }
-    import yaml
-
-    return f"""---
-{yaml.safe_dump(header, sort_keys=False).strip()}
----
+    return f"""{_card_header(config, _spdx_ids(licenses))}
 
 # {config.name}
 
@@ -251,22 +270,9 @@ and thresholds, binary and oversized files):
 |---|---|
 {drop_lines}
 
-{dedup_text}
+{_dedup_text(dedup)}
 
 PII: emails, IP addresses, keys and passwords were replaced by placeholders
 (`<EMAIL>`, `<IP_ADDRESS>`, `<KEY>`, `<PASSWORD>`): {stats.get("pii_redactions_total", 0):,} replacements.
 
-## Provenance: verify the SWHID manifest
-
-`manifest/` lists every input file, kept or not, with its SWHID and the verdict. Recompute the
-SWHIDs from the original sources:
-
-```
-codemill manifest verify CURATION_OUTPUT_DIR
-```
-
-or for one file, `git hash-object FILE` equals the hex digest of its `swh:1:cnt:` SWHID (Software
-Heritage content identifiers are git blob hashes). The `content` column holds the text as stored
-(after PII redaction): `git hash-object` of it, written as UTF-8, equals the manifest's
-`stored_sha1_git` for that file.
-"""
+{_PROVENANCE}"""

@@ -139,6 +139,58 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
+    run = _setup(config, env)
+    start_step, skipped, resumed_from = _resume(run)
+    if start_step >= config.steps:
+        return TrainResult(run.out_dir, {}, start_step, resumed_from, skipped)
+    precision = resolve_precision(config.precision, env.device)
+    if env.main:
+        log.warning("training in %s (%s)", precision.name, precision.reason)
+    peak = config.peak_flops or measure_matmul_peak(env.device, dtype=precision.dtype)
+    meter = _Meter(run, precision.name, peak, _Metrics(run.out_dir, env, config.tensorboard))
+    bar = _progress(config.steps, start_step, env)
+    losses: dict[int, float] = {}
+    step = start_step
+    try:
+        for step in range(start_step, config.steps):
+            lr_factor = run.optimizers.set_step(step, config.steps)
+            loss, grad_norm = _step(run, step, precision.autocast(env.device))
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                run.optimizers.step()
+            else:
+                skipped = _skip(run, meter, step + 1, loss, grad_norm, skipped)
+            run.optimizers.zero_grad()
+            losses[step + 1] = loss
+            meter.after_step(step + 1, loss, grad_norm, lr_factor, skipped, bar)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                _checkpoint(run.out_dir, step + 1, run.model, run.optimizers, env, config, run.model_config, skipped)
+            for hook in _STEP_END_HOOKS:
+                hook(config, step + 1)
+    finally:
+        bar.close()
+        meter.metrics.close()
+    return TrainResult(run.out_dir, losses, step + 1, resumed_from, skipped)
+
+
+@dataclass
+class _Run:
+    """What a training run holds between steps."""
+
+    config: TrainConfig
+    env: DistEnv
+    out_dir: Path
+    data: PackedSamples
+    model_config: ModelConfig
+    model: torch.nn.Module
+    optimizers: Optimizers
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.micro_batch * self.config.grad_accum * self.env.world
+
+
+def _setup(config: TrainConfig, env: DistEnv) -> _Run:
+    """Seeds, data, model (initialised, then wrapped for the process group) and optimisers."""
     out_dir = Path(config.out_dir)
     if env.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,119 +216,113 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
         (out_dir / "config.json").write_text(
             json.dumps({"train": config.to_dict(), "model": model_config.to_dict()}, indent=2, default=str)
         )
+    return _Run(config, env, out_dir, data, model_config, model, optimizers)
 
-    start_step, skipped, resumed_from = 0, 0, None
-    checkpoint = load_latest(out_dir)
-    if checkpoint is not None:
-        planned = checkpoint.state.get("train", {}).get("steps", config.steps)
-        if planned != config.steps:
-            raise ValueError(
-                f"{out_dir} was started for {planned} steps: its learning-rate schedule (warmup, decay) and the "
-                f"order of its samples are planned for that many. Resume it with --steps {planned}, or start a new "
-                f"run in another --out to train for {config.steps} steps"
-            )
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_state_dict,
+
+def _resume(run: _Run) -> tuple[int, int, int | None]:
+    """(first step, steps skipped so far, the step resumed from) after loading the newest full
+    checkpoint of the run directory, if there is one."""
+    config, env = run.config, run.env
+    checkpoint = load_latest(run.out_dir)
+    if checkpoint is None:
+        return 0, 0, None
+    planned = checkpoint.state.get("train", {}).get("steps", config.steps)
+    if planned != config.steps:
+        raise ValueError(
+            f"{run.out_dir} was started for {planned} steps: its learning-rate schedule (warmup, decay) and the "
+            f"order of its samples are planned for that many. Resume it with --steps {planned}, or start a new "
+            f"run in another --out to train for {config.steps} steps"
         )
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        # load_latest takes only full checkpoints (weights-only ones are for evaluation).
-        assert checkpoint.optim is not None and checkpoint.rng is not None
-        set_state_dict(
-            model,
-            optimizers.optimizers,
-            model_state_dict=checkpoint.model,
-            optim_state_dict=checkpoint.optim,
-            options=StateDictOptions(full_state_dict=True),
-        )
-        start_step = resumed_from = checkpoint.state["step"]
-        skipped = checkpoint.state.get("skipped_steps", 0)
-        rng = checkpoint.rng
-        _set_rng_state(rng[env.rank] if env.rank < len(rng) else rng[0])
-        if env.main:
-            log.info("resuming from %s (step %d)", checkpoint.path, start_step)
-    if start_step >= config.steps:
-        return TrainResult(out_dir, {}, start_step, resumed_from, skipped)
-
-    precision = resolve_precision(config.precision, env.device)
+    # load_latest takes only full checkpoints (weights-only ones are for evaluation).
+    assert checkpoint.optim is not None and checkpoint.rng is not None
+    set_state_dict(
+        run.model,
+        run.optimizers.optimizers,
+        model_state_dict=checkpoint.model,
+        optim_state_dict=checkpoint.optim,
+        options=StateDictOptions(full_state_dict=True),
+    )
+    step = checkpoint.state["step"]
+    rng = checkpoint.rng
+    _set_rng_state(rng[env.rank] if env.rank < len(rng) else rng[0])
     if env.main:
-        log.warning("training in %s (%s)", precision.name, precision.reason)
-    peak = config.peak_flops or measure_matmul_peak(env.device, dtype=precision.dtype)
-    flops_token = flops_per_token(model_config, config.data.seq_len)
-    metrics = _Metrics(out_dir, env, config.tensorboard)
-    autocast = precision.autocast(env.device)
-    losses: dict[int, float] = {}
-    tokens_since, time_since = 0, time.perf_counter()
-    bar = _progress(config.steps, start_step, env)
-    step = start_step
-    try:
-        for step in range(start_step, config.steps):
-            lr_factor = optimizers.set_step(step, config.steps)
-            loss_sum = torch.zeros((), device=env.device)
-            for micro in range(config.grad_accum):
-                first = step * global_batch + (micro * env.world + env.rank) * config.micro_batch
-                inputs, targets, mask = (t.to(env.device) for t in data.batch(first, config.micro_batch))
-                sync = micro == config.grad_accum - 1
-                with no_gradient_sync(model) if not sync else contextlib.nullcontext(), autocast:
-                    # Through the wrapper's __call__, so DDP / FSDP2 hooks run.
-                    loss = masked_cross_entropy(model(inputs), targets, mask)
-                    (loss / config.grad_accum).backward()
-                loss_sum += loss.detach() / config.grad_accum
-            loss_value = float(all_mean(loss_sum, env))
-            grad_norm = optimizers.clip() if math.isfinite(loss_value) else math.nan
-            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-                optimizers.zero_grad()
-                skipped += 1
-                metrics.write(
-                    {
-                        "step": step + 1,
-                        "skipped": True,
-                        "loss": loss_value,
-                        "grad_norm": grad_norm,
-                        "skipped_total": skipped,
-                    }
-                )
-                log.warning(
-                    "step %d: loss %s, grad norm %s: step skipped (%d so far)", step + 1, loss_value, grad_norm, skipped
-                )
-                if skipped > config.max_bad_steps:
-                    raise TrainingAborted(
-                        f"{skipped} steps had a non-finite loss or gradient (the last at step "
-                        f"{step + 1}), more than max_bad_steps={config.max_bad_steps}; lower the "
-                        "learning rate or check the data, then resume from the last checkpoint"
-                    )
-            else:
-                optimizers.step()
-                optimizers.zero_grad()
-            losses[step + 1] = loss_value
-            tokens_since += global_batch * config.data.seq_len
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
-                elapsed = time.perf_counter() - time_since
-                tokens_per_s = tokens_since / elapsed
-                metrics.write(
-                    {
-                        "step": done,
-                        "loss": loss_value,
-                        "lr": config.optim.lr * lr_factor,
-                        "grad_norm": grad_norm,
-                        "tokens_per_s": tokens_per_s,
-                        "mfu": tokens_per_s * flops_token / (peak * env.world),
-                        "skipped_total": skipped,
-                        "precision": precision.name,
-                    }
-                )
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-                tokens_since, time_since = 0, time.perf_counter()
-            bar.update(1)
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                _checkpoint(out_dir, done, model, optimizers, env, config, model_config, skipped)
-            if config.fail_after_step is not None and done == config.fail_after_step:
-                os._exit(17)  # a crash: no cleanup, no final checkpoint
-    finally:
-        bar.close()
-        metrics.close()
-    return TrainResult(out_dir, losses, step + 1, resumed_from, skipped)
+        log.info("resuming from %s (step %d)", checkpoint.path, step)
+    return step, checkpoint.state.get("skipped_steps", 0), step
+
+
+def _step(run: _Run, step: int, autocast) -> tuple[float, float]:
+    """Forward and backward over the step's micro-batches; (mean loss over ranks, gradient norm
+    after clipping, NaN when the loss is not finite)."""
+    config, env, model = run.config, run.env, run.model
+    loss_sum = torch.zeros((), device=env.device)
+    for micro in range(config.grad_accum):
+        first = step * run.global_batch + (micro * env.world + env.rank) * config.micro_batch
+        inputs, targets, mask = (t.to(env.device) for t in run.data.batch(first, config.micro_batch))
+        sync = micro == config.grad_accum - 1
+        with no_gradient_sync(model) if not sync else contextlib.nullcontext(), autocast:
+            # Through the wrapper's __call__, so DDP / FSDP2 hooks run.
+            loss = masked_cross_entropy(model(inputs), targets, mask)
+            (loss / config.grad_accum).backward()
+        loss_sum += loss.detach() / config.grad_accum
+    loss_value = float(all_mean(loss_sum, env))
+    return loss_value, run.optimizers.clip() if math.isfinite(loss_value) else math.nan
+
+
+def _skip(run: _Run, meter: _Meter, done: int, loss: float, grad_norm: float, skipped: int) -> int:
+    """A step whose loss or gradient is not finite: logged, dropped; the run aborts after too many."""
+    skipped += 1
+    meter.metrics.write({"step": done, "skipped": True, "loss": loss, "grad_norm": grad_norm, "skipped_total": skipped})
+    log.warning("step %d: loss %s, grad norm %s: step skipped (%d so far)", done, loss, grad_norm, skipped)
+    if skipped > run.config.max_bad_steps:
+        raise TrainingAborted(
+            f"{skipped} steps had a non-finite loss or gradient (the last at step {done}), more than "
+            f"max_bad_steps={run.config.max_bad_steps}; lower the learning rate or check the data, then resume "
+            "from the last checkpoint"
+        )
+    return skipped
+
+
+class _Meter:
+    """Throughput, MFU and the metric line every `log_every` steps."""
+
+    def __init__(self, run: _Run, precision: str, peak: float, metrics: _Metrics) -> None:
+        self.run, self.precision, self.peak, self.metrics = run, precision, peak, metrics
+        self.flops_token = flops_per_token(run.model_config, run.config.data.seq_len)
+        self.tokens_since, self.time_since = 0, time.perf_counter()
+
+    def after_step(self, done: int, loss: float, grad_norm: float, lr_factor: float, skipped: int, bar) -> None:
+        config = self.run.config
+        self.tokens_since += self.run.global_batch * config.data.seq_len
+        if done % config.log_every == 0 or done == config.steps:
+            tokens_per_s = self.tokens_since / (time.perf_counter() - self.time_since)
+            self.metrics.write(
+                {
+                    "step": done,
+                    "loss": loss,
+                    "lr": config.optim.lr * lr_factor,
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": tokens_per_s,
+                    "mfu": tokens_per_s * self.flops_token / (self.peak * self.run.env.world),
+                    "skipped_total": skipped,
+                    "precision": self.precision,
+                }
+            )
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+            self.tokens_since, self.time_since = 0, time.perf_counter()
+        bar.update(1)
+
+
+def _crash_after(config: TrainConfig, done: int) -> None:
+    """Fault injection for the resume tests (`fail_after_step`): a hard exit, as a crash would be,
+    with no cleanup and no final checkpoint."""
+    if config.fail_after_step is not None and done == config.fail_after_step:
+        os._exit(17)
+
+
+# Called after every step (its checkpoint written): the place for fault injection and the like.
+_STEP_END_HOOKS = (_crash_after,)
 
 
 def _checkpoint(

@@ -16,7 +16,6 @@ UTF-32 code points, `\\w` classification) is done by CPython and numpy over the 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -24,24 +23,9 @@ from typing import Sequence
 import numba
 import numpy as np
 
+from codemill.hashing import TOKEN_P, mix64, word_char_table
+
 _SEPARATOR = "\x00"  # a non-word character between documents of a batch
-
-
-def every_code_point() -> str:
-    """Every Unicode code point in order (surrogates included) as one string, decoded from an
-    array: ~0.02 s against ~0.2 s for joining a chr() per code point."""
-    return np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
-
-
-@lru_cache(maxsize=1)
-def word_char_table() -> np.ndarray:
-    """bool[0x110000]: is code point c a word character (`\\w`) in Python's `re`? Built once from
-    `re` itself so the definition cannot drift from the regex the StarCoder2 scripts use. Marked
-    a run of word characters at a time (~0.02 s; substituting every non-word one took ~0.14 s)."""
-    table = np.zeros(0x110000, dtype=bool)
-    for run in re.finditer(r"\w+", every_code_point()):
-        table[run.start() : run.end()] = True
-    return table
 
 
 @dataclass(frozen=True)
@@ -79,20 +63,6 @@ def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 _U = numba.uint64
-_TOKEN_P = np.uint64(0x100000001B3)  # FNV-64 prime: polynomial rolling hash over code points
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@numba.njit(cache=True, inline="always")
-def _mix64(x):
-    # splitmix64 finaliser: every input bit affects every output bit.
-    x ^= x >> _U(30)
-    x *= _MIX1
-    x ^= x >> _U(27)
-    x *= _MIX2
-    x ^= x >> _U(31)
-    return x
 
 
 @numba.njit(cache=True)
@@ -112,10 +82,10 @@ def _shingle_kernel(cps, word, doc_starts, ngram, weights, out_hashes, out_docs)
         end = doc_starts[d + 1]
         for i in range(doc_starts[d], end):
             if word[i]:
-                h = h * _TOKEN_P + _U(cps[i])
+                h = h * TOKEN_P + _U(cps[i])
                 length += 1
             if length > 0 and (i + 1 == end or not word[i + 1]):
-                token = _mix64(h + _U(length))
+                token = mix64(h + _U(length))
                 ring[slot] = token
                 ring[slot + ngram] = token
                 tokens += 1
@@ -128,7 +98,7 @@ def _shingle_kernel(cps, word, doc_starts, ngram, weights, out_hashes, out_docs)
                     s = _U(0)
                     for j in range(ngram):  # the oldest of the last n tokens sits at `slot`
                         s += weights[j] * ring[slot + j]
-                    out_hashes[written] = _mix64(s)
+                    out_hashes[written] = mix64(s)
                     out_docs[written] = d
                     written += 1
     return written

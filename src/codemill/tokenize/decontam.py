@@ -35,8 +35,8 @@ from typing import Iterable
 import numba
 import numpy as np
 
-from codemill.dedup.minhash import _TOKEN_P, _mix64, every_code_point, word_char_table
 from codemill.errors import UserError
+from codemill.hashing import TOKEN_P, every_code_point, mix64, word_char_table
 from codemill.jsonl import read_jsonl
 from codemill.tokenize.config import DecontamConfig
 
@@ -247,10 +247,10 @@ def _scan_kernel(
         c = cps[i] if i < n else 32  # a space after the end closes the last token
         kind = classes[c]
         if kind & 2:
-            token_hash = token_hash * _TOKEN_P + _U(lower[c])
+            token_hash = token_hash * TOKEN_P + _U(lower[c])
             token_length += 1
         elif token_length > 0:
-            token = _mix64(token_hash + _U(token_length))
+            token = mix64(token_hash + _U(token_length))
             g = g * _GRAM_BASE + token - token_ring[token_slot] * gram_power
             token_ring[token_slot] = token
             token_slot += 1
@@ -260,7 +260,7 @@ def _scan_kernel(
             token_hash = _U(0)
             token_length = 0
             if tokens >= ngram:
-                gram = _mix64(g)
+                gram = mix64(g)
                 if all_grams or _member(gram_rows, gram_bits, gram_values, gram):
                     if grams < out_grams.shape[0]:
                         out_grams[grams] = gram

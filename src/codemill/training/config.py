@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from codemill.settings import load_section
 
 if TYPE_CHECKING:
-    from codemill.training.model import ModelConfig
+    from codemill.training.model_config import ModelConfig
 
 PrecisionSetting = Literal["auto", "fp32", "bf16"]
 Parallel = Literal["ddp", "fsdp"]
@@ -107,7 +107,7 @@ class TrainConfig:
         return load_section(cls, values, "train")
 
     def model_config(self, vocab_size: int | None = None) -> ModelConfig:
-        from codemill.training.model import named_config  # here: the model module imports torch
+        from codemill.training.model_config import named_config
 
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
         if vocab_size is not None and "vocab_size" not in overrides:

@@ -20,15 +20,11 @@ The model holds no parallelism (distributed.py applies DDP / FSDP2) and no train
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from codemill.errors import UserError
-from codemill.settings import load_section
 from codemill.training.kernels import (
     attention,
     causal_conv1d,
@@ -36,330 +32,28 @@ from codemill.training.kernels import (
     ssd,
     ssd_step_ref,
 )
+from codemill.training.layers import (
+    GatedRMSNorm,
+    InferenceCache,
+    LayerCache,
+    Linear,
+    RMSNorm,
+    apply_rope,
+    rope_tables,
+)
+from codemill.training.model_config import (  # noqa: F401 (re-exported: the model's config lives beside it)
+    CONFIGS,
+    MATRICES,
+    MIXERS,
+    MULTIPLIER_KINDS,
+    ConfigError,
+    ModelConfig,
+    named_config,
+)
 from codemill.training.precision import Precision
-
-MIXERS = ("hybrid", "mamba", "attention")
-MULTIPLIER_KINDS = ("scalar", "row", "col")
-MATRICES = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "in_proj",
-    "out_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "lm_head",
-)
-
-
-class ConfigError(UserError):
-    """A model configuration that cannot describe a model (names the fields and why)."""
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 8192
-    hidden_size: int = 128
-    num_layers: int = 4
-    intermediate_size: int = 384
-    mixer: str = "hybrid"  # hybrid | mamba | attention
-    rms_eps: float = 1e-5
-    init_std: float = 0.02
-    # attention
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 32
-    rope_theta: float = 1e11
-    # Mamba-2
-    ssm_dim: int = 256  # d_ssm = ssm_heads * ssm_head_dim
-    ssm_heads: int = 8
-    ssm_head_dim: int = 32
-    ssm_state: int = 16
-    ssm_groups: int = 1
-    conv_width: int = 4
-    chunk_size: int = 64
-    ssm_norm: bool = True  # gated RMSNorm before out_proj; False: y * silu(z) (Falcon-H1-0.5B)
-    ssm_norm_before_gate: bool = False
-    dt_min: float = 0.001
-    dt_max: float = 0.1
-    dt_limit: tuple[float, float] = (0.0, math.inf)
-    # Falcon-H1 muP multipliers (forward-pass constants)
-    embedding_multiplier: float = 1.0
-    lm_head_multiplier: float = 1.0
-    key_multiplier: float = 1.0
-    attention_in_multiplier: float = 1.0
-    attention_out_multiplier: float = 1.0
-    ssm_in_multiplier: float = 1.0
-    ssm_out_multiplier: float = 1.0
-    ssm_multipliers: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)  # z, x, B, C, dt
-    mlp_multipliers: tuple[float, ...] = (1.0, 1.0)  # gate, down
-    # learnable multipliers: which kinds, on which matrices
-    learnable_multipliers: tuple[str, ...] = ()
-    learnable_matrices: tuple[str, ...] = MATRICES
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("vocab_size", "hidden_size", "num_layers", "intermediate_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.mixer not in MIXERS:
-            problems.append(f"mixer must be one of {MIXERS} (got {self.mixer!r})")
-        if self.uses_attention:
-            if self.num_heads < 1 or self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
-                problems.append(
-                    f"num_heads ({self.num_heads}) must be a positive multiple of num_kv_heads ({self.num_kv_heads})"
-                )
-            if self.head_dim < 2 or self.head_dim % 2:
-                problems.append(f"head_dim must be even for RoPE (got {self.head_dim})")
-        if self.uses_mamba:
-            if self.ssm_heads * self.ssm_head_dim != self.ssm_dim:
-                problems.append(
-                    f"ssm_heads x ssm_head_dim = {self.ssm_heads} x {self.ssm_head_dim} = "
-                    f"{self.ssm_heads * self.ssm_head_dim}, but ssm_dim is {self.ssm_dim}"
-                )
-            if self.ssm_groups < 1 or self.ssm_heads % self.ssm_groups:
-                problems.append(f"ssm_heads ({self.ssm_heads}) must be a multiple of ssm_groups ({self.ssm_groups})")
-            if self.ssm_state < 1 or self.conv_width < 2 or self.chunk_size < 1:
-                problems.append("ssm_state and chunk_size must be >= 1 and conv_width >= 2")
-            if not 0 < self.dt_min <= self.dt_max:
-                problems.append(f"need 0 < dt_min <= dt_max (got {self.dt_min}, {self.dt_max})")
-        if len(self.ssm_multipliers) != 5:
-            problems.append(f"ssm_multipliers needs 5 values (z, x, B, C, dt), got {len(self.ssm_multipliers)}")
-        if len(self.mlp_multipliers) != 2:
-            problems.append(f"mlp_multipliers needs 2 values (gate, down), got {len(self.mlp_multipliers)}")
-        unknown = set(self.learnable_multipliers) - set(MULTIPLIER_KINDS)
-        if unknown:
-            problems.append(f"learnable_multipliers: unknown kind(s) {sorted(unknown)}; choose from {MULTIPLIER_KINDS}")
-        unknown = set(self.learnable_matrices) - set(MATRICES)
-        if unknown:
-            problems.append(f"learnable_matrices: unknown matrix name(s) {sorted(unknown)}; choose from {MATRICES}")
-        if problems:
-            raise ConfigError("inconsistent model config: " + "; ".join(problems))
-
-    @property
-    def uses_attention(self) -> bool:
-        return self.mixer in ("hybrid", "attention")
-
-    @property
-    def uses_mamba(self) -> bool:
-        return self.mixer in ("hybrid", "mamba")
-
-    @property
-    def conv_dim(self) -> int:
-        return self.ssm_dim + 2 * self.ssm_groups * self.ssm_state
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        return load_section(cls, values, "model")
-
-
-# Falcon-H1-0.5B's multipliers (its published config), reused by the small shapes so they train
-# with the same relative scales.
-_FALCON_H1_MULTIPLIERS: dict[str, Any] = dict(
-    embedding_multiplier=5.656854249492381,
-    lm_head_multiplier=0.0390625,
-    key_multiplier=0.390625,
-    attention_in_multiplier=1.0,
-    attention_out_multiplier=0.9375,
-    ssm_in_multiplier=1.25,
-    ssm_out_multiplier=0.23570226039551587,
-    ssm_multipliers=(0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738),
-    mlp_multipliers=(0.8838834764831844, 0.5859375),
-)
-
-CONFIGS: dict[str, ModelConfig] = {
-    # tests: hidden 128, 4 layers (the shape of the benchmark's transformers anchor)
-    "tiny": ModelConfig(),
-    # ~38M parameters with an 8k vocabulary: trains here in minutes
-    "small": ModelConfig(
-        hidden_size=512,
-        num_layers=8,
-        intermediate_size=1536,
-        num_heads=8,
-        num_kv_heads=2,
-        head_dim=64,
-        ssm_dim=1024,
-        ssm_heads=16,
-        ssm_head_dim=64,
-        ssm_state=64,
-        chunk_size=64,
-        **_FALCON_H1_MULTIPLIERS,
-    ),
-    # the published Falcon-H1-0.5B shape (instantiated on the meta device in tests, not trained here)
-    "falcon-h1-0.5b": ModelConfig(
-        vocab_size=32784,
-        hidden_size=1024,
-        num_layers=36,
-        intermediate_size=2048,
-        num_heads=8,
-        num_kv_heads=2,
-        head_dim=64,
-        ssm_dim=1536,
-        ssm_heads=24,
-        ssm_head_dim=64,
-        ssm_state=128,
-        chunk_size=128,
-        ssm_norm=False,
-        **_FALCON_H1_MULTIPLIERS,
-    ),
-}
-
-
-def named_config(name: str, **overrides) -> ModelConfig:
-    if name not in CONFIGS:
-        raise ConfigError(f"unknown model config {name!r}; named configs: {', '.join(CONFIGS)}")
-    return replace(CONFIGS[name], **overrides)
 
 
 # ---------------------------------------------------------------------------------------- layers
-class Linear(nn.Linear):
-    """nn.Linear whose effective weight is diag(scale * s * r) W diag(c):
-    - `scale`, a constant per output row (or scalar): the muP multipliers around this matrix
-      (Falcon-H1 applies them to activations; applied to the weight they cost a pass over the
-      weight instead of over every token's activations, and give the same function);
-    - learnable multipliers s (scalar), r (rows), c (columns), starting at 1, named `multiplier_*`
-      so the optimiser puts them in their own group."""
-
-    scale: torch.Tensor | None
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = False,
-        kinds: tuple[str, ...] = (),
-        scale: float | torch.Tensor = 1.0,
-    ):
-        super().__init__(in_features, out_features, bias=bias)
-        # The constant is kept on the CPU beside its buffer: a model built on the meta device and
-        # moved with `to_empty` gets uninitialised buffers, which `reset_scale` fills again.
-        if isinstance(scale, torch.Tensor):
-            self._scale_value: torch.Tensor | None = (
-                scale.detach().to("cpu", torch.float32).expand(out_features).clone()
-            )
-        else:
-            self._scale_value = None if scale == 1.0 else torch.full((out_features,), float(scale), device="cpu")
-        constant = None if self._scale_value is None else self._scale_value.to(self.weight.device)
-        self.register_buffer("scale", constant, persistent=False)
-        self.multiplier_scalar = nn.Parameter(torch.ones(1)) if "scalar" in kinds else None
-        self.multiplier_row = nn.Parameter(torch.ones(out_features)) if "row" in kinds else None
-        self.multiplier_col = nn.Parameter(torch.ones(in_features)) if "col" in kinds else None
-
-    @torch.no_grad()
-    def reset_scale(self) -> None:
-        if self.scale is not None and self._scale_value is not None:
-            self.scale.copy_(self._scale_value)
-
-    def _row_factor(self, learnable_only: bool = False) -> torch.Tensor | None:
-        factor: torch.Tensor | None = None if learnable_only else self.scale
-        for multiplier in (self.multiplier_row, self.multiplier_scalar):
-            if multiplier is not None:
-                factor = multiplier if factor is None else factor * multiplier
-        return factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Each factor goes where it is cheaper: on the weight (out x in) when many tokens pass
-        # (training), on the activations when few do (decoding one token at a time).
-        weight, bias, row, col = self.weight, self.bias, self._row_factor(), self.multiplier_col
-        tokens = x.numel() // max(1, x.shape[-1])
-        if col is not None:
-            if tokens < self.out_features:
-                x = x * col.to(x.dtype)
-            else:
-                weight = weight * col.to(weight.dtype)[None, :]
-        if row is None:
-            return F.linear(x, weight, bias)
-        if tokens < self.in_features:
-            return (
-                F.linear(x, weight, bias) * row.to(x.dtype)
-                if bias is None
-                else (F.linear(x, weight) + bias) * row.to(x.dtype)
-            )
-        weight = weight * row.to(weight.dtype)[:, None]
-        return F.linear(x, weight, None if bias is None else bias * row.to(bias.dtype))
-
-    @torch.no_grad()
-    def fold_multipliers(self) -> None:
-        """W <- s diag(r) W diag(c), b <- s r b; the learnable multipliers are removed (the constant
-        muP scale stays: exported configs carry it as FalconH1's multipliers)."""
-        row = self._row_factor(learnable_only=True)
-        if row is not None:
-            self.weight.mul_(row.expand(self.out_features)[:, None])
-            if self.bias is not None:
-                self.bias.mul_(row)
-        if self.multiplier_col is not None:
-            self.weight.mul_(self.multiplier_col[None, :])
-        self.multiplier_scalar = self.multiplier_row = self.multiplier_col = None
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:  # torch's fused kernel: one pass instead of five
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
-
-
-class GatedRMSNorm(nn.Module):
-    """Mamba-2's output norm, per group of channels, with the silu(z) gate before or after it."""
-
-    def __init__(self, size: int, groups: int, eps: float, norm_before_gate: bool):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.groups, self.eps, self.norm_before_gate = groups, eps, norm_before_gate
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        if not self.norm_before_gate:
-            x = x * F.silu(z.float())
-        grouped = x.view(*x.shape[:-1], self.groups, x.shape[-1] // self.groups)
-        x = self.weight * F.rms_norm(grouped, (grouped.shape[-1],), None, self.eps).view_as(x)
-        if self.norm_before_gate:
-            x = x * F.silu(z.float())
-        return x.to(dtype)
-
-
-def rope_tables(head_dim: int, theta: float, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (length, head_dim), rotate-half layout."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
-    freqs = positions.float()[:, None] * inv_freq[None, :]
-    angles = torch.cat([freqs, freqs], dim=-1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
-
-
-@dataclass
-class LayerCache:
-    """Decoding state of one block: attention keys/values, the conv window and the SSM state."""
-
-    keys: torch.Tensor | None = None  # (batch, kv_heads, length, head_dim)
-    values: torch.Tensor | None = None
-    conv: torch.Tensor | None = None  # (batch, conv_dim, conv_width - 1)
-    ssm: torch.Tensor | None = None  # (batch, ssm_heads, ssm_head_dim, ssm_state), float32
-
-
-@dataclass
-class InferenceCache:
-    layers: list[LayerCache] = field(default_factory=list)
-    length: int = 0  # tokens consumed so far
-
-
 class Attention(nn.Module):
     def __init__(self, c: ModelConfig, kinds: dict[str, tuple[str, ...]]):
         super().__init__()

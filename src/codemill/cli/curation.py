@@ -63,11 +63,11 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         changes["dedup"] = dataclasses.replace(config.dedup or DedupConfig(), mode=args.dedup)
     config = dataclasses.replace(config, **changes)
-    sources = _sources(args)
+    sources, max_files = _sources(args)
     specs = plan_sources(
         sources,
         args.source_kind,
-        max_files=args.max_files,
+        max_files=max_files,
         limits=config.limits,
         ref=args.ref,
         content_store=args.content_store,
@@ -109,23 +109,21 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
-def _sources(args: argparse.Namespace) -> list[str]:
-    """The SOURCE paths; without any, the `run: sources` of a run config given with --config (else
-    the embedded default corpus). --max-files defaults to the run's `max_files`."""
+def _sources(args: argparse.Namespace) -> tuple[list[str], int | None]:
+    """(SOURCE paths, cap on the default corpus): without SOURCE, the `run: sources` of a run config
+    given with --config (else the embedded default corpus); --max-files defaults to the run's."""
     from codemill.pipelines.run_config import JobConfig
 
     job = JobConfig.from_dict(load_config_section(args.config, "run", None, whole_file=False))
     sources = list(args.sources) or list(job.sources)
     if sources and not args.sources:
         print(f"codemill curate: the sources of {args.config} (run: sources): {', '.join(sources)}", file=sys.stderr)
-    if args.max_files is None:
-        args.max_files = job.max_files
-    elif sources:
+    if args.max_files is not None and sources:
         print(
             "codemill curate: --max-files caps only the embedded default corpus; SOURCE paths are read whole",
             file=sys.stderr,
         )
-    return sources
+    return sources, job.max_files if args.max_files is None else args.max_files
 
 
 def _print_dedup_summary(out_dir) -> None:

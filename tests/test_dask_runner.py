@@ -18,8 +18,8 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from conftest import free_port
 
-from codemill.pipelines.common import default_pipeline_options
 from codemill.pipelines.dask_runner import DaskRunner, UnsupportedTransformError, runner_from_args
+from codemill.pipelines.driver import default_pipeline_options
 
 pytest.importorskip("distributed")
 DASK = str(Path(sys.executable).parent / "dask")

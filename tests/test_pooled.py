@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from codemill.pipelines.common import default_pipeline_options
+from codemill.pipelines.driver import default_pipeline_options
 from codemill.pipelines.pooled import PooledDoFn
 
 

@@ -15,12 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codemill.cli import main
-from codemill.tokenize.decontam import (
-    BenchmarkError,
-    DecontamConfig,
-    Decontaminator,
-    load_humaneval,
-)
+from codemill.tokenize.benchmarks import BenchmarkError, load_humaneval
+from codemill.tokenize.config import DecontamConfig
+from codemill.tokenize.decontam import Decontaminator
 from codemill.tokenize.documents import (
     DocumentConfig,
     SourceText,
@@ -105,7 +102,8 @@ def test_mbpp_and_gsm8k_and_any_jsonl(tmp_path: Path) -> None:
 
 def test_exact_matching_equals_plain_substring_search() -> None:
     """The rolling-hash matcher finds exactly the tasks whose normalised texts are substrings."""
-    from codemill.tokenize.decontam import BenchmarkTask, normalise
+    from codemill.tokenize.benchmarks import BenchmarkTask
+    from codemill.tokenize.decontam import normalise
 
     rng = random.Random(5)
     words = ["def", "return", "x", "é", "日本", "(", ")", ":", "\n", "    ", "numbers", "_", "1", "\t"]
@@ -600,6 +598,7 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(
     ready, including one whose only file is contaminated."""
     from codemill.pipelines import tokenize as stage
     from codemill.shards import read_table
+    from codemill.tokenize import repo_planner
     from codemill.tokenize.config import TokenizeConfig
     from codemill.tokenize.mixture import MixtureSpec
 
@@ -630,7 +629,7 @@ def test_reading_by_repository_writes_the_same_bytes_as_the_shuffle(
         config,  # two worker processes
         ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
     )
-    monkeypatch.setattr(stage, "_matcher_in_background", lambda config: config and _MatcherNeverReady(config))
+    monkeypatch.setattr(repo_planner, "matcher_in_background", lambda config: config and _MatcherNeverReady(config))
     tentative = stage.run_tokenize(curated, tmp_path / "tentative", tokenizer_dir, config)
     assert shuffled.report["input_read"] == "shuffled"
     assert direct.report["input_read"] == tentative.report["input_read"] == "by repository, no shuffle"

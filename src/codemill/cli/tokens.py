@@ -53,8 +53,8 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     from codemill.pipelines.outputs import IncompleteOutputError
     from codemill.pipelines.tokenize import run_tokenize
-    from codemill.tokenize.config import TokenizeConfig
-    from codemill.tokenize.decontam import BenchmarkError, DecontamConfig
+    from codemill.tokenize.benchmarks import BenchmarkError
+    from codemill.tokenize.config import DecontamConfig, TokenizeConfig
     from codemill.tokenize.indexed import ShardError
     from codemill.tokenize.tokenizer import TokenizerError
 

@@ -228,6 +228,43 @@ def result_from_marker(path: StoragePath) -> UnitResult:
     return UnitResult(**read_json(path))
 
 
+Detected = tuple[str, str, str, "Detection | Future"]  # (repo key, licence file, text key, outcome)
+
+
+def _read_unit(unit: WorkUnit, config, store: RecordStore) -> tuple[dict[str, RepoSummary], list[Detected]]:
+    """Every file of the unit's sources built into a record and put in the store, by repository;
+    licence texts handed to the detector as they pass. Returns the repositories' summaries and the
+    detections started."""
+    summaries: dict[str, RepoSummary] = {}
+    detected: list[Detected] = []
+    for spec in unit.specs:
+        for item in read_source(spec):
+            if isinstance(item, RepoSummary):
+                if item.error:
+                    log.warning("%s: %s", item.source_uri, item.error)
+                summaries[item.repo_key] = item
+                continue
+            record = build_record(item, config)
+            if config.detect_licenses and license_text_key(record) is not None:
+                key, found = _LICENSES.detect(record.content, config.license_fast_path)  # type: ignore[arg-type]
+                detected.append((item.repo_key, record.path, key, found))
+            store.add(item.repo_key, record)
+    _LICENSES.settle()
+    return summaries, detected
+
+
+def _license_findings(detected: list[Detected]) -> tuple[dict[str, list[LicenseFinding]], dict[str, list]]:
+    """The finished detections as each repository's findings, and the unit's known texts (for the cache)."""
+    findings: dict[str, list[LicenseFinding]] = {}
+    licenses: dict[str, list] = {}
+    for repo_key, path, key, found in detected:
+        done = found.result() if isinstance(found, Future) else found
+        licenses[key] = [done.spdx, done.detector, done.score]
+        directory = path.rsplit("/", 1)[0] if "/" in path else ""
+        findings.setdefault(repo_key, []).append(LicenseFinding(directory, path, done.spdx, done.detector, done.score))
+    return findings, licenses
+
+
 def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
     """Curate a unit's sources into fragments, one per output shard its repositories belong to.
     A unit already finished by an earlier run of the same plan is not redone."""
@@ -242,31 +279,9 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
     store = RecordStore(settings.memory_budget_bytes, settings.spill_dir)
     writers: dict[int, _FragmentWriter] = {}
     finished = False
-    summaries: dict[str, RepoSummary] = {}
-    detected: list[tuple[str, str, str, Detection | Future]] = []  # (repo key, licence file, text key, outcome)
     try:
-        for spec in unit.specs:
-            for item in read_source(spec):
-                if isinstance(item, RepoSummary):
-                    if item.error:
-                        log.warning("%s: %s", item.source_uri, item.error)
-                    summaries[item.repo_key] = item
-                    continue
-                record = build_record(item, config)
-                if config.detect_licenses and license_text_key(record) is not None:
-                    key, found = _LICENSES.detect(record.content, config.license_fast_path)  # type: ignore[arg-type]
-                    detected.append((item.repo_key, record.path, key, found))
-                store.add(item.repo_key, record)
-        _LICENSES.settle()
-        findings: dict[str, list[LicenseFinding]] = {}
-        licenses: dict[str, list] = {}
-        for repo_key, path, key, found in detected:
-            done = found.result() if isinstance(found, Future) else found
-            licenses[key] = [done.spdx, done.detector, done.score]
-            directory = path.rsplit("/", 1)[0] if "/" in path else ""
-            findings.setdefault(repo_key, []).append(
-                LicenseFinding(directory, path, done.spdx, done.detector, done.score)
-            )
+        summaries, detected = _read_unit(unit, config, store)
+        findings, licenses = _license_findings(detected)
         for key, summary in summaries.items():
             store.declare(key, summary.repo, summary.source_uri)  # a repository without files has trees too
         stats = StatsAccumulator()

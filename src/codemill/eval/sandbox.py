@@ -31,15 +31,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from codemill.eval.isolation import SlotCgroups, probe
+from codemill.eval.isolation import isolation as isolation  # reports read it from here
 from codemill.progress import bar
 
+Status = Literal["passed", "failed", "timeout", "error"]
 ZYGOTE = Path(__file__).with_name("sandbox_zygote.py")
 
 
@@ -59,134 +61,12 @@ class SandboxConfig:
 
 @dataclass
 class Outcome:
-    status: str  # passed | failed | timeout | error
+    status: Status
     reason: str
     returncode: int | None
     stdout: str
     stderr: str
     seconds: float
-
-
-@lru_cache(maxsize=1)
-def _probe() -> dict:
-    """What isolation this machine grants (measured once per process)."""
-    found = {"root": os.geteuid() == 0, "namespaces": False, "cgroups": None, "unshare": shutil.which("unshare")}
-    if found["root"] and found["unshare"]:
-        try:
-            found["namespaces"] = (
-                subprocess.run(
-                    [
-                        str(found["unshare"]),
-                        "--net",
-                        "--pid",
-                        "--fork",
-                        "--kill-child",
-                        "--mount",
-                        "--mount-proc",
-                        "true",
-                    ],
-                    capture_output=True,
-                    timeout=10,
-                ).returncode
-                == 0
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    if found["root"]:
-        for kind, root in (("v1", Path("/sys/fs/cgroup/pids")), ("v2", Path("/sys/fs/cgroup"))):
-            probe = root / f"codemill-probe-{os.getpid()}"
-            try:
-                probe.mkdir()
-                ok = (probe / "pids.max").exists()
-                probe.rmdir()
-            except OSError:
-                continue
-            if ok:
-                found["cgroups"] = kind
-                break
-    return found
-
-
-def isolation() -> dict:
-    """The isolation in force here, for reports and the README's table."""
-    found = _probe()
-    return {
-        "unprivileged_user": found["root"],
-        "namespaces": ["mount", "pid", "network"] if found["namespaces"] else [],
-        "read_only_filesystem": found["namespaces"],
-        "private_tmp": found["namespaces"],
-        "no_network": found["namespaces"],
-        "cgroups": found["cgroups"],
-        "rlimits": ["cpu", "address_space", "file_size", "processes", "open_files", "core"],
-        "fallback": None
-        if found["namespaces"]
-        else (
-            "no namespaces: programs run as their own user under rlimits; network and the read-only view "
-            "are not enforced"
-            if found["root"]
-            else "not root: programs run as this user under rlimits only; run as root (or in a container) for isolation"
-        ),
-    }
-
-
-class _Cgroup:
-    """A worker slot's pids (and memory) cgroups, made at its start and removed at its end. Named
-    after this process, so a later run can remove the ones a killed run left behind."""
-
-    def __init__(self, kind: str | None, config: SandboxConfig, slot: int) -> None:
-        self.paths: list[Path] = []
-        if kind is None:
-            return
-        name = f"codemill-{os.getpid()}-{slot}-{uuid.uuid4().hex[:6]}"
-        if kind == "v1":
-            limits = (
-                (Path("/sys/fs/cgroup/pids") / name, "pids.max", str(config.max_processes)),
-                (Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes", str(config.memory_bytes)),
-            )
-        else:
-            limits = (
-                (Path("/sys/fs/cgroup") / name, "pids.max", str(config.max_processes)),
-                (Path("/sys/fs/cgroup") / name, "memory.max", str(config.memory_bytes)),
-            )
-        _remove_stale_cgroups({path.parent for path, _, _ in limits})
-        for path, knob, value in limits:
-            try:
-                path.mkdir(exist_ok=True)
-                (path / knob).write_text(value)
-                if path not in self.paths:
-                    self.paths.append(path)
-            except OSError:
-                continue
-
-    def remove(self) -> None:
-        for path in self.paths:
-            for _ in range(50):  # a killed program's processes are still being reaped
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    try:
-                        for pid in (path / "cgroup.procs").read_text().split():
-                            os.kill(int(pid), signal.SIGKILL)
-                    except OSError:
-                        pass
-                    time.sleep(0.01)
-
-
-def _remove_stale_cgroups(roots: set[Path]) -> None:
-    for root in roots:
-        for path in root.glob("codemill-*-*"):
-            try:
-                owner = int(path.name.split("-")[1])
-            except (IndexError, ValueError):
-                continue
-            if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass
 
 
 class _Worker:
@@ -199,7 +79,7 @@ class _Worker:
         self.uid = config.base_uid + (os.getpid() % 50_000) * 256 + slot % 256
         self.config = config
         self.namespaces = bool(found["namespaces"])
-        self.cgroup = _Cgroup(found["cgroups"], config, slot)
+        self.cgroup = SlotCgroups(found["cgroups"], slot, config.max_processes, config.memory_bytes)
         # Opened here, before the zygote remounts /sys read-only in its own namespace: writes
         # through these descriptors still reach the real cgroup files.
         self.cgroup_fds = [os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in self.cgroup.paths]
@@ -333,7 +213,7 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig = SandboxConfig()) -> None:
         self.config = config
-        self.found = _probe()
+        self.found = probe()
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()  # idle worker slots; run() waits for one
         for slot in range(max(1, config.workers)):
             self._free.put(slot)

@@ -215,6 +215,66 @@ def _init(request: dict, cgroup_fds: list[int], out_w: int, err_w: int) -> None:
             os._exit(os.WEXITSTATUS(status))
 
 
+def _collect(
+    out_r: int, err_r: int, pidfd: int, deadline: float, limits: dict
+) -> tuple[tuple[bytearray, bytearray], tuple[str, str] | None, bool]:
+    """The program's stdout and stderr, each capped, until it exits and both pipes close, its time
+    runs out or its output passes the cap. Returns the outputs, the verdict (None: it ran to its
+    end) and whether it exited."""
+    cap = limits["max_output_bytes"]
+    outputs = {out_r: bytearray(), err_r: bytearray()}
+    sizes = {out_r: 0, err_r: 0}
+    verdict = None
+    open_fds = [out_r, err_r]
+    exited = False
+    while open_fds or not exited:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            verdict = ("timeout", f"timed out after {limits['timeout']:g} s")
+            break
+        ready, _, _ = select.select(open_fds + ([] if exited else [pidfd]), [], [], remaining)
+        for fd in ready:
+            if fd == pidfd:
+                exited = True
+                continue
+            block = os.read(fd, 65536)
+            if not block:
+                open_fds.remove(fd)
+                continue
+            if sizes[fd] < cap:
+                outputs[fd] += block[: cap - sizes[fd]]
+            sizes[fd] += len(block)
+            if sizes[fd] > cap:
+                verdict = ("error", f"output over {cap} bytes: killed")
+        if verdict:
+            break
+        if exited and open_fds:  # the namespace is gone; whatever is still buffered is all there is
+            deadline = min(deadline, time.monotonic() + 1.0)
+    return (outputs[out_r], outputs[err_r]), verdict, exited
+
+
+def _reap(init: int, namespaces: bool, kill: bool) -> int:
+    """Wait for the program's init (killing it, and with no pid namespace its process group, when
+    `kill`); returns its exit code, negative for a signal."""
+    if kill:
+        try:
+            os.kill(init, signal.SIGKILL) if namespaces else os.killpg(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _, status = os.waitpid(init, 0)
+    if not namespaces:  # no pid namespace: take the whole process group down with it
+        try:
+            os.killpg(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    code = os.WEXITSTATUS(status)
+    if code > 128 and code - 128 < signal.NSIG:
+        code = -(code - 128)  # the program died of a signal (the init reports 128 + signal)
+    return code
+
+
 def _supervise(request: dict, cgroup_fds: list[int], result_w: int) -> None:
     """Runs in a child of the worker: one program, start to verdict, written to `result_w`."""
     limits = request["limits"]
@@ -244,62 +304,17 @@ def _supervise(request: dict, cgroup_fds: list[int], result_w: int) -> None:
             os._exit(126)
     os.close(out_w)
     os.close(err_w)
-    cap = limits["max_output_bytes"]
-    outputs = {out_r: bytearray(), err_r: bytearray()}
-    sizes = {out_r: 0, err_r: 0}
-    deadline = started + limits["timeout"]
-    verdict = None
     pidfd = os.pidfd_open(init)
-    open_fds = [out_r, err_r]
-    exited = False
-    while open_fds or not exited:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            verdict = ("timeout", f"timed out after {limits['timeout']:g} s")
-            break
-        ready, _, _ = select.select(open_fds + ([] if exited else [pidfd]), [], [], remaining)
-        for fd in ready:
-            if fd == pidfd:
-                exited = True
-                continue
-            block = os.read(fd, 65536)
-            if not block:
-                open_fds.remove(fd)
-                continue
-            if sizes[fd] < cap:
-                outputs[fd] += block[: cap - sizes[fd]]
-            sizes[fd] += len(block)
-            if sizes[fd] > cap:
-                verdict = ("error", f"output over {cap} bytes: killed")
-        if verdict:
-            break
-        if exited and open_fds:  # the namespace is gone; whatever is still buffered is all there is
-            deadline = min(deadline, time.monotonic() + 1.0)
-    if verdict or not exited:
-        try:
-            os.kill(init, signal.SIGKILL) if namespaces else os.killpg(init, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, status = os.waitpid(init, 0)
-    if not namespaces:  # no pid namespace: take the whole process group down with it
-        try:
-            os.killpg(init, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if os.WIFSIGNALED(status):
-        code = -os.WTERMSIG(status)
-    else:
-        code = os.WEXITSTATUS(status)
-        if code > 128 and code - 128 < signal.NSIG:
-            code = -(code - 128)  # the program died of a signal (the init reports 128 + signal)
+    outputs, verdict, exited = _collect(out_r, err_r, pidfd, started + limits["timeout"], limits)
+    code = _reap(init, namespaces, kill=bool(verdict) or not exited)
     _write_message(
         result_w,
         {
             "verdict": verdict,
             "returncode": code,
             "seconds": time.monotonic() - started,
-            "stdout": outputs[out_r].decode("utf-8", "replace"),
-            "stderr": outputs[err_r].decode("utf-8", "replace"),
+            "stdout": outputs[0].decode("utf-8", "replace"),
+            "stderr": outputs[1].decode("utf-8", "replace"),
         },
     )
 

@@ -7,7 +7,6 @@ import pickle
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineRunner
 
 from codemill.jsonl import write_json  # noqa: F401 (the stages import it from here)
 from codemill.records import rebuild, records_from_table
@@ -94,37 +93,6 @@ def unknown_pipeline_args(args: list[str]) -> list[str]:
     for flag in DASK_FLAGS:
         parser.add_argument(flag)
     return parser.parse_known_args(args)[1]
-
-
-def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, PipelineRunner | None]:
-    """Pipeline options from the CLI and the runner to pass to beam.Pipeline: FnApiRunner when no
-    runner is named (Prism cannot run offline), codemill's own for `--runner=DaskRunner`, else None
-    (Beam resolves the name)."""
-    from codemill.pipelines.dask_runner import runner_from_args
-
-    runner: PipelineRunner | None
-    runner, args = runner_from_args(list(args or []))
-    options = PipelineOptions(args)
-    if runner is None and not any(a == "--runner" or a.startswith("--runner=") for a in args):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        runner = FnApiRunner()
-    return options, runner
-
-
-def is_single_process(options: PipelineOptions, runner) -> bool:
-    """The default in-process runner with one worker: the local pool may fan work out."""
-    from apache_beam.options.pipeline_options import DirectOptions
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    return isinstance(runner, FnApiRunner) and (options.view_as(DirectOptions).direct_num_workers or 1) <= 1
-
-
-def is_local_runner(runner) -> bool:
-    """The in-process FnApiRunner (which may use Beam's own worker processes)."""
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    return isinstance(runner, FnApiRunner)
 
 
 class ProgressBar(beam.DoFn):

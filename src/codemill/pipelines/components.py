@@ -109,10 +109,10 @@ def _small_star_step(grouped: tuple) -> Iterator[tuple]:
 
 
 def _round(source: StoragePath, target: StoragePath, parts: int, pipeline_args: list[str] | None) -> dict:
-    from codemill.pipelines.common import default_pipeline_options
+    from codemill.pipelines.driver import BeamDriver
 
-    options, runner = default_pipeline_options(pipeline_args)
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    driver = BeamDriver.from_args(pipeline_args)
+    pipeline = driver.pipeline()
     (
         edges_of(pipeline, source)
         | "Undirected" >> beam.FlatMap(_undirected)
@@ -122,8 +122,7 @@ def _round(source: StoragePath, target: StoragePath, parts: int, pipeline_args: 
         | "SmallStar" >> beam.FlatMap(_small_star_step)
         | "Write" >> WriteEdges(target, parts)
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = driver.run(pipeline)
     counts = {
         c.key.metric.name: c.committed or 0
         for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import sys
-import time
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -40,12 +39,10 @@ from codemill.curation.unit import (
 from codemill.jsonl import json_field, read_json
 from codemill.pipelines.common import (
     ProgressBar,
-    default_pipeline_options,
-    is_local_runner,
-    is_single_process,
     register,
     write_json,
 )
+from codemill.pipelines.driver import BeamDriver
 from codemill.pipelines.outputs import (
     SUCCESS_MARKER,
     IncompleteOutputError,
@@ -206,31 +203,24 @@ def _curate(
         str(seeds),
     )
 
-    options, runner = default_pipeline_options(pipeline_args)
-    single_process = is_single_process(options, runner)
-    if not is_local_runner(runner):
-        processes = 1  # a cluster runner: each SDK worker already owns a core
-    started = time.monotonic()
+    driver = BeamDriver.from_args(pipeline_args, processes)
     with contextlib.ExitStack() as stack:
-        if single_process and processes > 1 and config.detect_licenses:
+        if driver.processes > 1 and config.detect_licenses:
             # The pool's workers share one ScanCode index (one load, forks that share its pages)
             # instead of loading ~1.4 GB each.
             from codemill.curation.license_service import ScancodeService
 
-            service = stack.enter_context(ScancodeService(forks=processes))
+            service = stack.enter_context(ScancodeService(forks=driver.processes))
             settings = dataclasses.replace(settings, license_service=service.address)
-        pipeline = beam.Pipeline(runner=runner, options=options)
+        pipeline = driver.pipeline()
+        total_units = len(plan.units) if driver.single_process else None
         (
             pipeline
             | "Units" >> beam.Create(plan.units)
-            | "Curate"
-            >> CurateUnits(
-                settings, len(plan.units) if single_process else None, processes, redistribute=not single_process
-            )
+            | "Curate" >> CurateUnits(settings, total_units, driver.processes, redistribute=not driver.single_process)
             | "Merge" >> MergeShards(settings)
         )
-        pipeline.run().wait_until_finish()
-    seconds = time.monotonic() - started
+        seconds = driver.timed(pipeline)
 
     # Every unit's result is its marker (a few KB): read back here rather than carried by the runner.
     finished = _finished_units(work)

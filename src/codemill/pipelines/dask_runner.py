@@ -35,26 +35,23 @@ not counted twice); a lost scheduler or client is an error that says to rerun (t
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import itertools
 import operator
 import os
-import pickle
-import threading
 import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
-from apache_beam.metrics.execution import MetricKey, MetricResult, MetricsContainer
+from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metric import MetricResults
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
 from codemill.errors import ClusterError
+from codemill.pipelines import dask_tasks
 
 DEFAULT_PARTITIONS_PER_THREAD = 2
 
@@ -65,210 +62,6 @@ class DaskRunnerError(ClusterError):
 
 class UnsupportedTransformError(DaskRunnerError):
     """A transform this runner has no translation for (named with its label)."""
-
-
-# ------------------------------------------------------------------------------- the tasks
-# Per worker process: DoFns set up and free for the next bundle, by pickled DoFn, least recently
-# used first; beyond _KEPT_FNS kinds the oldest are torn down (a worker serves job after job).
-_FNS: OrderedDict[bytes, list] = OrderedDict()
-_FNS_LOCK = threading.Lock()
-_KEPT_FNS = 64
-
-
-def _stable_hash(key: Any) -> int:
-    """The same 63-bit hash for equal keys in every process (Python's str hash is salted per process)."""
-    digest = hashlib.blake2b(pickle.dumps(key, protocol=4), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
-def _global(value):
-    from apache_beam.transforms.window import GlobalWindow
-    from apache_beam.utils.timestamp import MIN_TIMESTAMP
-    from apache_beam.utils.windowed_value import WindowedValue
-
-    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
-
-
-@functools.lru_cache(maxsize=1)
-def _collector():
-    """A DoFnRunner receiver that keeps the plain values (a subclass of Beam's compiled Receiver,
-    made on first use so that importing this module does not import Beam's runner internals)."""
-    from apache_beam.runners.common import Receiver
-
-    class Collect(Receiver):
-        def __init__(self) -> None:
-            self.values: list = []
-
-        def receive(self, windowed_value) -> None:
-            self.values.append(windowed_value.value)
-
-    return Collect
-
-
-@dataclass(frozen=True)
-class _ParDoSpec:
-    label: str
-    fn: bytes  # the DoFn, pickled with Beam's pickler
-    args: tuple
-    kwargs: dict
-    sides: tuple  # (view class, view options) per side input, in the order of the placeholders
-    windowing: Any
-    tags: tuple  # output tags, None for the main output
-    env: tuple = ()  # codemill's settings from the driver's environment, for workers started without them
-
-
-# What a worker needs from the driver's environment (workers are started on their own, by `dask worker`).
-SHIPPED_ENV = ("CODEMILL_STORAGE_OPTIONS", "CODEMILL_PROGRESS")
-
-
-def _borrow_fn(spec: _ParDoSpec):
-    """A DoFn already set up in this process if one is free (Beam reuses DoFn instances across
-    bundles, never across concurrent ones), else a fresh one."""
-    from apache_beam.internal import pickler
-
-    with _FNS_LOCK:
-        free = _FNS.get(spec.fn)
-        if free:
-            _FNS.move_to_end(spec.fn)
-            return free.pop(), False
-    return pickler.loads(spec.fn), True
-
-
-def _give_back(spec: _ParDoSpec, fn) -> None:
-    with _FNS_LOCK:
-        _FNS.setdefault(spec.fn, []).append(fn)
-        _FNS.move_to_end(spec.fn)
-        evicted = [_FNS.popitem(last=False)[1] for _ in range(max(0, len(_FNS) - _KEPT_FNS))]
-    for fns in evicted:
-        for old in fns:
-            try:
-                old.teardown()
-            except Exception:  # best effort, as Beam's own teardown  # noqa: BLE001
-                pass
-
-
-def _metric_updates(container: MetricsContainer) -> dict:
-    cumulative = container.get_cumulative()
-    return {key: value for key, value in cumulative.counters.items() if value}
-
-
-def run_pardo(spec: _ParDoSpec, elements: list, *sides: list) -> dict:
-    """One bundle of a ParDo: {tag: outputs} plus "__metrics__": {MetricKey: count}."""
-    from apache_beam.runners.common import DoFnRunner
-    from apache_beam.runners.worker import statesampler
-    from apache_beam.transforms.sideinputs import SideInputMap
-    from apache_beam.utils.counters import CounterFactory
-
-    for name, value in spec.env:
-        if os.environ.get(name) != value:
-            os.environ[name] = value
-    container = MetricsContainer(spec.label)
-    sampler = statesampler.StateSampler("", CounterFactory())
-    statesampler.set_current_tracker(sampler)
-    collect = _collector()
-    receivers = {tag: collect() for tag in spec.tags}
-    side_maps = [
-        SideInputMap(view, options, [_global(v) for part in parts for v in part])
-        for (view, options), parts in zip(spec.sides, sides, strict=False)
-    ]
-    fn, fresh = _borrow_fn(spec)
-    try:
-        with sampler.scoped_state(spec.label, "process", metrics_container=container):
-            runner = DoFnRunner(
-                fn,
-                list(spec.args),
-                dict(spec.kwargs),
-                side_maps,
-                spec.windowing,
-                tagged_receivers=receivers,
-                step_name=spec.label,
-            )
-            if fresh:
-                runner.setup()
-            runner.start()
-            for element in elements:
-                runner.process(_global(element))
-            runner.finish()
-    finally:
-        statesampler.set_current_tracker(None)
-    _give_back(spec, fn)  # set up, ready for the next bundle here
-    out: dict = {tag: receiver.values for tag, receiver in receivers.items()}
-    out["__metrics__"] = _metric_updates(container)
-    return out
-
-
-# A shuffle routes each element by an int: equal routes meet in one output partition.
-def _route_by_key(elements: list) -> list[tuple[int, Any]]:
-    return [(_stable_hash(element[0]), element) for element in elements]
-
-
-def _route_round_robin(offset: int, elements: list) -> list[tuple[int, Any]]:
-    return [(offset * 1_000_003 + position, element) for position, element in enumerate(elements)]
-
-
-def _route_combined(fn_payload: bytes, elements: list) -> list[tuple[int, Any]]:
-    """Lifted combine, first half: one accumulator per key of this partition."""
-    from apache_beam.internal import pickler
-
-    fn = pickler.loads(fn_payload)
-    fn.setup()
-    accumulators: dict = {}
-    for key, value in elements:
-        accumulators[key] = fn.add_input(accumulators[key] if key in accumulators else fn.create_accumulator(), value)
-    fn.teardown()
-    return _route_by_key([(key, fn.compact(acc)) for key, acc in accumulators.items()])
-
-
-def _split(route: Callable, elements: list, buckets: int) -> list[list]:
-    """The task-based shuffle's first half: the partition's elements in `buckets` lists."""
-    out: list[list] = [[] for _ in range(buckets)]
-    for hashed, element in route(elements):
-        out[hashed % buckets].append(element)
-    return out
-
-
-def _frame(route: Callable, elements: list):
-    """The P2P shuffle's input: a frame of (route, pickled element) rows."""
-    import pandas as pd
-
-    rows = route(elements)
-    return pd.DataFrame(
-        {
-            "route": pd.Series([r for r, _ in rows], dtype="int64"),
-            "payload": pd.Series([pickle.dumps(e, protocol=5) for _, e in rows], dtype=object),
-        }
-    )
-
-
-def _unframe(reducer: Callable, frame) -> list:
-    return reducer([pickle.loads(payload) for payload in frame["payload"]])
-
-
-def _group(*buckets: list) -> list:
-    groups: dict = {}
-    for bucket in buckets:
-        for key, value in bucket:
-            groups.setdefault(key, []).append(value)
-    return list(groups.items())
-
-
-def _concat(*parts: list) -> list:
-    return list(itertools.chain.from_iterable(parts))
-
-
-def _combine_merge(fn_payload: bytes, *buckets: list) -> list:
-    """Second half: merge each key's accumulators from every partition, then extract."""
-    from apache_beam.internal import pickler
-
-    fn = pickler.loads(fn_payload)
-    fn.setup()
-    merged = [(key, fn.extract_output(fn.merge_accumulators(accs))) for key, accs in _group(*buckets)]
-    fn.teardown()
-    return merged
-
-
-def _values(*parts: list) -> list:
-    return [value for part in parts for value in part]
 
 
 # ------------------------------------------------------------------------------- translation
@@ -295,7 +88,7 @@ class _Graph:
 
     def constant(self, label: str, parts: list[list]) -> list[tuple]:
         name = self.name(label)
-        return [self.add(name, i, (partial(_values, part),)) for i, part in enumerate(parts)]
+        return [self.add(name, i, (partial(dask_tasks.values, part),)) for i, part in enumerate(parts)]
 
     def shuffle(self, label: str, inputs: list[tuple], route: Callable, reducer: Callable) -> list[tuple]:
         """Elements of every input partition routed by `route(i)` (an int per element: equal ones
@@ -307,7 +100,9 @@ class _Graph:
             return self._p2p(label, inputs, route, reducer, max(self.partitions, len(inputs)))
         n = tasks_wide
         name = self.name(label)
-        split = [self.add(f"{name}-split", i, (partial(_split, route(i)), key, n)) for i, key in enumerate(inputs)]
+        split = [
+            self.add(f"{name}-split", i, (partial(dask_tasks.split, route(i)), key, n)) for i, key in enumerate(inputs)
+        ]
         pieces = [
             [self.add(f"{name}-piece-{j}", i, (operator.getitem, s, j)) for i, s in enumerate(split)] for j in range(n)
         ]
@@ -323,7 +118,7 @@ class _Graph:
         frames = []
         for i, key in enumerate(inputs):
             frame_key = (f"{name}-frame", i)
-            frames.append(Delayed(frame_key, {frame_key: (partial(_frame, route(i)), key)}))
+            frames.append(Delayed(frame_key, {frame_key: (partial(dask_tasks.frame, route(i)), key)}))
         meta = pd.DataFrame({"route": pd.Series(dtype="int64"), "payload": pd.Series(dtype=object)})
         with dask.config.set({"dataframe.convert-string": False}):  # payloads are pickles, not text
             shuffled = dd.from_delayed(frames, meta=meta, verify_meta=False).shuffle(
@@ -332,7 +127,7 @@ class _Graph:
             parts = shuffled.to_delayed()
             for part in parts:
                 self.tasks.update(dict(part.__dask_graph__()))
-        return [self.add(name, j, (partial(_unframe, reducer), part.key)) for j, part in enumerate(parts)]
+        return [self.add(name, j, (partial(dask_tasks.unframe, reducer), part.key)) for j, part in enumerate(parts)]
 
     # ---------------------------------------------------------------- walking the tree
     def translate(self, node) -> None:
@@ -383,11 +178,19 @@ class _Graph:
             n = max(1, min(len(values), 4 * self.partitions))  # an element a partition, up to 4x the default
             self._outputs(node, self.constant(node.full_label, [values[i::n] for i in range(n)]))
         elif isinstance(transform, beam.GroupByKey):
-            self._outputs(node, self.shuffle(node.full_label, self._input(node), lambda i: _route_by_key, _group))
+            self._outputs(
+                node,
+                self.shuffle(node.full_label, self._input(node), lambda i: dask_tasks.route_by_key, dask_tasks.group),
+            )
         elif isinstance(transform, beam.Reshuffle):
             self._outputs(
                 node,
-                self.shuffle(node.full_label, self._input(node), lambda i: partial(_route_round_robin, i), _concat),
+                self.shuffle(
+                    node.full_label,
+                    self._input(node),
+                    lambda i: partial(dask_tasks.route_round_robin, i),
+                    dask_tasks.concat,
+                ),
             )
         else:  # CombinePerKey
             if transform.args or transform.kwargs:
@@ -399,8 +202,8 @@ class _Graph:
                 self.shuffle(
                     node.full_label,
                     self._input(node),
-                    lambda i: partial(_route_combined, payload),
-                    partial(_combine_merge, payload),
+                    lambda i: partial(dask_tasks.route_combined, payload),
+                    partial(dask_tasks.combine_merge, payload),
                 ),
             )
 
@@ -431,7 +234,7 @@ class _Graph:
                 "local runner"
             )
         side_inputs = list(node.side_inputs)
-        spec = _ParDoSpec(
+        spec = dask_tasks.ParDoSpec(
             label=node.full_label,
             fn=pickler.dumps(transform.fn),
             args=tuple(transform.args or ()),
@@ -439,13 +242,13 @@ class _Graph:
             sides=tuple((type(s), s._view_options()) for s in side_inputs),
             windowing=main.windowing,
             tags=tuple(node.outputs),
-            env=tuple((name, os.environ[name]) for name in SHIPPED_ENV if name in os.environ),
+            env=tuple((name, os.environ[name]) for name in dask_tasks.SHIPPED_ENV if name in os.environ),
         )
         side_keys = [list(self.pcollections[s.pvalue]) for s in side_inputs]
         name = self.name(node.full_label)
         outputs: dict = {tag: [] for tag in node.outputs}
         for i, key in enumerate(self.pcollections[main]):
-            task = self.add(name, i, (partial(run_pardo, spec), key, *side_keys))
+            task = self.add(name, i, (partial(dask_tasks.run_pardo, spec), key, *side_keys))
             for tag in node.outputs:
                 outputs[tag].append(self.add(f"{name}-out-{tag}", i, (operator.getitem, task, tag)))
             self.metric_keys.append(self.add(f"{name}-metrics", i, (operator.getitem, task, "__metrics__")))

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import apache_beam as beam
 
-from codemill.errors import CodemillError
+from codemill.errors import CodemillError, UserError
 from codemill.jsonl import read_json, write_json
 from codemill.records import (
     FILE_RECORD_SCHEMA,
@@ -90,6 +90,10 @@ class WriteShards(beam.PTransform):
             | f"Group{name}" >> beam.GroupByKey()
             | f"Write{name}" >> beam.Map(self.writer)
         )
+
+
+class InputLayoutError(UserError):
+    """An input shard that does not hold what its stage's marker promised (names the shard)."""
 
 
 class IncompleteOutputError(CodemillError, RuntimeError):

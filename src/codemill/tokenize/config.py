@@ -11,7 +11,7 @@ from codemill.tokenize.documents import DocumentConfig
 from codemill.tokenize.mixture import MixtureSpec
 
 if TYPE_CHECKING:
-    from codemill.tokenize.decontam import BenchmarkTask
+    from codemill.tokenize.benchmarks import BenchmarkTask
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DecontamConfig:
 
     def load_tasks(self) -> list[BenchmarkTask]:
         # Here, not at the top: the loaders live with the matcher, which imports numba.
-        from codemill.tokenize.decontam import load_gsm8k, load_humaneval, load_jsonl_tasks, load_mbpp
+        from codemill.tokenize.benchmarks import load_gsm8k, load_humaneval, load_jsonl_tasks, load_mbpp
 
         tasks: list[BenchmarkTask] = []
         for name, path in sorted(self.benchmarks.items()):

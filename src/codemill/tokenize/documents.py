@@ -208,6 +208,24 @@ def encode_plans(
             yield from split(pending[0], pending[1].result())
 
 
+def _file_body(fim: str | None, part_ids: list[np.ndarray], sp: dict) -> list[np.ndarray]:
+    """A file's tokens as they go into a document: whole, or its FIM parts in PSM or SPM order."""
+    if fim == "psm":
+        prefix, middle, suffix = part_ids
+        return [
+            np.array([sp[FIM_PREFIX]]),
+            prefix,
+            np.array([sp[FIM_SUFFIX]]),
+            suffix,
+            np.array([sp[FIM_MIDDLE]]),
+            middle,
+        ]
+    if fim == "spm":
+        prefix, middle, suffix = part_ids
+        return [np.array([sp[FIM_PREFIX], sp[FIM_SUFFIX]]), suffix, np.array([sp[FIM_MIDDLE]]), prefix, middle]
+    return [part_ids[0]]
+
+
 def assemble_documents(
     plan: RepositoryPlan, ids: list[np.ndarray], tokenizer, config: DocumentConfig
 ) -> Iterator[Document]:
@@ -232,21 +250,7 @@ def assemble_documents(
 
     for f, fim, at, count in plan.files:
         part_ids = ids[at + 1 : at + 1 + count]
-        if fim == "psm":
-            prefix, middle, suffix = part_ids
-            body = [
-                np.array([sp[FIM_PREFIX]]),
-                prefix,
-                np.array([sp[FIM_SUFFIX]]),
-                suffix,
-                np.array([sp[FIM_MIDDLE]]),
-                middle,
-            ]
-        elif fim == "spm":
-            prefix, middle, suffix = part_ids
-            body = [np.array([sp[FIM_PREFIX], sp[FIM_SUFFIX]]), suffix, np.array([sp[FIM_MIDDLE]]), prefix, middle]
-        else:
-            body = [part_ids[0]]
+        body = _file_body(fim, part_ids, sp)
         room = config.max_tokens - 1  # the closing <|endoftext|>
         for attempt in range(2):  # in the current document, else in a fresh one
             path_ids = ids[at] if metadata else ids[at][:0]

@@ -191,6 +191,7 @@ def test_the_whole_job_writes_dataset_manifest_model_eval_and_report(finished_ru
     assert {"humaneval loglik", "code -bpb"} <= set(signal_report)
     assert all(entry["steps"] == [2, 4, 6] for entry in signal_report.values())
     assert "pass@1" in json.loads((out / "eval" / "passk" / "humaneval" / "metrics.json").read_text())["humaneval"]
+    assert "humaneval" in json.loads((out / "eval" / "passk" / "results.json").read_text())["results"]
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') >= 5 and "http://" not in page and "https://" not in page
 

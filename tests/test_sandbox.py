@@ -259,6 +259,10 @@ def test_gsm8k_answers_and_pal_programs(tmp_path: Path) -> None:
     pal_metrics = json.loads((tmp_path / "out" / "gsm8k-pal" / "metrics.json").read_text())["gsm8k-pal"]
     assert cot_metrics["accuracy"] == 1.0
     assert pal_metrics["accuracy"] == 1.0 and pal_metrics["pass@1"] == pytest.approx(0.5)
+    # One results file across the tasks, as lm-eval writes.
+    combined = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert combined["results"] == {"gsm8k": cot_metrics, "gsm8k-pal": pal_metrics}
+    assert combined["config"]["k"] == [1, 2] and combined["isolation"]["rlimits"]
 
 
 def test_gsm8k_prompts_exemplars_and_generations_that_repeat_the_prompt(sandbox: Sandbox) -> None:

@@ -22,3 +22,7 @@ class UserError(CodemillError, ValueError):
 
 class ClusterError(CodemillError):
     """The cluster engine was lost or cannot run the pipeline."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """An input path that is not there, or not the finished output a command needs (names it)."""

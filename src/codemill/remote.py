@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO, Iterator
 
-from codemill.errors import CodemillError
+from codemill.errors import CodemillError, UserError
 
 STORAGE_OPTIONS_ENV = "CODEMILL_STORAGE_OPTIONS"
 _LOCAL_PROTOCOLS = ("file", "local")
@@ -32,9 +32,9 @@ def set_storage_options(options: dict | str | None) -> None:
             try:
                 options = json.loads(options)
             except ValueError as err:
-                raise ValueError(f"--storage-options is not JSON ({err})") from None
+                raise UserError(f"--storage-options is not JSON ({err})") from None
         if not isinstance(options, dict):
-            raise ValueError('--storage-options must be a JSON object, such as \'{"endpoint_url": "http://..."}\'')
+            raise UserError('--storage-options must be a JSON object, such as \'{"endpoint_url": "http://..."}\'')
         os.environ[STORAGE_OPTIONS_ENV] = json.dumps(options, sort_keys=True)
     _filesystem.cache_clear()
 

@@ -11,6 +11,8 @@ from dataclasses import fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from codemill.errors import UserError
+
 _SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
@@ -69,18 +71,18 @@ def reject_unknown(config_class: type, values: dict, what: str) -> None:
     """Clear errors for a config mapping: unknown keys (typos must not pass silently) and values of
     the wrong type (a string where a number goes), each naming the setting and what it takes."""
     if not isinstance(values, dict):
-        raise ValueError(f"the {what} settings must be a mapping of names to values, got {type(values).__name__}")
+        raise UserError(f"the {what} settings must be a mapping of names to values, got {type(values).__name__}")
     known = {f.name for f in fields(config_class)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown {what} setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        raise UserError(f"unknown {what} setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
     hints = _hints(config_class)
     for name, value in values.items():
         annotation = hints.get(name)
         if annotation is None or (is_dataclass(annotation) and isinstance(value, dict)):
             continue
         if _accepts(annotation, value) is False:
-            raise ValueError(
+            raise UserError(
                 f"{what} setting {name!r} must be {_describe(annotation)}, got {value!r} ({type(value).__name__})"
             )
 

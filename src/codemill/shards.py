@@ -13,6 +13,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from codemill.errors import MissingInputError
 from codemill.storage import StoragePath, location, parquet_source, staged
 
 
@@ -79,7 +80,7 @@ def shard_paths(directory: StoragePath) -> list[StoragePath]:
 def read_table(directory: StoragePath, columns: list[str] | None = None) -> pa.Table:
     paths = shard_paths(directory)
     if not paths:
-        raise FileNotFoundError(f"no Parquet shards (part-*.parquet) in {directory}")
+        raise MissingInputError(f"no Parquet shards (part-*.parquet) in {directory}")
     return pa.concat_tables(parquet_file(p).read(columns=columns) for p in paths)
 
 

@@ -109,11 +109,27 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     from codemill.errors import CodemillError
 
+    # The one place an error becomes a message and an exit code (errors.py says what each means).
     try:
         return _dispatch(parser, args, rest)
     except CodemillError as err:  # UserError: exit 2; storage, cluster, a failed run: exit 1
-        print(f"codemill: {err}", file=sys.stderr)
-        return getattr(err, "exit_code", 1)
+        _report(args, err, str(err))
+        return err.exit_code
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        _report(args, err, str(err))  # a path the user gave that cannot be read as one: it is named
+        return 2
+    except OSError as err:  # a full disk, a read-only output
+        where = f" ({err.filename})" if err.filename else ""
+        _report(args, err, f"{err.strerror or err}{where}; free space or choose another output, then rerun the command")
+        return 1
+
+
+def _report(args: argparse.Namespace, err: BaseException, message: str) -> None:
+    """`codemill <command>: [stage <name>: ]<message>`; the run's executor names the stage."""
+    command = getattr(args, "command", None)
+    stage = getattr(err, "stage", None)
+    prefix = "codemill" + (f" {command}" if command else "") + (f": stage {stage}" if stage else "")
+    print(f"{prefix}: {message}", file=sys.stderr)
 
 
 # Commands whose paths stay on local disk (checkpoints, sandboxes, reports): a URL is refused

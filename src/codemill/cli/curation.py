@@ -77,20 +77,7 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     what = "the embedded default corpus (installed Python distributions)" if not sources else ", ".join(sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
-    from codemill.pipelines.outputs import IncompleteOutputError
-
-    failures: tuple[type[Exception], ...] = (IncompleteOutputError,)
-    if config.dedup is not None:  # the dedup pipeline imports numba: only when it runs
-        from codemill.pipelines.dedup import NotConvergedError
-
-        failures += (NotConvergedError,)
-    try:
-        result = run_curation(
-            specs, args.out, config, beam_args, processes=args.workers, license_cache=args.license_cache
-        )
-    except failures as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 1
+    result = run_curation(specs, args.out, config, beam_args, processes=args.workers, license_cache=args.license_cache)
     totals = result.stats.get("totals", {})
     if not totals.get("files"):
         print(f"codemill curate: the sources held no files ({what}); {args.out} has empty tables", file=sys.stderr)
@@ -150,8 +137,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     import dataclasses
 
     from codemill.dedup.config import DedupConfig
-    from codemill.pipelines.dedup import NotConvergedError, run_dedup
-    from codemill.pipelines.outputs import IncompleteOutputError
+    from codemill.pipelines.dedup import run_dedup
 
     config = load_config_section(args.config, "dedup", DedupConfig)
     changes = {
@@ -161,11 +147,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     }
     if args.no_verify:
         changes["verify"] = False
-    try:
-        config = dataclasses.replace(config, **changes)
-    except ValueError as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2
+    config = dataclasses.replace(config, **changes)
     if config.mode == "near":
         bands, rows = config.bands_rows
         print(
@@ -173,11 +155,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
             f"Jaccard >= {config.threshold}: LSH {bands} bands x {rows} rows",
             file=sys.stderr,
         )
-    try:
-        result = run_dedup(args.input, args.output, config, beam_args, processes=args.workers)
-    except (FileNotFoundError, ValueError, IncompleteOutputError, NotConvergedError) as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 1 if isinstance(err, (IncompleteOutputError, NotConvergedError)) else 2
+    result = run_dedup(args.input, args.output, config, beam_args, processes=args.workers)
     _print_dedup_summary(result.out_dir)
     totals = result.stats.get("totals", {})
     print(
@@ -190,11 +168,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _manifest_verify(args: argparse.Namespace) -> int:
     from codemill.curation.manifest import verify
 
-    try:
-        report = verify(args.dir)
-    except FileNotFoundError as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2
+    report = verify(args.dir)
     for problem in report.problems[: args.max_problems]:
         print(f"FAIL {problem}")
     if len(report.problems) > args.max_problems:
@@ -210,17 +184,13 @@ def _manifest_verify(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from codemill.pipelines.publish import PublishError, publish_dataset
+    from codemill.pipelines.publish import publish_dataset
     from codemill.pipelines.run_config import PublishConfig
 
     config = load_config_section(args.config, "publish", PublishConfig)
     if args.permissive_only:
         config = dataclasses.replace(config, permissive_only=True)
-    try:
-        published = publish_dataset(args.input, args.out, config)
-    except PublishError as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2
+    published = publish_dataset(args.input, args.out, config)
     print(
         f"published {published.rows:,} rows in {published.shards} Parquet shard(s) -> {published.dataset_dir}\n"
         f'  load it: datasets.load_dataset("parquet", data_dir={str(published.dataset_dir / "data")!r})'

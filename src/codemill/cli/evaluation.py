@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from codemill.cli.common import (
     int_list,
     load_config_section,
 )
-
-
-def _generate_for_tasks(args: argparse.Namespace, tasks: list[str]) -> list[str]:
-    """Sample completions for each task's prompts with --model; write the harness's generations.json
-    (prompt + completion) per task and return their paths."""
-    import json
-
-    from codemill.eval.generate import SamplingConfig, load_generator
-    from codemill.eval.score import task_prompts
-
-    generate, description = load_generator(Path(args.model))
-    config = SamplingConfig(
-        n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
-    )
-    data = dict(item.split("=", 1) for item in (args.data or []) if "=" in item)
-    files = []
-    for task in tasks:
-        source = data.get(task) or data.get(task.split("-")[0])
-        prompts, stops = task_prompts(task, Path(source) if source else None, args.limit)
-        completions = generate(prompts, stops, config, progress=True)
-        out = Path(args.out) / task
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "generations_raw.json"
-        path.write_text(
-            json.dumps([[prompt + c for c in comps] for prompt, comps in zip(prompts, completions, strict=False)])
-        )
-        print(f"{task}: {sum(len(c) for c in completions)} completions from {description}", file=sys.stderr)
-        files.append(str(path))
-    return files
+from codemill.errors import MissingInputError, UserError
 
 
 def eval_defaults(args: argparse.Namespace) -> None:
@@ -67,74 +38,37 @@ def eval_defaults(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from codemill.eval.code_tasks import TaskDataError
-    from codemill.eval.sandbox import Sandbox, SandboxConfig
-    from codemill.eval.score import TASK_NAMES, GenerationsError, evaluate_task, write_report
+    from codemill.eval.generate import SamplingConfig
+    from codemill.eval.harness import HarnessSettings, check_tasks, generate_for_tasks, score_tasks
 
     eval_defaults(args)
-
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASK_NAMES]
-    if unknown or not tasks:
-        print(f"codemill eval: unknown task(s) {unknown or tasks}; available: {', '.join(TASK_NAMES)}", file=sys.stderr)
-        return 2
-    generation_files = args.load_generations or []
+    check_tasks(tasks)
+    data = {task: Path(path) for task, path in (item.split("=", 1) for item in args.data if "=" in item)}
+    settings = HarnessSettings(tuple(args.k), args.limit, args.timeout, args.workers, data)
+    out = Path(args.out)
+    generation_files = [Path(f) for f in args.load_generations or []]
     if args.model:
         if generation_files:
-            print("codemill eval: give --model or --load-generations, not both", file=sys.stderr)
-            return 2
-        try:
-            generation_files = _generate_for_tasks(args, tasks)
-        except (ValueError, FileNotFoundError, TaskDataError) as err:
-            print(f"codemill eval: {err}", file=sys.stderr)
-            return 2
-    if len(generation_files) != len(tasks):
-        print(
-            f"codemill eval: give one --load-generations FILE per task ({len(tasks)} tasks, "
-            f"{len(generation_files)} files), in the order of --tasks",
-            file=sys.stderr,
+            raise UserError("give --model or --load-generations, not both")
+        sampling = SamplingConfig(
+            n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
         )
-        return 2
-    data = dict(item.split("=", 1) for item in (args.data or []) if "=" in item)
-    try:
-        ks = list(args.k)
-        sandbox = Sandbox(SandboxConfig(timeout=args.timeout, workers=args.workers))
-        for task, generations_file in zip(tasks, generation_files, strict=False):
-            source = data.get(task) or data.get(task.split("-")[0])
-            metrics, results, texts = evaluate_task(
-                task,
-                Path(source) if source else None,
-                Path(generations_file),
-                sandbox,
-                ks,
-                progress=True,
-                limit=args.limit,
-            )
-            out = Path(args.out) / task
-            write_report(
-                out,
-                task,
-                metrics,
-                results,
-                texts,
-                {"k": ks, "timeout": args.timeout, "workers": args.workers, "generations": generations_file},
-            )
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            print(f"{task}: {shown}\n  metrics : {out / 'metrics.json'}\n  details : {out / 'results.jsonl'}")
-    except (GenerationsError, TaskDataError, ValueError, RuntimeError, OSError) as err:
-        print(f"codemill eval: {err}", file=sys.stderr)
-        return 2
+        generation_files = generate_for_tasks(Path(args.model), tasks, sampling, settings, out)
+    results = score_tasks(tasks, generation_files, settings, out, {})
+    for task, metrics in results.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"{task}: {shown}\n  metrics : {out / task / 'metrics.json'}\n  details : {out / task / 'results.jsonl'}")
+    print(f"all tasks: {out / 'results.json'}")
     return 0
 
 
 def _eval_signal(args: argparse.Namespace) -> int:
-    from codemill.eval.code_tasks import TaskDataError
     from codemill.eval.curves import run_signal
     from codemill.pipelines.run_config import EvalConfig
 
     if not Path(args.run_dir).is_dir():
-        print(f"codemill eval-signal: {args.run_dir} is not a directory: give a `codemill train` run", file=sys.stderr)
-        return 2
+        raise MissingInputError(f"{args.run_dir} is not a directory: give a `codemill train` run")
     section = load_config_section(args.config, "eval", EvalConfig)
     data = {k: Path(v) for k, v in section.data.items()}
     data.update({k: Path(v) for k, v in (item.split("=", 1) for item in (args.data or []) if "=" in item)})
@@ -144,21 +78,17 @@ def _eval_signal(args: argparse.Namespace) -> int:
         if args.pass_at_1 is not None
         else section.pass_tasks
     )
-    try:
-        report = run_signal(
-            Path(args.run_dir),
-            tasks,
-            data,
-            args.limit or section.likelihood_limit,
-            max_tokens=section.max_tokens,
-            pass_tasks=pass_tasks,
-            pass_limit=args.pass_limit or section.curve_pass_limit or 20,
-            max_new_tokens=args.max_new_tokens or section.max_new_tokens,
-            progress=True,
-        )
-    except (TaskDataError, ValueError, FileNotFoundError, KeyError) as err:
-        print(f"codemill eval-signal: {err}", file=sys.stderr)
-        return 2
+    report = run_signal(
+        Path(args.run_dir),
+        tasks,
+        data,
+        args.limit or section.likelihood_limit,
+        max_tokens=section.max_tokens,
+        pass_tasks=pass_tasks,
+        pass_limit=args.pass_limit or section.curve_pass_limit or 20,
+        max_new_tokens=args.max_new_tokens or section.max_new_tokens,
+        progress=True,
+    )
     for name, entry in report.items():
         snr = entry["snr"]
         print(

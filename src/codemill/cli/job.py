@@ -14,28 +14,17 @@ def _load_run_config(path: str | None):
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    from codemill.pipelines.run_config import RunConfigError
 
-    try:
-        config = _load_run_config(args.config)
-    except RunConfigError as err:
-        print(f"codemill config: {err}", file=sys.stderr)
-        return 2
+    config = _load_run_config(args.config)
     print(f"# effective run config{' from ' + args.config if args.config else ' (defaults)'}")
     print(config.to_yaml(), end="")
     return 0
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from codemill.curation.sources import SourceError
-    from codemill.pipelines.run import RunError, run_job
-    from codemill.pipelines.run_config import RunConfigError
+    from codemill.pipelines.run import run_job
 
-    try:
-        config = _load_run_config(args.config)
-    except RunConfigError as err:
-        print(f"codemill run: {err}", file=sys.stderr)
-        return 2
+    config = _load_run_config(args.config)
     stage = {"name": "planning"}
 
     def say(line: str) -> None:
@@ -52,17 +41,6 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             file=sys.stderr,
         )
         return 130
-    except (RunError, SourceError, RunConfigError, ValueError, FileNotFoundError) as err:
-        print(f"codemill run: stage {stage['name']}: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a full disk, a read-only output: name the path
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        print(
-            f"codemill run: stage {stage['name']}: {err.strerror or err}{where}; free space or choose another "
-            "--out, then rerun the same command",
-            file=sys.stderr,
-        )
-        return 1
     out = result.out
     print(
         f"\ncodemill run finished in {sum(result.seconds.values()):.0f} s "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from codemill.cli.common import (
@@ -15,31 +14,13 @@ from codemill.cli.common import (
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from codemill.pipelines.run_config import TokenizerStageConfig
-    from codemill.tokenize.tokenizer import TokenizerConfig, kept_texts, train_tokenizer
+    from codemill.storage import is_remote
+    from codemill.tokenize.tokenizer import TokenizerConfig, train_tokenizer_on
 
     section = load_config_section(args.config, "tokenizer", TokenizerStageConfig)
     vocab_size = args.vocab_size or section.vocab_size
-    max_files = args.max_files or section.max_files
-    try:
-        config = TokenizerConfig(vocab_size=vocab_size, min_frequency=section.min_frequency)
-    except ValueError as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2
-    from codemill.storage import is_remote, location
-
-    data = location(args.input) / "data"
-    if not data.is_dir():
-        print(f"codemill: {data} does not exist: give a curation or dedup output", file=sys.stderr)
-        return 2
-
-    import itertools
-
-    texts = kept_texts(args.input, max_files)
-    first = next(texts, None)
-    if first is None:
-        print(f"codemill tokenizer train: {args.input} holds no kept records: nothing to train on", file=sys.stderr)
-        return 2
-    path = train_tokenizer(itertools.chain([first], texts), args.out, config)
+    config = TokenizerConfig(vocab_size=vocab_size, min_frequency=section.min_frequency)
+    path = train_tokenizer_on(args.input, args.out, config, args.max_files or section.max_files)
     folder = "<a local copy of the folder>" if is_remote(args.out) else args.out
     print(
         f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
@@ -51,37 +32,29 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
     import dataclasses
 
-    from codemill.pipelines.outputs import IncompleteOutputError
     from codemill.pipelines.tokenize import run_tokenize
-    from codemill.tokenize.benchmarks import BenchmarkError
     from codemill.tokenize.config import DecontamConfig, TokenizeConfig
-    from codemill.tokenize.indexed import ShardError
-    from codemill.tokenize.tokenizer import TokenizerError
 
     config = load_config_section(args.config, "tokenize", TokenizeConfig)
-    try:
-        changes: dict = {}
-        if args.shards is not None:
-            changes["num_shards"] = args.shards
-        if args.no_decontam:
-            changes["decontam"] = None
-        elif args.benchmark:
-            benchmarks = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.benchmark)
-            changes["decontam"] = dataclasses.replace(config.decontam or DecontamConfig(), benchmarks=benchmarks)
-        if args.mixture:
-            from codemill.tokenize.mixture import MixtureSpec
+    changes: dict = {}
+    if args.shards is not None:
+        changes["num_shards"] = args.shards
+    if args.no_decontam:
+        changes["decontam"] = None
+    elif args.benchmark:
+        benchmarks = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.benchmark)
+        changes["decontam"] = dataclasses.replace(config.decontam or DecontamConfig(), benchmarks=benchmarks)
+    if args.mixture:
+        from codemill.tokenize.mixture import MixtureSpec
 
-            changes["mixture"] = MixtureSpec.from_yaml(Path(args.mixture))
-        if args.train_tokens:
-            changes["train_tokens"] = args.train_tokens
-        documents = {name: getattr(args, name) for name in ("max_tokens", "seed") if getattr(args, name) is not None}
-        if documents:
-            changes["documents"] = dataclasses.replace(config.documents, **documents)
-        config = dataclasses.replace(config, **changes)
-        result = run_tokenize(args.input, args.output, args.tokenizer, config, beam_args, processes=args.workers)
-    except (ValueError, FileNotFoundError, IncompleteOutputError, BenchmarkError, ShardError, TokenizerError) as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2 if not isinstance(err, IncompleteOutputError) else 1
+        changes["mixture"] = MixtureSpec.from_yaml(Path(args.mixture))
+    if args.train_tokens:
+        changes["train_tokens"] = args.train_tokens
+    documents = {name: getattr(args, name) for name in ("max_tokens", "seed") if getattr(args, name) is not None}
+    if documents:
+        changes["documents"] = dataclasses.replace(config.documents, **documents)
+    config = dataclasses.replace(config, **changes)
+    result = run_tokenize(args.input, args.output, args.tokenizer, config, beam_args, processes=args.workers)
     totals = result.report["totals"]
     print(
         f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
@@ -97,13 +70,9 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from codemill.tokenize.indexed import ShardError, trace
+    from codemill.tokenize.indexed import trace
 
-    try:
-        hit = trace(args.prefix, args.token_index)
-    except ShardError as err:
-        print(f"codemill: {err}", file=sys.stderr)
-        return 2
+    hit = trace(args.prefix, args.token_index)
     if hit.file is None:
         print(
             f"token {hit.token_index}: a structure token (repository header, file separator or end of "

@@ -10,23 +10,21 @@ from pathlib import Path
 from codemill.cli.common import (
     load_config_section,
 )
+from codemill.errors import UserError
 
 
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from codemill.pipelines.run_config import train_from
-    from codemill.training.checkpoint import CheckpointCorrupt
-    from codemill.training.data import DataError
-    from codemill.training.loop import TrainingAborted, train
-    from codemill.training.model import ConfigError
+    from codemill.training.loop import train
 
     # The run's training defaults under the file's `train:` section: what `codemill config show` prints.
+    section = load_config_section(args.config, "train", None) if args.config else {}
     try:
-        config = train_from(load_config_section(args.config, "train", None) if args.config else {})
-    except ValueError as err:
-        print(f"codemill train: config {args.config}: {err}", file=sys.stderr)
-        return 2
+        config = train_from(section)
+    except UserError as err:
+        raise UserError(f"config {args.config}: {err}") from None
     changes: dict = {}
     for name in ("model", "steps", "micro_batch", "grad_accum", "seed", "log_every", "checkpoint_every", "parallel"):
         if getattr(args, name) is not None:
@@ -54,19 +52,12 @@ def _train(args: argparse.Namespace) -> int:
         changes["tensorboard"] = True
     if args.activation_checkpointing:
         changes["activation_checkpointing"] = True
-    try:
-        config = dataclasses.replace(config, **changes)
-        if not config.out_dir:
-            raise ValueError("no run directory: give --out (or out_dir in the config's train: section)")
-        if not config.data.path:
-            raise ValueError("no training data: give --data (a `codemill tokenize` output) or data.path in --config")
-        result = train(config)
-    except (ValueError, ConfigError, DataError, CheckpointCorrupt, FileNotFoundError) as err:
-        print(f"codemill train: {err}", file=sys.stderr)
-        return 2
-    except TrainingAborted as err:
-        print(f"codemill train: aborted: {err}", file=sys.stderr)
-        return 1
+    config = dataclasses.replace(config, **changes)
+    if not config.out_dir:
+        raise UserError("no run directory: give --out (or out_dir in the config's train: section)")
+    if not config.data.path:
+        raise UserError("no training data: give --data (a `codemill tokenize` output) or data.path in --config")
+    result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.losses.get(result.last_step)
         print(
@@ -81,8 +72,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export_hf(args: argparse.Namespace) -> int:
-    from codemill.training.checkpoint import CheckpointCorrupt
-    from codemill.training.export_hf import CheckpointError, export_hf
+    from codemill.training.export_hf import export_hf
     from codemill.training.loop import load_model, tokenizer_dir_of
 
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
@@ -92,12 +82,7 @@ def _export_hf(args: argparse.Namespace) -> int:
             tokenizer = found if (found / "tokenizer.json").exists() else None
         except (FileNotFoundError, KeyError, ValueError):
             tokenizer = None
-    try:
-        model = load_model(Path(args.checkpoint))
-        out = export_hf(model, Path(args.out), tokenizer)
-    except (CheckpointCorrupt, CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"codemill export-hf: {err}", file=sys.stderr)
-        return 2
+    out = export_hf(load_model(Path(args.checkpoint)), Path(args.out), tokenizer)
     print(f"wrote a FalconH1 checkpoint to {out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
     if tokenizer is None:
         print(

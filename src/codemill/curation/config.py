@@ -9,6 +9,7 @@ from codemill.curation.filters import FilterConfig
 from codemill.curation.optout import OptOutList
 from codemill.curation.sources.base import IngestLimits
 from codemill.dedup.config import DedupConfig
+from codemill.errors import UserError
 from codemill.settings import reject_unknown
 
 
@@ -33,9 +34,9 @@ class CurationConfig:
     def __post_init__(self) -> None:
         for name in ("shard_mb", "memory_budget_mb"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"curation setting {name!r} must be positive, got {getattr(self, name)!r}")
+                raise UserError(f"curation setting {name!r} must be positive, got {getattr(self, name)!r}")
         if self.num_shards is not None and self.num_shards < 1:
-            raise ValueError(f"curation setting 'num_shards' must be at least 1, got {self.num_shards!r}")
+            raise UserError(f"curation setting 'num_shards' must be at least 1, got {self.num_shards!r}")
 
     @classmethod
     def from_dict(cls, values: dict, base_dir: Path | None = None) -> "CurationConfig":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 
 from codemill.curation.text import ascii_bytes, ascii_class_runs, ascii_class_table, finditer_on_lines
+from codemill.errors import UserError
 from codemill.settings import load_section
 
 FILTER_ORDER = (
@@ -84,7 +85,7 @@ class FilterConfig:
     def __post_init__(self) -> None:
         unknown = set(self.enabled) - set(FILTER_ORDER)
         if unknown:
-            raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {', '.join(FILTER_ORDER)}")
+            raise UserError(f"unknown filter(s) {sorted(unknown)}; known: {', '.join(FILTER_ORDER)}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "FilterConfig":

@@ -16,6 +16,7 @@ from codemill.curation.process import file_swhid
 from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary, repo_key, spec_from_json
 from codemill.curation.swhid import blob_id
+from codemill.errors import MissingInputError
 from codemill.shards import iter_rows
 from codemill.storage import StoragePath, location
 
@@ -35,7 +36,7 @@ def verify(out_dir: StoragePath | str, *, progress: bool = True) -> VerifyReport
     out_dir = location(out_dir)
     sources_path = out_dir / "sources.json"
     if not sources_path.exists():
-        raise FileNotFoundError(f"{sources_path} is missing: {out_dir} is not a finished curation output")
+        raise MissingInputError(f"{sources_path} is missing: {out_dir} is not a finished curation output")
     specs = [spec_from_json(s) for s in json.loads(sources_path.read_text())["sources"]]
 
     manifest: dict[tuple[str, str], list[str | None]] = defaultdict(list)

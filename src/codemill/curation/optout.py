@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codemill.errors import UserError
+
 
 def _normalize_url(url: str) -> str:
     url = url.strip().rstrip("/").removesuffix(".git")
@@ -46,7 +48,7 @@ class OptOutList:
         try:
             return cls.from_entries(path.read_text(encoding="utf-8").splitlines())
         except OSError as err:
-            raise ValueError(f"opt-out list {path} cannot be read: {err.strerror or err}") from err
+            raise UserError(f"opt-out list {path} cannot be read: {err.strerror or err}") from err
 
     def __bool__(self) -> bool:
         return bool(self.swhids or self.origins or self.repos)

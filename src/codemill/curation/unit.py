@@ -34,6 +34,7 @@ from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary
 from codemill.curation.spill import RecordStore
 from codemill.curation.stats import StatsAccumulator
+from codemill.errors import UserError
 from codemill.jsonl import read_json, write_json
 from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, records_to_table
 from codemill.shards import ROW_GROUP_BYTES, ROW_ORDER, parquet_file, shard_name, shard_of, write_table_atomic
@@ -149,7 +150,7 @@ def read_license_cache(path: StoragePath) -> dict[str, Detection]:
     except FileNotFoundError:
         return {}
     except ValueError as err:
-        raise ValueError(f"licence cache {path} is not valid JSON ({err}); remove it or give another") from None
+        raise UserError(f"licence cache {path} is not valid JSON ({err}); remove it or give another") from None
     return {key: Detection(*value) for key, value in entries.items()}
 
 

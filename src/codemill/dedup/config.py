@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from codemill.dedup.lsh import optimal_bands_rows
+from codemill.errors import UserError
 from codemill.settings import load_section
 
 if TYPE_CHECKING:  # minhash imports numba (~0.3 s): only the dedup stage needs it, not every config reader
@@ -38,25 +39,25 @@ class DedupConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"dedup mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise UserError(f"dedup mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"dedup threshold must be strictly between 0 and 1, got {self.threshold}")
+            raise UserError(f"dedup threshold must be strictly between 0 and 1, got {self.threshold}")
         for name in ("ngram", "num_perm", "batch_size", "bucket_sort_limit"):
             if getattr(self, name) < 1:
-                raise ValueError(f"dedup {name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"dedup {name} must be >= 1, got {getattr(self, name)}")
         if (self.bands is None) != (self.rows is None):
-            raise ValueError("dedup bands and rows are set together (or both left out to choose them)")
+            raise UserError("dedup bands and rows are set together (or both left out to choose them)")
         if (
             self.bands is not None
             and self.rows is not None
             and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm)
         ):
-            raise ValueError(
+            raise UserError(
                 f"dedup bands x rows = {self.bands} x {self.rows} must be positive and fit in "
                 f"num_perm = {self.num_perm}"
             )
         if self.cc_rounds is not None and self.cc_rounds < 1:
-            raise ValueError(f"dedup cc_rounds must be >= 1, got {self.cc_rounds}")
+            raise UserError(f"dedup cc_rounds must be >= 1, got {self.cc_rounds}")
 
     @property
     def minhash(self) -> MinHashParams:

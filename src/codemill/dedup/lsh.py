@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from codemill.errors import UserError
+
 _GRID = 2001  # integration points per area; the chosen pair is stable well before this
 
 
@@ -28,7 +30,7 @@ def optimal_bands_rows(
 ) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising fp_weight*FP + fn_weight*FN."""
     if not 0.0 < threshold < 1.0:
-        raise ValueError(f"LSH threshold must be strictly between 0 and 1, got {threshold}")
+        raise UserError(f"LSH threshold must be strictly between 0 and 1, got {threshold}")
     best, best_error = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):

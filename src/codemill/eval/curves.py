@@ -13,6 +13,7 @@ import json
 import sysconfig
 from pathlib import Path
 
+from codemill.errors import UserError
 from codemill.eval.likelihood import Pair, likelihood_metrics, logits_fn
 from codemill.eval.names import SIGNAL_TASKS
 from codemill.eval.signal import curve_report, plot_curves
@@ -33,7 +34,7 @@ def task_pairs(task: str, data: Path | None, limit: int | None) -> list[Pair]:
         files = sorted(p for p in stdlib.glob("*.py") if 2_000 <= p.stat().st_size <= 20_000)
         pairs = [Pair("", p.read_text(errors="replace")) for p in files]
     else:
-        raise ValueError(f"unknown signal task {task!r}; tasks: {', '.join(SIGNAL_TASKS)}")
+        raise UserError(f"unknown signal task {task!r}; tasks: {', '.join(SIGNAL_TASKS)}")
     return pairs[:limit] if limit else pairs
 
 
@@ -68,13 +69,13 @@ def run_signal(
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
     checkpoints = sorted(p for p in checkpoint_dir(run_dir).glob("step-*") if p.is_dir())
     if len(checkpoints) < 2:
-        raise ValueError(
+        raise UserError(
             f"{run_dir} has {len(checkpoints)} checkpoint(s); a curve needs several "
             "(train with keep_checkpoints large enough)"
         )
     unknown = [t for t in pass_tasks if t not in TASKS]
     if unknown:
-        raise ValueError(f"pass@1 curves are for code tasks ({', '.join(TASKS)}), not {unknown}")
+        raise UserError(f"pass@1 curves are for code tasks ({', '.join(TASKS)}), not {unknown}")
     pairs = {task: task_pairs(task, data.get(task), limit) for task in tasks}
     problems = {task: TASKS[task](data.get(task))[:pass_limit] for task in pass_tasks}
     greedy = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens)

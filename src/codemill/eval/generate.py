@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from codemill.errors import UserError
 from codemill.progress import bar
 from codemill.training.decode import Decoder
 
@@ -32,7 +33,7 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need n >= 1, max_new_tokens >= 1, temperature >= 0 and 0 < top_p <= 1")
+            raise UserError("need n >= 1, max_new_tokens >= 1, temperature >= 0 and 0 < top_p <= 1")
 
 
 def sample_next(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> torch.Tensor:

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from codemill.errors import UserError
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     if n < k:
-        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {n}")
+        raise UserError(f"pass@{k} needs at least {k} samples per problem, got {n}")
     if n - c < k:
         return 1.0
     # 1 - prod_{i = n - c + 1}^{n} (1 - k / i): the ratio of binomials without overflowing

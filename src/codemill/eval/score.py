@@ -96,7 +96,7 @@ def task_prompts(task: str, data: Path | None, limit: int | None = None) -> tupl
         return [gsm8k.cot_prompt(p.question) for p in gsm8k.load_gsm8k(data)[: limit or None]], gsm8k.COT_STOPS
     if task == "gsm8k-pal":
         return [gsm8k.pal_prompt(p.question) for p in gsm8k.load_gsm8k(data)[: limit or None]], gsm8k.PAL_STOPS
-    raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
+    raise UserError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
 
 
 def evaluate_task(
@@ -117,7 +117,7 @@ def evaluate_task(
         problems = TASKS[task](data)[: limit or None]
         return score(problems, load_generations(generations_file, problems, bool(limit)), sandbox, ks, progress)
     if task not in ("gsm8k", "gsm8k-pal"):
-        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
+        raise UserError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
     math_problems = gsm8k.load_gsm8k(data)[: limit or None]
     generations = load_generations(generations_file, math_problems, bool(limit))
     if task == "gsm8k":

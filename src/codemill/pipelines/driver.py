@@ -11,12 +11,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner
 
-from codemill.errors import UserError
+from codemill.errors import MissingInputError
 from codemill.storage import StoragePath, location
-
-
-class UnfinishedInputError(UserError, FileNotFoundError):
-    """A stage's input folder has no finished output of the stage before it."""
 
 
 def default_pipeline_options(args: list[str] | None) -> tuple[PipelineOptions, PipelineRunner | None]:
@@ -82,4 +78,4 @@ def require_finished(in_dir: StoragePath, what: str, hint: str) -> None:
     from codemill.pipelines.outputs import SUCCESS_MARKER
 
     if not (location(in_dir) / SUCCESS_MARKER).exists():
-        raise UnfinishedInputError(f"{in_dir} is not a finished {what} output (no {SUCCESS_MARKER}); {hint}")
+        raise MissingInputError(f"{in_dir} is not a finished {what} output (no {SUCCESS_MARKER}); {hint}")

@@ -84,11 +84,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1 or any(k < 1 for k in self.k):
-            raise ValueError(f"eval n and k must be >= 1, got n={self.n}, k={list(self.k)}")
+            raise UserError(f"eval n and k must be >= 1, got n={self.n}, k={list(self.k)}")
         if max(self.k, default=1) > self.n:
-            raise ValueError(f"eval k={list(self.k)} needs n >= {max(self.k)} samples per problem, got n={self.n}")
+            raise UserError(f"eval k={list(self.k)} needs n >= {max(self.k)} samples per problem, got n={self.n}")
         if self.n > 1 and self.temperature == 0:
-            raise ValueError(f"eval n={self.n} greedy samples would all be the same: set a temperature > 0")
+            raise UserError(f"eval n={self.n} greedy samples would all be the same: set a temperature > 0")
 
     @classmethod
     def from_dict(cls, values: dict) -> EvalConfig:

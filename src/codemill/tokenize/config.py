@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from codemill.errors import UserError
 from codemill.settings import reject_unknown
 from codemill.tokenize.documents import DocumentConfig
 from codemill.tokenize.mixture import MixtureSpec
@@ -27,18 +28,18 @@ class DecontamConfig:
 
     def __post_init__(self) -> None:
         if self.ngram < 1:
-            raise ValueError(f"decontamination ngram must be >= 1, got {self.ngram}")
+            raise UserError(f"decontamination ngram must be >= 1, got {self.ngram}")
         if not 0.0 < self.ngram_overlap <= 1.0:
-            raise ValueError(f"decontamination ngram_overlap must be in (0, 1], got {self.ngram_overlap}")
+            raise UserError(f"decontamination ngram_overlap must be in (0, 1], got {self.ngram_overlap}")
         pathless = sorted(name for name, path in self.benchmarks.items() if name != "humaneval" and not path)
         if pathless:
-            raise ValueError(
+            raise UserError(
                 f"benchmark(s) {pathless} need the path of their JSONL file (give NAME=PATH); only humaneval "
                 "ships with its package"
             )
         unknown = set(self.benchmarks) - {"humaneval", "mbpp", "gsm8k"} - set(self.extra_fields)
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"benchmark(s) {sorted(unknown)} need their text fields in extra_fields "
                 "(name: [field, ...]); built in: humaneval, mbpp, gsm8k"
             )
@@ -52,7 +53,7 @@ class DecontamConfig:
             if name == "humaneval":
                 tasks += load_humaneval(Path(path) if path else None)
             elif not path:
-                raise ValueError(f"benchmark {name} needs a path to its JSONL file")
+                raise UserError(f"benchmark {name} needs a path to its JSONL file")
             elif name == "mbpp":
                 tasks += load_mbpp(Path(path))
             elif name == "gsm8k":
@@ -73,7 +74,7 @@ class TokenizeConfig:
 
     def __post_init__(self) -> None:
         if self.num_shards < 1:
-            raise ValueError(f"tokenize num_shards must be >= 1, got {self.num_shards}")
+            raise UserError(f"tokenize num_shards must be >= 1, got {self.num_shards}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TokenizeConfig":

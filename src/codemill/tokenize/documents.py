@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from codemill.errors import UserError
 from codemill.tokenize.tokenizer import (
     EOS,
     FILE_SEP,
@@ -46,9 +47,9 @@ class DocumentConfig:
     def __post_init__(self) -> None:
         for name in ("metadata_rate", "fim_rate", "fim_spm_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"documents {name} must be between 0 and 1, got {getattr(self, name)}")
+                raise UserError(f"documents {name} must be between 0 and 1, got {getattr(self, name)}")
         if self.max_tokens < 64:
-            raise ValueError(f"documents max_tokens must be >= 64, got {self.max_tokens}")
+            raise UserError(f"documents max_tokens must be >= 64, got {self.max_tokens}")
 
 
 class SourceText(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from codemill.errors import UserError
+from codemill.errors import MissingInputError, UserError
 from codemill.progress import enabled as progress_enabled
 from codemill.storage import RemotePath, StoragePath, location, staged_dir
 
@@ -31,7 +31,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         if self.vocab_size < 256 + len(SPECIAL_TOKENS):
-            raise ValueError(
+            raise UserError(
                 f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (the 256 bytes and the "
                 f"special tokens), got {self.vocab_size}"
             )
@@ -73,6 +73,24 @@ def train_tokenizer(
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return save_for_transformers(tokenizer, location(out_dir))
+
+
+def train_tokenizer_on(
+    curated: StoragePath | str, out_dir: StoragePath | str, config: TokenizerConfig, max_files: int
+) -> StoragePath:
+    """The tokenizer trained on a curation or dedup output's first `max_files` kept texts (what
+    `codemill tokenizer train` and the run's tokenizer stage both do); refuses an input that is not
+    one, or that holds no kept text."""
+    import itertools
+
+    data = location(curated) / "data"
+    if not data.is_dir():
+        raise MissingInputError(f"{data} does not exist: give a curation or dedup output")
+    texts = kept_texts(curated, max_files)
+    first = next(texts, None)
+    if first is None:
+        raise UserError(f"{curated} holds no kept records: nothing to train on")
+    return train_tokenizer(itertools.chain([first], texts), out_dir, config)
 
 
 def save_for_transformers(tokenizer, out_dir: StoragePath) -> StoragePath:

@@ -41,6 +41,8 @@ WEIGHTS_FILES = ("model.pt", "state.json")
 class CheckpointCorrupt(CodemillError, RuntimeError):
     """A checkpoint directory whose files do not match its manifest (names the file and why)."""
 
+    exit_code = 2  # the checkpoint cannot be used: give another, or --fresh
+
 
 @dataclass
 class Checkpoint:

@@ -7,6 +7,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from codemill.errors import UserError
 from codemill.settings import load_section
 
 if TYPE_CHECKING:
@@ -41,16 +42,16 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise UserError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if (
             self.lr <= 0
             or self.warmup_steps < 0
             or not 0 <= self.decay_fraction <= 1
             or not 0 <= self.min_lr_ratio <= 1
         ):
-            raise ValueError("need lr > 0, warmup_steps >= 0, decay_fraction and min_lr_ratio in [0, 1]")
+            raise UserError("need lr > 0, warmup_steps >= 0, decay_fraction and min_lr_ratio in [0, 1]")
 
     @classmethod
     def from_dict(cls, values: dict) -> OptimConfig:
@@ -65,7 +66,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:
-            raise ValueError(f"data seq_len must be >= 2, got {self.seq_len}")
+            raise UserError(f"data seq_len must be >= 2, got {self.seq_len}")
 
     @classmethod
     def from_dict(cls, values: dict) -> DataConfig:
@@ -98,9 +99,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "micro_batch", "grad_accum", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"train {name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"train {name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"train precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise UserError(f"train precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

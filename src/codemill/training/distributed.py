@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from codemill.errors import UserError
 from codemill.training.config import PARALLEL_MODES
 
 DEVICE_ENV = "CODEMILL_DEVICE"  # auto | cpu | cuda: where training runs (auto: CUDA when torch sees one)
@@ -37,9 +38,9 @@ def init_distributed(parallel: str = "ddp") -> DistEnv:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     wanted = os.environ.get(DEVICE_ENV, "auto")
     if wanted not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"{DEVICE_ENV} must be auto, cpu or cuda, got {wanted!r}")
+        raise UserError(f"{DEVICE_ENV} must be auto, cpu or cuda, got {wanted!r}")
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"{DEVICE_ENV}=cuda but torch sees no CUDA device")
+        raise UserError(f"{DEVICE_ENV}=cuda but torch sees no CUDA device")
     if wanted != "cpu" and torch.cuda.is_available():
         # More ranks than GPUs on a node (a test on a one-GPU machine) share them round-robin.
         index = local_rank % torch.cuda.device_count()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codemill.errors import CodemillError
+from codemill.errors import CodemillError, MissingInputError
 from codemill.training.checkpoint import load_latest, save_checkpoint
 from codemill.training.config import TrainConfig  # noqa: F401 (re-exported)
 from codemill.training.data import PackedSamples
@@ -365,7 +365,7 @@ def load_model(run_or_checkpoint: Path) -> HybridLM:
     path = Path(run_or_checkpoint)
     checkpoint = load_checkpoint(path, weights_only_ok=True) if (path / MANIFEST).exists() else load_latest(path)
     if checkpoint is None:
-        raise FileNotFoundError(f"{path} holds no checkpoint (neither a run directory nor a checkpoint)")
+        raise MissingInputError(f"{path} holds no checkpoint (neither a run directory nor a checkpoint)")
     model = HybridLM(ModelConfig.from_dict(checkpoint.state["model"]))
     model.load_state_dict(checkpoint.model)
     # Evaluation honours the run's precision setting, resolved for this machine (`auto` may give
@@ -381,4 +381,4 @@ def tokenizer_dir_of(run_or_checkpoint: Path) -> Path:
     for name, key in (("config.json", "train"), ("state.json", "train")):
         if (path / name).exists():
             return Path(json.loads((path / name).read_text())[key]["data"]["path"]) / "tokenizer"
-    raise FileNotFoundError(f"{path} is neither a run directory nor a checkpoint (no config.json / state.json)")
+    raise MissingInputError(f"{path} is neither a run directory nor a checkpoint (no config.json / state.json)")

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from codemill.errors import UserError
 from codemill.training.config import OPTIMIZERS, SCHEDULES, OptimConfig  # noqa: F401 (re-exported)
 
 
@@ -142,7 +143,7 @@ class Optimizers:
 
     def load_state_dict(self, states: list[dict]) -> None:
         if len(states) != len(self.optimizers):
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint has {len(states)} optimiser states, this run has {len(self.optimizers)} "
                 "(was it written with another --optimizer?)"
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from codemill.errors import UserError
 from codemill.training.config import PRECISIONS
 
 _FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -58,7 +59,7 @@ class Precision:
 
 def resolve_precision(setting: str, device: torch.device) -> Precision:
     if setting not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {setting!r}")
+        raise UserError(f"precision must be one of {PRECISIONS}, got {setting!r}")
     if setting != "auto":
         return Precision(setting, "as configured")
     if device.type == "cuda":

@@ -234,7 +234,7 @@ def test_truncated_archive_in_pipeline_keeps_good_files(tmp_path: Path) -> None:
     assert curate([str(archive)], out) == 0
     rows = by_path(read_table(out / "manifest"))
     assert rows[("broken", "ok.py")]["kept"]
-    assert rows[("broken", "<archive>")]["drop_reason"].startswith("archive_corrupt at member 'big.py'")
+    assert rows[("broken", "<archive>")]["drop_reason"].startswith("archive_corrupt:at member 'big.py'")
 
 
 def test_help_reads_like_the_readme(capsys) -> None:

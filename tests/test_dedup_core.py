@@ -235,6 +235,6 @@ def test_decide_cluster_names_exact_and_near_duplicates() -> None:
         e.key: d for e, d in decide_cluster("swh:1:cnt:" + "a" * 40, [DedupEntry.of(r) for r in (near, copy, good)])
     }
     assert decisions["s#r#good"].drop_reason is None
-    assert decisions["s#r#copy"].drop_reason == f"exact_duplicate_of {good.qualified_swhid}"
-    assert decisions["s#r#near"].drop_reason == f"near_duplicate_of {good.qualified_swhid}"
+    assert decisions["s#r#copy"].drop_reason == f"exact_duplicate:{good.qualified_swhid}"
+    assert decisions["s#r#near"].drop_reason == f"near_duplicate:{good.qualified_swhid}"
     assert {d.cluster for d in decisions.values()} == {"swh:1:cnt:" + "a" * 40}

@@ -76,8 +76,8 @@ def test_near_dedup_quality_on_a_constructed_corpus(tmp_path: Path) -> None:
     kept = [r for r in rows if r["kept"]]
     for row in rows:
         if not row["kept"]:
-            assert row["drop_reason"].split(" ")[0] in ("exact_duplicate_of", "near_duplicate_of")
-            survivor_swhid = row["drop_reason"].split(" ")[1].split(";")[0]
+            assert row["drop_reason"].split(":")[0] in ("exact_duplicate", "near_duplicate")
+            survivor_swhid = row["drop_reason"].split(":", 1)[1].split(";")[0]
             assert survivor_swhid in {k["swhid"] for k in kept}
     # The family's lines-shuffled copy and the ~0.5 copy are far from the base: they survive.
     assert len(kept) >= 2 * 30
@@ -164,12 +164,12 @@ def test_bad_input_has_documented_outcomes(tmp_path: Path) -> None:
     rows, _ = run_dedup_records(records, out)
     by = {(r["repo"], r["path"]): r for r in rows}
     assert len(rows) == len(records)
-    assert by[("a", "empty1.py")]["kept"] and by[("b", "empty2.py")]["drop_reason"].startswith("exact_duplicate_of")
-    assert by[("a", "short.py")]["kept"] and by[("b", "short.py")]["drop_reason"].startswith("exact_duplicate_of")
+    assert by[("a", "empty1.py")]["kept"] and by[("b", "empty2.py")]["drop_reason"].startswith("exact_duplicate:")
+    assert by[("a", "short.py")]["kept"] and by[("b", "short.py")]["drop_reason"].startswith("exact_duplicate:")
     assert by[("c", "short2.py")]["kept"]
     assert by[("a", "same.py")]["kept"]  # the permissive copy survives
-    assert by[("b", "same.py")]["drop_reason"].startswith("exact_duplicate_of swh:1:cnt:")
-    assert by[("c", "copy.py")]["drop_reason"].startswith("exact_duplicate_of")
+    assert by[("b", "same.py")]["drop_reason"].startswith("exact_duplicate:swh:1:cnt:")
+    assert by[("c", "copy.py")]["drop_reason"].startswith("exact_duplicate:")
     assert by[("d", "noise.txt")]["kept"]
     assert (
         by[("e", "dropped.py")]["drop_reason"] == "filter:long_lines" and by[("e", "dropped.py")]["dup_cluster"] is None
@@ -180,8 +180,8 @@ def test_bad_input_has_documented_outcomes(tmp_path: Path) -> None:
 def test_exact_mode_does_not_merge_near_copies(tmp_path: Path) -> None:
     records = constructed_corpus(bases=3, seed=1)
     rows, _ = run_dedup_records(records, tmp_path / "out", DedupConfig(mode="exact"))
-    reasons = {r["drop_reason"].split(" ")[0] for r in rows if not r["kept"]}
-    assert reasons == {"exact_duplicate_of"}
+    reasons = {r["drop_reason"].split(":")[0] for r in rows if not r["kept"]}
+    assert reasons == {"exact_duplicate"}
     assert sum(not r["kept"] for r in rows) == 3  # one exact copy per family
 
 

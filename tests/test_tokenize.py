@@ -448,7 +448,7 @@ def test_tokenize_stage_end_to_end(tmp_path: Path, repo_dir: Path) -> None:
 
     contaminated = read_table(out / "contaminated").to_pylist()
     assert [r["path"] for r in contaminated] == ["src/pkg/solved.py"]
-    assert contaminated[0]["drop_reason"] == "contaminated_by humaneval:HumanEval/0"
+    assert contaminated[0]["drop_reason"] == "contaminated:humaneval:HumanEval/0"
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     total = 0

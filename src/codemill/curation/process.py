@@ -21,6 +21,7 @@ from codemill.curation.sources.archive import ARCHIVE_ERROR_PATH
 from codemill.curation.sources.base import RepoSummary, SourceFile
 from codemill.curation.swhid import MODE_GITLINK, blob_id, qualified_swhid, swhid_of
 from codemill.curation.text import decode
+from codemill.drops import drop_reason
 from codemill.records import FileRecord
 
 
@@ -45,7 +46,7 @@ def build_record(item: SourceFile, config: CurationConfig) -> FileRecord:
         return record.drop(item.drop_reason)
     optout = config.optout.match(repo=item.repo, swhid=record.swhid)
     if optout:
-        return record.drop(f"opted_out:{optout}")
+        return record.drop(drop_reason("opted_out", optout))
     assert item.data is not None
     decoded = decode(item.data, config.min_text_coherence)
     if decoded.text is None:
@@ -59,7 +60,7 @@ def build_record(item: SourceFile, config: CurationConfig) -> FileRecord:
         record.parse_error_ratio = parse_error_ratio(info.language, item.data, config.max_parse_check_bytes)
     record.filters = apply_filters(text, info.language, config.filters, record.parse_error_ratio)
     if record.filters:
-        record.drop(f"filter:{record.filters[0]}")
+        record.drop(drop_reason("filter", record.filters[0]))
     if config.redact_pii:
         redaction = redact(text)
         text = redaction.text
@@ -158,6 +159,6 @@ def finalize_repository(
                 else (),
             )
             if optout:
-                record.drop(f"opted_out:{optout}")
+                record.drop(drop_reason("opted_out", optout))
                 record.content = None
         yield record

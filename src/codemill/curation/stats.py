@@ -5,15 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from codemill.drops import stats_key
 from codemill.records import FileRecord
-
-
-def _reason_family(reason: str) -> str:
-    # "filter:long_lines" stays whole; "archive_corrupt at member 'x':..." -> "archive_corrupt"
-    head = reason.split(":", 2)
-    if head[0] in ("filter", "unsafe_path", "binary"):
-        return ":".join(head[:2])
-    return head[0].split(" ", 1)[0]
 
 
 class StatsAccumulator:
@@ -58,7 +51,7 @@ class StatsAccumulator:
             c["kept_by_license_type"][record.license_type] += 1
         else:
             c["totals"]["dropped_files"] += 1
-            c["drop_reasons"][_reason_family(record.drop_reason or "unknown")] += 1
+            c["drop_reasons"][stats_key(record.drop_reason or "unknown")] += 1
         return self
 
     def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":

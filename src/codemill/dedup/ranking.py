@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
+from codemill.drops import drop_reason
 from codemill.records import FileRecord, LicenseType, record_key
 
 _LICENSE_ORDER = {LicenseType.PERMISSIVE: 0, LicenseType.NO_LICENSE: 1, LicenseType.NON_PERMISSIVE: 2}
@@ -88,7 +89,7 @@ def decide(entry: DedupEntry, survivor: DedupEntry, cluster: str) -> Decision:
     if entry.key == survivor.key:
         return Decision(cluster, None)
     kind = "exact" if entry.swhid == survivor.swhid else "near"
-    return Decision(cluster, f"{kind}_duplicate_of {survivor.citation}")
+    return Decision(cluster, drop_reason(f"{kind}_duplicate", survivor.citation))
 
 
 def decide_cluster(cluster: str, entries) -> Iterator[tuple[DedupEntry, Decision]]:

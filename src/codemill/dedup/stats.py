@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Iterable
 
 from codemill.dedup.ranking import Decision, DedupEntry
+from codemill.drops import reason_kind
 
 # Events: ("file",) | ("sketched",) | ("too_short",) | ("candidate", verified) | ("cluster", size)
 #         | ("removed", kind, language, license_type, size_bytes)
@@ -27,7 +28,7 @@ def size_bin(size: int) -> str:
 def decision_events(entry: DedupEntry, decision: Decision) -> Iterable[tuple]:
     yield ("file",)
     if decision.drop_reason is not None:
-        kind = decision.drop_reason.split("_", 1)[0]
+        kind = reason_kind(decision.drop_reason).removesuffix("_duplicate")  # exact | near
         yield ("removed", kind, entry.language or "unknown", entry.license_type, entry.size_bytes)
 
 

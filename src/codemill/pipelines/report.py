@@ -89,8 +89,8 @@ def _corpus(curated: Path) -> str:
     parts.append(_png(fig))
     removals = dict(stats.get("drop_reasons", {}))
     if dedup and not any("duplicate" in reason for reason in removals):  # a separate dedup stage's removals
-        removals["exact_duplicate_of"] = dedup.get("totals", {}).get("removed_exact", 0)
-        removals["near_duplicate_of"] = dedup.get("totals", {}).get("removed_near", 0)
+        removals["exact_duplicate"] = dedup.get("totals", {}).get("removed_exact", 0)
+        removals["near_duplicate"] = dedup.get("totals", {}).get("removed_near", 0)
     parts.append("<h2>What filters and dedup removed</h2>")
     fig, axes = _figure(height=3.4)
     _bars(axes[0, 0], removals, "files removed, by reason", top=20, color="#c44e52")

@@ -10,7 +10,7 @@ overlap the encoder (which also runs on over shard boundaries, and through the m
 `tokenize/repo_planner.py`). Any other input (or `shuffle=True`) goes through one shuffle of records:
 
     records (kept) ─Decontaminate─> clean ─GroupByKey((component, shard), SourceText bytes)─WriteTokenShard─>
-                 └─> contaminated (manifest rows, contaminated_by <benchmark>:<task>)
+                 └─> contaminated (manifest rows, drop reason contaminated:<benchmark>:<task>)
 
 Both write the same bytes: a repository goes to a shard by a hash of its name, and a shard's
 repositories are made into documents in name order, so shards are byte-identical on any runner

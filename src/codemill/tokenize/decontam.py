@@ -33,6 +33,7 @@ from typing import Iterable
 import numba
 import numpy as np
 
+from codemill.drops import drop_reason
 from codemill.hashing import TOKEN_P, every_code_point, mix64, word_char_table
 from codemill.tokenize.benchmarks import BenchmarkTask
 from codemill.tokenize.config import DecontamConfig
@@ -392,5 +393,5 @@ def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
         return events + [("clean", record)]
     return events + [
         ("event", ("contaminated", task.benchmark)),
-        ("contaminated", record.drop(f"contaminated_by {task.label}")),
+        ("contaminated", record.drop(drop_reason("contaminated", task.label))),
     ]

@@ -29,6 +29,7 @@ from codemill.curation.sources.base import (
     unsafe_path_reason,
 )
 from codemill.curation.swhid import MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, sha1_git_of_stream
+from codemill.drops import drop_reason
 from codemill.storage import RemotePath, StoragePath, location, open_input
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
@@ -163,7 +164,7 @@ def _tar_members(spec: SourceSpec, key: str, repo: str, summary: RepoSummary) ->
             key,
             repo,
             summary,
-            f"archive_corrupt{where}:{err}",
+            drop_reason("archive_corrupt", f"{where.strip()}: {err}" if where else err),
             f"archive {spec.uri} is corrupt or truncated{where}: {err}",
         )
 

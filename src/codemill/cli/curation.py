@@ -11,6 +11,8 @@ from codemill.cli.common import (
     load_config_section,
     positive_int,
 )
+from codemill.errors import UserError
+from codemill.pipelines.reports import CurationStats, DedupReport
 
 CURATE_EPILOG = """\
 SOURCE kinds (detected, or forced with --source-kind):
@@ -78,15 +80,14 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
     what = "the embedded default corpus (installed Python distributions)" if not sources else ", ".join(sources)
     print(f"codemill curate: {len(specs)} repositories from {what} -> {args.out}", file=sys.stderr)
     result = run_curation(specs, args.out, config, beam_args, processes=args.workers, license_cache=args.license_cache)
-    totals = result.stats.get("totals", {})
-    if not totals.get("files"):
-        print(f"codemill curate: the sources held no files ({what}); {args.out} has empty tables", file=sys.stderr)
-        return 2
+    totals = CurationStats.from_json(result.stats).totals
+    if not totals.files:
+        raise UserError(f"the sources held no files ({what}); {args.out} has empty tables")
     if config.dedup is not None:
         _print_dedup_summary(result.out_dir)
     print(
-        f"\ncurated {totals.get('files', 0)} files ({totals.get('bytes', 0) / 1e6:.1f} MB) in {result.seconds:.1f} s: "
-        f"kept {totals.get('kept_files', 0)}, dropped {totals.get('dropped_files', 0)}\n"
+        f"\ncurated {totals.files} files ({totals.bytes / 1e6:.1f} MB) in {result.seconds:.1f} s: "
+        f"kept {totals.kept_files}, dropped {totals.dropped_files}\n"
         f"  kept records : {result.out_dir / 'data'}\n"
         f"  dropped      : {result.out_dir / 'dropped'}\n"
         f"  manifest     : {result.manifest_dir}  (check it: codemill manifest verify {result.out_dir})\n"
@@ -114,21 +115,21 @@ def _sources(args: argparse.Namespace) -> tuple[list[str], int | None]:
 
 
 def _print_dedup_summary(out_dir) -> None:
-    from codemill.jsonl import read_json
-
-    report = read_json(out_dir / "dedup.json")
-    totals, config = report["totals"], report["config"]
+    report = DedupReport.read(out_dir)
+    if report is None:
+        return
+    totals, config = report.totals, report.config
     line = f"dedup ({config['mode']}"
     if config["mode"] == "near":
-        cc = report["connected_components"]
+        cc = report.connected_components or {"rounds": 0}
         line += (
             f", {config['num_perm']} permutations, LSH {config['bands']} bands x {config['rows']} rows, "
             f"Jaccard >= {config['threshold']}; components settled in {cc['rounds']} rounds"
         )
     print(
-        f"{line}): {totals.get('files', 0)} files, {totals.get('clusters', 0)} clusters, removed "
-        f"{totals.get('removed_exact', 0)} exact and {totals.get('removed_near', 0)} near duplicates "
-        f"({totals.get('removed_bytes', 0) / 1e6:.1f} MB); {totals.get('too_short_for_near_dedup', 0)} texts "
+        f"{line}): {totals.files} files, {totals.clusters} clusters, removed "
+        f"{totals.removed_exact} exact and {totals.removed_near} near duplicates "
+        f"({totals.removed_bytes / 1e6:.1f} MB); {totals.too_short_for_near_dedup} texts "
         "too short for one shingle (exact dedup only)"
     )
 
@@ -157,9 +158,9 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
         )
     result = run_dedup(args.input, args.output, config, beam_args, processes=args.workers)
     _print_dedup_summary(result.out_dir)
-    totals = result.stats.get("totals", {})
+    kept = CurationStats.from_json(result.stats).totals
     print(
-        f"kept {totals.get('kept_files', 0)} of {totals.get('files', 0)} files in {result.seconds:.1f} s -> "
+        f"kept {kept.kept_files} of {kept.files} files in {result.seconds:.1f} s -> "
         f"{result.out_dir} (data/, dropped/, manifest/, stats.json, dedup.json)"
     )
     return 0

@@ -10,6 +10,7 @@ from codemill.cli.common import (
     load_config_section,
     positive_int,
 )
+from codemill.pipelines.reports import TokenizeReport
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
@@ -55,16 +56,16 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
         changes["documents"] = dataclasses.replace(config.documents, **documents)
     config = dataclasses.replace(config, **changes)
     result = run_tokenize(args.input, args.output, args.tokenizer, config, beam_args, processes=args.workers)
-    totals = result.report["totals"]
+    report = TokenizeReport.from_json(result.report)
+    totals = report.totals
     print(
-        f"tokenized {totals.get('files_in', 0)} files into {totals.get('documents', 0)} documents, "
-        f"{totals.get('tokens', 0):,} tokens ({result.report['dtype']}) in {result.seconds:.1f} s; "
-        f"{totals.get('contaminated_files', 0)} contaminated files removed "
-        f"{result.report['contaminated_by_benchmark']}\n"
-        f"  tokens per component: {result.report['tokens_by_component']}\n"
+        f"tokenized {totals.files_in} files into {totals.documents} documents, "
+        f"{totals.tokens:,} tokens ({report.dtype}) in {result.seconds:.1f} s; "
+        f"{totals.contaminated_files} contaminated files removed {report.contaminated_by_benchmark}\n"
+        f"  tokens per component: {report.tokens_by_component}\n"
         f"  shards: {result.out_dir / 'tokens'}\n"
         f"  blend:  {result.out_dir / 'blend.json'} (Megatron-LM --data-path and megatron-core prefixes/weights)\n"
-        f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(result.report['shards']))} 0"
+        f"  trace a token: codemill trace {result.out_dir / 'tokens' / next(iter(report.shards))} 0"
     )
     return 0
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from codemill.errors import UserError
 from codemill.jsonl import read_json
+from codemill.pipelines.reports import CurationStats, DedupReport
 from codemill.pipelines.run_config import PublishConfig
 from codemill.shards import ROW_GROUP_BYTES, parquet_file, shard_paths
 from codemill.storage import StoragePath, copy_file, copy_tree, resolved, rmtree, staged
@@ -149,8 +150,8 @@ def publish_dataset(
     for name in ("stats.json", "dedup.json"):
         if (curated / name).exists():
             copy_file(curated / name, dataset / name)
-    stats = read_json(curated / "stats.json")
-    dedup = read_json(curated / "dedup.json") if (curated / "dedup.json").exists() else None
+    stats = CurationStats.from_json(read_json(curated / "stats.json"))
+    dedup = DedupReport.read(curated)
     (dataset / "README.md").write_text(_card(config, rows, count, languages, licenses, license_types, stats, dedup))
     return Published(dataset, rows, count, languages, licenses, license_types)
 
@@ -192,15 +193,15 @@ def _spdx_ids(licenses: Counter) -> list[str]:
     return sorted(ids)
 
 
-def _dedup_text(dedup: dict | None) -> str:
+def _dedup_text(dedup: DedupReport | None) -> str:
     if not dedup:
         return "No deduplication was applied."
-    d_totals, d_config = dedup.get("totals", {}), dedup.get("config", {})
+    d_totals, d_config = dedup.totals, dedup.config
     return (
         f"{d_config.get('mode', '?')} dedup (MinHash {d_config.get('num_perm', '?')} permutations, "
         f"{d_config.get('ngram', '?')}-gram shingles, Jaccard >= {d_config.get('threshold', '?')}): "
-        f"{d_totals.get('removed_exact', 0):,} exact and {d_totals.get('removed_near', 0):,} near "
-        f"duplicates removed ({d_totals.get('removed_bytes', 0) / 1e6:.1f} MB)."
+        f"{d_totals.removed_exact:,} exact and {d_totals.removed_near:,} near "
+        f"duplicates removed ({d_totals.removed_bytes / 1e6:.1f} MB)."
     )
 
 
@@ -224,18 +225,18 @@ def _card(
     languages: Counter,
     licenses: Counter,
     license_types: Counter,
-    stats: dict,
-    dedup: dict | None,
+    stats: CurationStats,
+    dedup: DedupReport | None,
 ) -> str:
     """The dataset card (README.md): Hugging Face's YAML header, then the curation in prose and tables."""
-    totals = stats.get("totals", {})
-    drops = stats.get("drop_reasons", {})
+    totals = stats.totals
+    drops = stats.drop_reasons
     drop_lines = "\n".join(f"| {reason} | {n:,} |" for reason, n in sorted(drops.items(), key=lambda kv: -kv[1]))
     return f"""{_card_header(config, _spdx_ids(licenses))}
 
 # {config.name}
 
-Source code curated by codemill from {stats.get("sources", "?")} repositories:
+Source code curated by codemill from {"?" if stats.sources is None else stats.sources} repositories:
 {rows:,} files in {shards} Parquet shard(s){" (permissive licences only)" if config.permissive_only else ""}.
 Every row names its file's Software Heritage ID (`swhid`, the `swh:1:cnt` of the original bytes),
 a qualified SWHID with origin and path (`qualified_swhid`), its repository, language and licence.
@@ -262,8 +263,8 @@ SPDX expressions:
 
 ## Filtering and deduplication
 
-{totals.get("files", 0):,} files ({totals.get("bytes", 0) / 1e6:.1f} MB) were read; {totals.get("kept_files", 0):,}
-were kept ({totals.get("kept_bytes", 0) / 1e6:.1f} MB). Removed, by reason (StarCoder2's filters
+{totals.files:,} files ({totals.bytes / 1e6:.1f} MB) were read; {totals.kept_files:,}
+were kept ({totals.kept_bytes / 1e6:.1f} MB). Removed, by reason (StarCoder2's filters
 and thresholds, binary and oversized files):
 
 | reason | files |
@@ -273,6 +274,6 @@ and thresholds, binary and oversized files):
 {_dedup_text(dedup)}
 
 PII: emails, IP addresses, keys and passwords were replaced by placeholders
-(`<EMAIL>`, `<IP_ADDRESS>`, `<KEY>`, `<PASSWORD>`): {stats.get("pii_redactions_total", 0):,} replacements.
+(`<EMAIL>`, `<IP_ADDRESS>`, `<KEY>`, `<PASSWORD>`): {stats.pii_redactions_total:,} replacements.
 
 {_PROVENANCE}"""

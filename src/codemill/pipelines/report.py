@@ -10,6 +10,8 @@ import io
 import json
 from pathlib import Path
 
+from codemill.pipelines.reports import CurationStats, DedupReport, TokenizeReport
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
@@ -67,30 +69,30 @@ def _read(path: Path):
 
 
 def _corpus(curated: Path) -> str:
-    stats = _read(curated / "stats.json") or {}
-    dedup = _read(curated / "dedup.json")
-    totals = stats.get("totals", {})
+    stats = CurationStats.read(curated)
+    dedup = DedupReport.read(curated)
+    totals = stats.totals
     parts = [
         "<h2>Corpus</h2>",
         _table(
             [
-                ("repositories", stats.get("sources", 0)),
-                ("files read", totals.get("files", 0)),
-                ("MB read", totals.get("bytes", 0) / 1e6),
-                ("files kept", totals.get("kept_files", 0)),
-                ("MB kept", totals.get("kept_bytes", 0) / 1e6),
-                ("PII replacements", stats.get("pii_redactions_total", 0)),
+                ("repositories", stats.sources or 0),
+                ("files read", totals.files),
+                ("MB read", totals.bytes / 1e6),
+                ("files kept", totals.kept_files),
+                ("MB kept", totals.kept_bytes / 1e6),
+                ("PII replacements", stats.pii_redactions_total),
             ]
         ),
     ]
     fig, axes = _figure(columns=2, height=3.8)
-    _bars(axes[0, 0], stats.get("kept_by_language", {}), "kept files by language")
-    _bars(axes[0, 1], stats.get("kept_by_license_type", {}), "kept files by licence type", color="#55a868")
+    _bars(axes[0, 0], stats.kept_by_language, "kept files by language")
+    _bars(axes[0, 1], stats.kept_by_license_type, "kept files by licence type", color="#55a868")
     parts.append(_png(fig))
-    removals = dict(stats.get("drop_reasons", {}))
+    removals = dict(stats.drop_reasons)
     if dedup and not any("duplicate" in reason for reason in removals):  # a separate dedup stage's removals
-        removals["exact_duplicate"] = dedup.get("totals", {}).get("removed_exact", 0)
-        removals["near_duplicate"] = dedup.get("totals", {}).get("removed_near", 0)
+        removals["exact_duplicate"] = dedup.totals.removed_exact
+        removals["near_duplicate"] = dedup.totals.removed_near
     parts.append("<h2>What filters and dedup removed</h2>")
     fig, axes = _figure(height=3.4)
     _bars(axes[0, 0], removals, "files removed, by reason", top=20, color="#c44e52")
@@ -100,9 +102,9 @@ def _corpus(curated: Path) -> str:
 
 
 def _tokens(tokenized: Path) -> str:
-    report = _read(tokenized / "tokenize.json") or {}
-    components = report.get("tokens_by_component", {})
-    totals = report.get("totals", {})
+    report = TokenizeReport.read(tokenized)
+    components = report.tokens_by_component
+    totals = report.totals
     fig, axes = _figure(height=2.6)
     _bars(axes[0, 0], components, "tokens per mixture component", color="#8172b2")
     return (
@@ -110,13 +112,13 @@ def _tokens(tokenized: Path) -> str:
         + _png(fig)
         + _table(
             [
-                ("documents", totals.get("documents", 0)),
-                ("tokens", totals.get("tokens", 0)),
-                ("files in", totals.get("files_in", 0)),
-                ("FIM files", totals.get("fim_files", 0)),
-                ("contaminated files removed", totals.get("contaminated_files", 0)),
-                ("contaminated, by benchmark", json.dumps(report.get("contaminated_by_benchmark", {}))),
-                ("token dtype", report.get("dtype", "?")),
+                ("documents", totals.documents),
+                ("tokens", totals.tokens),
+                ("files in", totals.files_in),
+                ("FIM files", totals.fim_files),
+                ("contaminated files removed", totals.contaminated_files),
+                ("contaminated, by benchmark", json.dumps(report.contaminated_by_benchmark)),
+                ("token dtype", report.dtype),
             ]
         )
     )

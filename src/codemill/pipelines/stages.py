@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from codemill.errors import UserError
+from codemill.pipelines.reports import CurationStats, TokenizeReport
 from codemill.pipelines.run_config import RunConfig, plain
 
 if TYPE_CHECKING:
@@ -61,18 +62,17 @@ def curate(ctx: StageContext) -> dict:
 
     curation = dataclasses.replace(ctx.config.curate, dedup=ctx.config.dedup)
     result = run_curation(ctx.specs, ctx.stage.path, curation, ctx.beam_args, processes=ctx.workers)
-    totals = result.stats.get("totals", {})
-    if not totals.get("kept_files"):
-        reasons = result.stats.get("drop_reasons", {})
+    stats = CurationStats.from_json(result.stats)
+    if not stats.totals.kept_files:
         raise RunError(
-            f"the corpus is empty after filtering: {totals.get('files', 0)} files read, none kept "
-            f"(drop reasons: {reasons or 'none recorded'}); loosen the `curate:` filters or give "
+            f"the corpus is empty after filtering: {stats.totals.files} files read, none kept "
+            f"(drop reasons: {stats.drop_reasons or 'none recorded'}); loosen the `curate:` filters or give "
             "other sources"
         )
     return {
-        "files": totals.get("files", 0),
-        "kept_files": totals.get("kept_files", 0),
-        "kept_bytes": totals.get("kept_bytes", 0),
+        "files": stats.totals.files,
+        "kept_files": stats.totals.kept_files,
+        "kept_bytes": stats.totals.kept_bytes,
         "repositories": len(ctx.specs),
         "dedup": result.stats.get("dedup", {}),
     }
@@ -97,7 +97,8 @@ def tokenize(ctx: StageContext) -> dict:
         )
     except IncompleteOutputError as err:
         raise RunError(f"{err}; check the `tokenize:` mixture and decontamination settings") from None
-    tokens = result.report["tokens_by_component"]
+    report = TokenizeReport.from_json(result.report)
+    tokens = report.tokens_by_component
     empty = [name for name, count in tokens.items() if not count]
     if not sum(tokens.values()) or empty:
         raise RunError(
@@ -105,10 +106,10 @@ def tokenize(ctx: StageContext) -> dict:
             "selection matched no kept record; check `tokenize.mixture`"
         )
     return {
-        "tokens": result.report["totals"].get("tokens", 0),
-        "documents": result.report["totals"].get("documents"),
+        "tokens": report.totals.tokens,
+        "documents": report.totals.documents,
         "tokens_by_component": tokens,
-        "contaminated_by_benchmark": result.report["contaminated_by_benchmark"],
+        "contaminated_by_benchmark": report.contaminated_by_benchmark,
     }
 
 

@@ -228,7 +228,7 @@ def test_gradient_accumulation_matches_one_big_micro_batch(token_data: Path, tmp
     assert [p.name for p in (tmp_path / "acc" / "checkpoints").iterdir()] == ["step-00000004"]
 
 
-def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path: Path) -> None:
+def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path: Path, capsys) -> None:
     from transformers import FalconH1ForCausalLM
 
     from codemill.cli import main
@@ -267,6 +267,9 @@ def test_cli_trains_exports_and_transformers_loads_it(token_data: Path, tmp_path
 
     assert AutoTokenizer.from_pretrained(hf).eos_token == "<|endoftext|>"
     assert main(["train", "--model", "tiny", "--out", str(tmp_path / "x")]) == 2  # no data: a clear error
+    # A step that cannot fit is named before anything is allocated (the OOM killer would give no message).
+    assert main(["train", "--data", str(token_data), "--out", str(tmp_path / "long"), "--seq-len", "100000"]) == 2
+    assert "--seq-len" in capsys.readouterr().err and not (tmp_path / "long" / "checkpoints").exists()
     assert main(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "y")]) == 2
     # Without --tokenizer the run's own (its data's tokenizer folder) goes with the model.
     assert main(["export-hf", str(run), str(tmp_path / "auto")]) == 0
@@ -496,3 +499,18 @@ def test_a_resume_with_another_step_count_is_refused(token_data: Path, tmp_path:
 def test_samples_carry_no_attention_mask(token_data: Path) -> None:
     samples = PackedSamples(DataConfig(path=str(token_data), seq_len=32), 4)
     assert "attention_mask" not in samples.dataset[0]
+
+
+def test_the_step_memory_bound_refuses_only_what_cannot_fit(monkeypatch) -> None:
+    from codemill.errors import UserError
+    from codemill.training import memory
+    from codemill.training.model_config import named_config
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 24 << 30)
+    tiny, cpu = named_config("tiny"), torch.device("cpu")
+    memory.check_step_fits(tiny, 512, 8, False, cpu)  # the usual shapes pass
+    memory.check_step_fits(named_config("small"), 2048, 8, False, cpu)
+    with pytest.raises(UserError, match="--seq-len or --micro-batch"):
+        memory.check_step_fits(tiny, 100_000, 8, False, cpu)
+    # The logits alone: 2 x tokens x vocab floats, a bound below what a step really holds.
+    assert memory.step_activation_bytes(tiny, 100_000, 8, True) > 4 * 2 * 800_000 * tiny.vocab_size

@@ -37,6 +37,7 @@ from codemill.training.distributed import (
     parallelize,
     shutdown,
 )
+from codemill.training.memory import check_step_fits
 from codemill.training.model import (
     HybridLM,
     ModelConfig,
@@ -204,6 +205,7 @@ def _setup(config: TrainConfig, env: DistEnv) -> _Run:
         raise ValueError(
             f"the data's tokenizer has {data.vocab_size} tokens but the model's vocabulary is {model_config.vocab_size}"
         )
+    check_step_fits(model_config, config.data.seq_len, config.micro_batch, config.activation_checkpointing, env.device)
     hybrid = HybridLM(model_config).to(env.device)
     hybrid.reset_parameters(seed=config.seed)
     if config.activation_checkpointing:  # before sharding, as torchtitan orders them

@@ -15,7 +15,7 @@ _U = numba.uint64
 
 def every_code_point() -> str:
     """Every Unicode code point in order (surrogates included) as one string, decoded from an
-    array: ~0.02 s against ~0.2 s for joining a chr() per code point."""
+    array (ten times faster than joining a chr() per code point)."""
     return np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
 
 

@@ -117,7 +117,7 @@ def _patterns_for(text: str, candidates: list[tuple[int, int]]) -> list[re.Patte
     """The secret patterns that can match on the candidate lines: a pattern with a literal prefix
     (AccountKey=, glptt-, BEGIN RSA PRIVATE KEY, ... 25 of detect-secrets' 45) only if the prefix
     occurs there. A match lies inside its line, prefix included, so this is exact; it saves calling
-    each of those patterns on every candidate line (100 MB of code: 3.9 -> 2.6 s)."""
+    each of those patterns on every candidate line."""
     region = "\n".join(text[start:end] for start, end in candidates)
     return [pattern for pattern, prefix in _prefixed_secret_patterns() if not prefix or prefix in region]
 
@@ -156,7 +156,7 @@ def _is_public_ip(candidate: str) -> bool:
 def _candidate_lines(text: str) -> list[tuple[int, int]]:
     """(start, end) of the lines that may hold a key or token: those with a run of 16+ characters
     of [A-Za-z0-9+/_=-] holding a digit. Found by bytes searches (`ascii_bytes`), not a regex
-    trying every position (100 MB of code: 3.1 -> 1.2 s)."""
+    trying every position."""
     data = ascii_bytes(text)
     runs = [m.span() for m in ascii_class_runs(data.translate(_TOKEN_TABLE), 16)]
     if runs:

@@ -4,10 +4,10 @@
     round r -> r+1: large-star (group by node), small-star (group by larger end), distinct (group by edge)
     OUT/_work/cc/round-0000N/_ROUND.json       written last: the round's edges and changed edges
 
-Beam has no loops, so a fixed number of rounds used to be unrolled into one pipeline: rounds that
-had nothing left to do still cost three shuffles each, a round too few was an error, and on a
-task-based cluster engine the unrolled graph grew to tens of thousands of tasks for a few files.
-Here the driver runs one round at a time over edges kept on the output's storage and stops at the
+Beam has no loops. Unrolling a fixed number of rounds into one pipeline would make rounds with
+nothing left to do cost three shuffles each, make a round too few an error, and grow the graph on
+a task-based cluster engine to tens of thousands of tasks for a few files. So the driver runs one
+round at a time over edges kept on the output's storage and stops at the
 first round that changed no edge (large-star/small-star converges in O(log n) rounds; Kiveris et
 al. 2014). A round's marker is written after its edges are whole, so a killed run resumes at the
 first round without one. Any runner runs the rounds.

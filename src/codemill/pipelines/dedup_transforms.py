@@ -69,8 +69,8 @@ def _any_one(values: Iterable):
 class PackedBands(beam.DoFn):
     """Band keys packed per partition of the key space: one element per partition and bundle
     instead of one per (document, band). The in-process runner pays ~10 us per element and stage,
-    and 25 band keys per document are most of a dedup run's elements; packing cut that (see
-    ARCHITECTURE.md). A partition group then holds ~`entries per partition` band entries."""
+    and 25 band keys per document would be most of a dedup run's elements. A partition group then
+    holds ~`entries per partition` band entries."""
 
     def __init__(self, bands: int, rows: int, partitions: int) -> None:
         self.bands, self.rows, self.partitions = bands, rows, partitions

@@ -1,8 +1,8 @@
 """A DoFn that runs its per-element work in a local process pool.
 
-Why: Beam's local FnApiRunner scales poorly across processes (measured here: a CPU-bound Map of
-2,000 x 5 ms ran 10.9 s on 1 worker and 7.9-8.7 s with `--direct_num_workers=2
---direct_running_mode=multi_processing`, since every stage's data crosses the runner process).
+Why: Beam's local FnApiRunner scales poorly across processes (`--direct_num_workers=2
+--direct_running_mode=multi_processing` gains little on a CPU-bound Map, since every stage's data
+crosses the runner process; RESULTS.md has the measurement).
 For the local default we therefore run the pipeline in-process and fan the CPU-heavy per-element
 cores (record building, ScanCode) out to `processes` pool workers. On a cluster runner each SDK
 worker already owns a core, so `processes` stays 1 there and the work runs inline.

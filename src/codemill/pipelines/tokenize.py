@@ -112,9 +112,9 @@ class WriteTokenShard(beam.DoFn):
 def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> Iterator[tuple]:
     """A record goes to its mixture component, and to a shard by its repository: a repository's
     files meet in one place, where its documents are made. Only what the documents need travels
-    (a SourceText: the whole FileRecord cost ~1 s more to pickle and unpickle on 200 MB), pickled
-    to bytes here: the local runner decodes and re-encodes every shuffled value to group it, which
-    for bytes is a copy and for a tuple of strings a UTF-8 transcoding each time (~0.3 s on 200 MB)."""
+    (a SourceText, far cheaper to pickle than the whole FileRecord), pickled to bytes here: the
+    local runner decodes and re-encodes every shuffled value to group it, which for bytes is a copy
+    and for a tuple of strings a UTF-8 transcoding each time."""
     component = mixture.component_of(record)
     if component is None:
         yield "event", ("outside_mixture",)

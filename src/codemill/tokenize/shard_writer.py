@@ -36,8 +36,7 @@ class PlannedRepository(NamedTuple):
 
 
 def source_text(record: FileRecord) -> SourceText:
-    """What a record's documents need of it (a SourceText: the whole FileRecord cost ~1 s more to
-    pickle and unpickle on 200 MB when shuffled)."""
+    """What a record's documents need of it: a SourceText, far cheaper to shuffle than the record."""
     return SourceText(
         record.swhid or "",  # every curated record has one
         record.qualified_swhid,

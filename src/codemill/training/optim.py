@@ -100,7 +100,7 @@ class Optimizers:
         else:
             adam_groups.insert(0, matrix_group)
         adam_groups = [g for g in adam_groups if g["params"]]
-        # fused: one kernel over every tensor (measured 12.7 -> 2.3 ms a step on the tiny model's CPU step)
+        # fused: one kernel over every tensor, not a loop of small ones (a small model's step is mostly those)
         self.optimizers.append(
             torch.optim.AdamW(
                 adam_groups,

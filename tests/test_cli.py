@@ -80,3 +80,27 @@ def test_a_benchmark_without_its_data_file_is_a_config_error() -> None:
 
     with pytest.raises(ValueError, match=r"\['mbpp'\] need the path of their JSONL file"):
         DecontamConfig(benchmarks={"humaneval": "", "mbpp": ""})
+
+
+def test_flags_are_derived_from_the_config_fields(capsys) -> None:
+    """A flag that sets a config field takes its type, choices, documentation and default from the
+    field (the run's defaults for train), so the help cannot drift from what the command does."""
+    from codemill.cli import build_parser
+    from codemill.pipelines.run_config import default_train
+    from codemill.settings import field_docs
+    from codemill.training.config import TrainConfig
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    run = default_train()
+    docs = field_docs(TrainConfig)
+    assert f"{docs['steps']} (default: {run.steps})" in shown
+    assert f"{docs['micro_batch']} (default: {run.micro_batch})" in shown
+    assert "--precision {auto,fp32,bf16}" in shown
+    args = parser.parse_args(["train", "--precision", "bf16", "--steps", "3", "--lr", "0.01"])
+    assert (args.precision, args.steps, args.lr) == ("bf16", 3, 0.01)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["dedup", "in", "out", "--mode", "fuzzy"])
+    assert "invalid choice: 'fuzzy'" in capsys.readouterr().err

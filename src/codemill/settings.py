@@ -169,3 +169,33 @@ def stage_key(name: str, *parts) -> str:
 
     blob = json.dumps([name, __version__, [plain(p) for p in parts]], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=None)
+def field_docs(config_class: type) -> dict[str, str]:
+    """Each field's documentation: the comment on its line in the class body, where the configs
+    document their fields (read from the source, so the docs live once, beside the field). Empty
+    when the source is not available."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    try:
+        source = inspect.getsource(config_class)
+    except (OSError, TypeError):
+        return {}
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    tree = ast.parse(textwrap.dedent(source))
+    docs: dict[str, str] = {}
+    for node in tree.body[0].body:  # type: ignore[attr-defined]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            comment = comments.get(node.end_lineno or node.lineno)
+            if comment:
+                docs[node.target.id] = comment
+    return docs

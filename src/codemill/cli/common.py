@@ -102,3 +102,50 @@ STORAGE_OPTIONS_HELP = (
     "options for the fsspec filesystems of URL paths, as JSON: one object for every protocol "
     '(\'{"endpoint_url": "http://host:9000"}\') or one per protocol (\'{"s3": {...}}\')'
 )
+
+
+def _flag_type(annotation) -> tuple[type | None, tuple | None]:
+    """(argparse type, choices) of a config field's annotation: Optional unwrapped, Literal as choices."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        arms = [arm for arm in typing.get_args(annotation) if arm is not type(None)]
+        annotation = arms[0] if len(arms) == 1 else str
+    if typing.get_origin(annotation) is typing.Literal:
+        return None, typing.get_args(annotation)
+    return (annotation if annotation in (int, float, str) else str), None
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_class: type, names: tuple[str, ...], defaults: object = None
+) -> None:
+    """`--name` options for fields of a config dataclass: the type and choices from the field's
+    annotation, the help from its documentation (`settings.field_docs`) and its default (from
+    `defaults`, an instance, when the command starts from other defaults than the class's: the
+    run's). Each option defaults to None: a handler applies only what was given, over the config."""
+    import dataclasses
+    import typing
+
+    from codemill.settings import field_docs
+
+    hints = typing.get_type_hints(config_class)
+    base = defaults if defaults is not None else config_class()
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(config_class)}
+    docs = field_docs(config_class)
+    for name in names:
+        kind, choices = _flag_type(hints[name])
+        default = values[name]
+        doc = docs.get(name, name.replace("_", " "))
+        shown = f"{default:g}" if isinstance(default, float) else default
+        text = doc if default is None else f"{doc} (default: {shown})"  # a None default is in the doc
+        flag = "--" + name.replace("_", "-")
+        if kind is None:
+            parser.add_argument(flag, choices=choices, help=text)
+        else:
+            parser.add_argument(flag, type=kind, help=text)
+
+
+def config_changes(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The config fields given on the command line (the options `add_config_flags` made)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

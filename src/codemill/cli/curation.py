@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from codemill.cli.common import (
+    add_config_flags,
+    config_changes,
     load_config_section,
     positive_int,
 )
@@ -32,6 +34,9 @@ Any Apache Beam pipeline option passes through, e.g.
 Without --runner, the local FnApiRunner runs in-process and fans the per-file work out to --workers
 processes (Beam's own --direct_num_workers/--direct_running_mode also pass through).
 """
+
+
+DEDUP_FLAGS = ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
 
 
 def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -141,11 +146,7 @@ def _dedup(args: argparse.Namespace, beam_args: list[str]) -> int:
     from codemill.pipelines.dedup import run_dedup
 
     config = load_config_section(args.config, "dedup", DedupConfig)
-    changes = {
-        name: getattr(args, name)
-        for name in ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
-        if getattr(args, name) is not None
-    }
+    changes = config_changes(args, DEDUP_FLAGS)
     if args.no_verify:
         changes["verify"] = False
     config = dataclasses.replace(config, **changes)
@@ -275,17 +276,12 @@ def register_dedup(commands) -> None:
     dedup.add_argument("input", metavar="IN", help="a finished curation output directory")
     dedup.add_argument("output", metavar="OUT", help="output directory")
     dedup.add_argument("--config", help="YAML file with dedup settings, optionally under 'dedup:'")
-    dedup.add_argument("--mode", choices=("exact", "near"), help="default: near (which includes exact)")
-    dedup.add_argument("--threshold", type=float, help="Jaccard threshold of near duplicates (default 0.7)")
-    dedup.add_argument("--num-perm", type=int, help="MinHash permutations (default 256)")
-    dedup.add_argument("--ngram", type=int, help="tokens per shingle (default 5)")
-    dedup.add_argument("--bands", type=int, help="LSH bands (with --rows; default: chosen for the threshold)")
-    dedup.add_argument("--rows", type=int, help="LSH rows per band")
-    dedup.add_argument("--seed", type=int, help="permutation seed (default 42)")
+    from codemill.dedup.config import DedupConfig
+
+    add_config_flags(dedup, DedupConfig, DEDUP_FLAGS)
     dedup.add_argument(
         "--no-verify", action="store_true", help="do not check candidate pairs by the Jaccard of their shingle sets"
     )
-    dedup.add_argument("--cc-rounds", type=int, help="connected-component rounds (default: from the corpus size)")
     dedup.add_argument(
         "--workers",
         type=int,

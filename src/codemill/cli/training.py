@@ -8,9 +8,25 @@ import sys
 from pathlib import Path
 
 from codemill.cli.common import (
+    add_config_flags,
+    config_changes,
     load_config_section,
 )
 from codemill.errors import UserError
+
+# The train options that set a TrainConfig / OptimConfig field of the same name.
+TRAIN_FLAGS = (
+    "model",
+    "steps",
+    "micro_batch",
+    "grad_accum",
+    "seed",
+    "log_every",
+    "checkpoint_every",
+    "parallel",
+    "precision",
+)
+OPTIM_FLAGS = ("optimizer", "lr", "schedule")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -25,10 +41,7 @@ def _train(args: argparse.Namespace) -> int:
         config = train_from(section)
     except UserError as err:
         raise UserError(f"config {args.config}: {err}") from None
-    changes: dict = {}
-    for name in ("model", "steps", "micro_batch", "grad_accum", "seed", "log_every", "checkpoint_every", "parallel"):
-        if getattr(args, name) is not None:
-            changes[name] = getattr(args, name)
+    changes = config_changes(args, TRAIN_FLAGS)
     if args.out is not None:
         changes["out_dir"] = args.out
     if args.data is not None or args.seq_len is not None:
@@ -36,16 +49,9 @@ def _train(args: argparse.Namespace) -> int:
             config.data, **{k: v for k, v in (("path", args.data), ("seq_len", args.seq_len)) if v is not None}
         )
         changes["data"] = data
-    optim = {
-        k: v
-        for k, v in (
-            ("optimizer", args.optimizer),
-            ("lr", args.lr),
-            ("schedule", args.schedule),
-            ("warmup_steps", args.warmup),
-        )
-        if v is not None
-    }
+    optim = config_changes(args, OPTIM_FLAGS)
+    if args.warmup is not None:
+        optim["warmup_steps"] = args.warmup
     if optim:
         changes["optim"] = dataclasses.replace(config.optim, **optim)
     if args.tensorboard:
@@ -115,23 +121,12 @@ def register_train(commands) -> None:
     train.add_argument("--config", help="YAML config: its train: section (or the whole file) over the defaults")
     train.add_argument("--data", help="a `codemill tokenize` output directory (or its blend.json)")
     train.add_argument("--out", help="run directory: checkpoints, metrics.jsonl (required unless out_dir is set)")
-    train.add_argument("--model", help=f"named model config: tiny, small, falcon-h1-0.5b (default {t.model})")
-    train.add_argument("--steps", type=int, help=f"optimizer steps (default {t.steps})")
-    train.add_argument("--seq-len", type=int, help=f"tokens per sample (default {t.data.seq_len})")
-    train.add_argument("--micro-batch", type=int, help=f"samples per micro-batch per process (default {t.micro_batch})")
-    train.add_argument("--grad-accum", type=int, help=f"micro-batches per step (default {t.grad_accum})")
-    train.add_argument(
-        "--optimizer", choices=("adamw", "muon"), help=f"muon: Muon for hidden matrices (default {t.optim.optimizer})"
-    )
-    train.add_argument("--lr", type=float, help=f"peak learning rate (default {t.optim.lr:g})")
-    train.add_argument("--schedule", choices=("wsd", "cosine", "constant"), help=f"default {t.optim.schedule}")
-    train.add_argument("--warmup", type=int, help=f"warmup steps (default {t.optim.warmup_steps})")
-    train.add_argument("--seed", type=int, help=f"model init seed (default {t.seed})")
-    train.add_argument("--log-every", type=int, help=f"steps between metric lines (default {t.log_every})")
-    train.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default {t.checkpoint_every})")
-    train.add_argument(
-        "--parallel", choices=("ddp", "fsdp"), help=f"data parallelism under torchrun (default {t.parallel})"
-    )
+    from codemill.training.config import DataConfig, OptimConfig, TrainConfig
+
+    add_config_flags(train, TrainConfig, TRAIN_FLAGS, defaults=t)
+    add_config_flags(train, DataConfig, ("seq_len",), defaults=t.data)
+    add_config_flags(train, OptimConfig, OPTIM_FLAGS, defaults=t.optim)
+    train.add_argument("--warmup", type=int, help=f"steps of linear warmup (default: {t.optim.warmup_steps})")
     train.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
     train.add_argument(
         "--activation-checkpointing",

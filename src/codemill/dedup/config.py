@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from codemill.dedup.lsh import optimal_bands_rows
 from codemill.errors import UserError
@@ -23,17 +23,17 @@ class DedupConfig:
     shingle sets have Jaccard >= threshold (identical contents have Jaccard 1, so it includes
     exact dedup)."""
 
-    mode: str = "near"
-    ngram: int = 5
-    num_perm: int = 256
-    threshold: float = 0.7
-    bands: int | None = None  # None: chosen with rows by minimising false positives + negatives
-    rows: int | None = None
-    false_positive_weight: float = 0.5  # weights of the two areas when bands x rows are chosen
-    false_negative_weight: float = 0.5
-    seed: int = 42
+    mode: Literal["exact", "near"] = "near"  # exact: one record per content; near: Jaccard clusters too
+    ngram: int = 5  # tokens per shingle
+    num_perm: int = 256  # MinHash permutations
+    threshold: float = 0.7  # Jaccard similarity at which two contents are near duplicates
+    bands: int | None = None  # LSH bands (set with rows; None: chosen to minimise false positives + negatives)
+    rows: int | None = None  # LSH rows per band
+    false_positive_weight: float = 0.5  # weight of the false-positive area when bands x rows are chosen
+    false_negative_weight: float = 0.5  # weight of the false-negative area when bands x rows are chosen
+    seed: int = 42  # MinHash permutation seed
     verify: bool = True  # check candidate pairs by the Jaccard of their shingle sets
-    cc_rounds: int | None = None  # the most connected-component rounds allowed; None: from the corpus size
+    cc_rounds: int | None = None  # most connected-component rounds allowed (None: from the corpus size)
     bucket_sort_limit: int = 10_000  # larger LSH buckets link members only to the bucket minimum
     batch_size: int = 64  # documents per signature batch
 

@@ -25,8 +25,8 @@ SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: Optimizer = "adamw"
-    lr: float = 3e-3
+    optimizer: Optimizer = "adamw"  # muon: Muon for the hidden matrices, AdamW for the rest
+    lr: float = 3e-3  # peak learning rate
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
@@ -34,8 +34,8 @@ class OptimConfig:
     multiplier_weight_decay: float = 1e-4
     muon_momentum: float = 0.95
     grad_clip: float = 1.0  # global norm over every group but the multipliers; 0 = off
-    schedule: Schedule = "wsd"
-    warmup_steps: int = 20
+    schedule: Schedule = "wsd"  # learning-rate schedule
+    warmup_steps: int = 20  # steps of linear warmup
     decay_fraction: float = 0.2  # WSD: the last fraction of the steps decays to min_lr
     min_lr_ratio: float = 0.1
     mup_base_width: int | None = None
@@ -61,8 +61,8 @@ class OptimConfig:
 @dataclass(frozen=True)
 class DataConfig:
     path: str = ""  # a `codemill tokenize` output directory, or its blend.json
-    seq_len: int = 512
-    seed: int = 1234
+    seq_len: int = 512  # tokens per sample
+    seed: int = 1234  # sample order seed
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:
@@ -76,24 +76,24 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     out_dir: str = "runs/train"
-    model: str = "small"  # a named config (tiny, small, falcon-h1-0.5b)
+    model: str = "small"  # named model config: tiny, small, falcon-h1-0.5b
     model_overrides: dict = field(default_factory=dict)  # any ModelConfig field
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = 300
-    micro_batch: int = 8
-    grad_accum: int = 1
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
+    steps: int = 300  # optimizer steps
+    micro_batch: int = 8  # samples per micro-batch per process
+    grad_accum: int = 1  # micro-batches per step
+    seed: int = 0  # model init seed
+    log_every: int = 10  # steps between metric lines
+    checkpoint_every: int = 100  # steps between checkpoints
+    keep_checkpoints: int = 3  # newest checkpoints kept
     keep_optimizer_states: int | None = None  # only the newest N kept checkpoints keep them (None: all)
     max_bad_steps: int = 10
-    parallel: Parallel = "ddp"  # with several ranks (fsdp: also alone, a one-rank group)
+    parallel: Parallel = "ddp"  # data parallelism under torchrun (fsdp: also alone, a one-rank group)
     tensorboard: bool = False
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~1/3 more compute
     peak_flops: float | None = None  # for MFU; measured (a matmul in the run's precision) when not given
-    precision: PrecisionSetting = "auto"  # bf16: autocast, float32 master weights (training/precision.py)
+    precision: PrecisionSetting = "auto"  # auto: bf16 where the CPU or GPU multiplies it fast, else fp32
     fail_after_step: int | None = None  # fault injection for resume tests: hard exit after this step
 
     def __post_init__(self) -> None:

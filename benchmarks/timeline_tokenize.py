@@ -32,8 +32,7 @@ def main() -> None:
 
     import codemill.tokenize.documents as documents
     from codemill.pipelines.tokenize import run_tokenize
-    from codemill.tokenize.config import TokenizeConfig
-    from codemill.tokenize.config import DecontamConfig
+    from codemill.tokenize.config import DecontamConfig, TokenizeConfig
 
     batches: list[tuple[float, float]] = []
     encode = documents._encodings

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from codemill.curation.limits import IngestLimits
 from codemill.curation.sources import plan_sources, read_source
 from codemill.curation.sources.archive import ARCHIVE_ERROR_PATH
 from codemill.curation.sources.base import (
-    IngestLimits,
     RepoSummary,
     SourceFile,
     SourceSpec,

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codemill.curation.filters import FilterConfig
+from codemill.curation.limits import IngestLimits
 from codemill.curation.optout import OptOutList
-from codemill.curation.sources.base import IngestLimits
 from codemill.dedup.config import DedupConfig
 from codemill.errors import UserError
 from codemill.settings import reject_unknown

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
+from codemill.curation.limits import IngestLimits
 from codemill.curation.sources.archive import is_archive, read_archive
-from codemill.curation.sources.base import IngestLimits, SourceError, SourceItem, SourceSpec
+from codemill.curation.sources.base import SourceError, SourceItem, SourceSpec
 from codemill.curation.sources.directory import read_directory
 from codemill.curation.sources.git import check_ref, is_git_repository, read_git
 from codemill.curation.sources.installed import plan_installed, read_installed

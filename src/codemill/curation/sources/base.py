@@ -15,21 +15,10 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator, Union
 
+from codemill.curation.limits import IngestLimits
 from codemill.curation.swhid import MODE_FILE, TreeEntry, blob_id, tree_swhids
 from codemill.errors import UserError
 from codemill.records import TreeRecord
-
-MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class IngestLimits:
-    """Caps applied while reading; StarCoder2 skipped blobs >= 10 MiB."""
-
-    max_file_bytes: int = 10 * MiB  # files of this size or more are skipped (hashed, not stored)
-    max_archive_bytes: int = 4096 * MiB  # total uncompressed bytes read from one archive
-    max_compression_ratio: float = 200.0  # zip member uncompressed/compressed above this: a bomb
-    max_members: int = 1_000_000  # members per archive
 
 
 @dataclass(frozen=True)

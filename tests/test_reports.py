@@ -30,23 +30,39 @@ def test_curation_stats_read_back_every_total() -> None:
 
 
 def test_dedup_and_tokenize_reports_read_back_every_total() -> None:
+    """Every named event counted, and every total read back by the typed report."""
+    from codemill.dedup.stats import Candidate, Cluster, FileSeen, Removed, Sketched
+    from codemill.tokenize.stats import Contaminated, DocumentMade, FileIn, OutsideMixture, ShardWritten
+
     dedup = DedupStats()
-    for event in [("file",), ("sketched",), ("too_short",), ("candidate", True), ("candidate", False), ("cluster", 2)]:
+    for event in [FileSeen(), Sketched(True), Sketched(False), Candidate(True), Candidate(False), Cluster(2)]:
         dedup.add(event)
-    dedup.add(("removed", "near", "Python", "permissive", 10))
-    dedup.add(("removed", "exact", "Python", "permissive", 5))
+    dedup.add(Removed("near", "Python", "permissive", 10))
+    dedup.add(Removed("exact", "Python", "permissive", 5))
     written = dedup.to_json()
     assert set(written["totals"]) <= _fields(DedupTotals)
     report = DedupReport.from_json(written)
     assert (report.totals.removed_near, report.totals.removed_exact, report.totals.removed_bytes) == (1, 1, 15)
+    assert (report.totals.near_dedup_contents, report.totals.too_short_for_near_dedup) == (1, 1)
+    assert (report.totals.verified_pairs, report.totals.rejected_pairs, report.totals.clusters) == (1, 1, 1)
 
     tokens = TokenizeStats()
-    for event in [("file", True), ("contaminated", "humaneval"), ("outside_mixture",)]:
+    for event in [FileIn(), Contaminated("humaneval"), OutsideMixture()]:
         tokens.add(event)
-    tokens.add(("document", "python", 100, 1, 2, True))
-    tokens.add(("shard", "python/part-00000-of-00001", 1, 100))
+    tokens.add(DocumentMade("python", 100, 1, 2, True))
+    tokens.add(ShardWritten("python/part-00000-of-00001", 1, 100))
     written = tokens.to_json()
     assert set(written["totals"]) <= _fields(TokenizeTotals)
     read = TokenizeReport.from_json(written)
     assert read.totals.tokens == 100 and read.tokens_by_component == {"python": 100}
+    assert read.totals.files_outside_mixture == 1 and read.totals.split_file_documents == 1
     assert read.contaminated_by_benchmark == {"humaneval": 1} and read.shards
+
+
+def test_an_unnamed_event_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="unknown dedup stats event"):
+        DedupStats().add(("removed", "near", "Python", "permissive", 10))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown tokenize stats event"):
+        TokenizeStats().add(("file", True))  # type: ignore[arg-type]

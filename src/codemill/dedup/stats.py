@@ -8,13 +8,44 @@ from the run's metrics.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from codemill.dedup.ranking import Decision, DedupEntry
 from codemill.drops import reason_kind
 
-# Events: ("file",) | ("sketched",) | ("too_short",) | ("candidate", verified) | ("cluster", size)
-#         | ("removed", kind, language, license_type, size_bytes)
+
+class FileSeen(NamedTuple):
+    """A record that took part in dedup (every one, kept or not)."""
+
+
+class Sketched(NamedTuple):
+    """A distinct content sketched for near dedup; without shingles it takes part in exact dedup only."""
+
+    has_shingles: bool
+
+
+class Candidate(NamedTuple):
+    """A candidate pair from the LSH buckets, and whether its shingle sets reached the threshold."""
+
+    verified: bool
+
+
+class Cluster(NamedTuple):
+    """A cluster of two or more records."""
+
+    size: int
+
+
+class Removed(NamedTuple):
+    """A record dropped as a duplicate."""
+
+    how: str  # exact | near
+    language: str
+    license_type: str
+    size_bytes: int
+
+
+DedupEvent = FileSeen | Sketched | Candidate | Cluster | Removed
 
 
 def size_bin(size: int) -> str:
@@ -25,11 +56,11 @@ def size_bin(size: int) -> str:
     return f"{upper // 2 + 1}-{upper}"
 
 
-def decision_events(entry: DedupEntry, decision: Decision) -> Iterable[tuple]:
-    yield ("file",)
+def decision_events(entry: DedupEntry, decision: Decision) -> Iterable[DedupEvent]:
+    yield FileSeen()
     if decision.drop_reason is not None:
-        kind = reason_kind(decision.drop_reason).removesuffix("_duplicate")  # exact | near
-        yield ("removed", kind, entry.language or "unknown", entry.license_type, entry.size_bytes)
+        how = reason_kind(decision.drop_reason).removesuffix("_duplicate")  # exact | near
+        yield Removed(how, entry.language or "unknown", entry.license_type, entry.size_bytes)
 
 
 class DedupStats:
@@ -41,31 +72,30 @@ class DedupStats:
             for name in ("files_by_language", "bytes_by_language", "files_by_license_type", "bytes_by_license_type")
         }
 
-    def add(self, event: tuple) -> "DedupStats":
-        kind = event[0]
-        if kind == "file":
-            self.totals["files"] += 1
-        elif kind == "sketched":
-            self.totals["near_dedup_contents"] += 1
-        elif kind == "too_short":
-            self.totals["too_short_for_near_dedup"] += 1
-        elif kind == "candidate":
-            self.totals["candidate_pairs"] += 1
-            self.totals["verified_pairs" if event[1] else "rejected_pairs"] += 1
-        elif kind == "cluster":
-            self.totals["clusters"] += 1
-            self.cluster_sizes[size_bin(event[1])] += 1
-        elif kind == "removed":
-            _, how, language, license_type, size = event
-            self.totals[f"removed_{how}"] += 1
-            self.totals["removed_files"] += 1
-            self.totals["removed_bytes"] += size
-            self.removed["files_by_language"][language] += 1
-            self.removed["bytes_by_language"][language] += size
-            self.removed["files_by_license_type"][license_type] += 1
-            self.removed["bytes_by_license_type"][license_type] += size
-        else:
-            raise ValueError(f"unknown dedup stats event {event!r}")
+    def add(self, event: DedupEvent) -> "DedupStats":
+        match event:
+            case FileSeen():
+                self.totals["files"] += 1
+            case Sketched(has_shingles=True):
+                self.totals["near_dedup_contents"] += 1
+            case Sketched(has_shingles=False):
+                self.totals["too_short_for_near_dedup"] += 1
+            case Candidate(verified=verified):
+                self.totals["candidate_pairs"] += 1
+                self.totals["verified_pairs" if verified else "rejected_pairs"] += 1
+            case Cluster(size=size):
+                self.totals["clusters"] += 1
+                self.cluster_sizes[size_bin(size)] += 1
+            case Removed(how=how, language=language, license_type=license_type, size_bytes=size):
+                self.totals[f"removed_{how}"] += 1
+                self.totals["removed_files"] += 1
+                self.totals["removed_bytes"] += size
+                self.removed["files_by_language"][language] += 1
+                self.removed["bytes_by_language"][language] += size
+                self.removed["files_by_license_type"][license_type] += 1
+                self.removed["bytes_by_license_type"][license_type] += size
+            case _:
+                raise TypeError(f"unknown dedup stats event {event!r}")
         return self
 
     def merge(self, other: "DedupStats") -> "DedupStats":

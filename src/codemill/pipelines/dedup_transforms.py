@@ -34,7 +34,7 @@ from codemill.dedup.shards import (
     save_decisions,
     scan_shard,
 )
-from codemill.dedup.stats import decision_events
+from codemill.dedup.stats import Candidate, Cluster, Sketched, decision_events
 from codemill.pipelines.common import (
     register,
     tagged,
@@ -141,7 +141,7 @@ def _verify(grouped: tuple[str, Iterable[tuple]], config: DedupConfig) -> Iterat
     for (u, _), u_set in zip(partners, sets[1:], strict=False):
         ok = jaccard(sets[0], u_set) >= config.threshold
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, "verified_pairs" if ok else "rejected_pairs").inc()
-        yield ("event", ("candidate", ok))
+        yield ("event", Candidate(ok))
         if ok:
             yield ("edge", (u, v))
 
@@ -188,7 +188,7 @@ def _decide(grouped: tuple[str, Iterable[DedupEntry]]) -> Iterator[tuple]:
         for event in decision_events(entry, decision):
             yield "event", event
     if size > 1:
-        yield "event", ("cluster", size)
+        yield "event", Cluster(size)
 
 
 class FetchTexts(beam.DoFn):
@@ -229,9 +229,7 @@ class CandidateEdges(beam.PTransform):
             scanned | "Sketches" >> beam.FlatMap(tagged, "sketch") | "DistinctSketches" >> beam.CombinePerKey(_any_one)
         )
         signed = sketches | "HasShingles" >> beam.Filter(lambda s: s[1] is not None)
-        sketch_events = sketches | "SketchEvents" >> beam.Map(
-            lambda s: ("too_short",) if s[1] is None else ("sketched",)
-        )
+        sketch_events = sketches | "SketchEvents" >> beam.Map(lambda s: Sketched(has_shingles=s[1] is not None))
         if self.lsh_partitions is None:
             pairs = (
                 signed
@@ -254,7 +252,7 @@ class CandidateEdges(beam.PTransform):
             edges, pair_events = pairs | "Verify" >> VerifiedPairs(contents, config)
         else:
             edges = pairs
-            pair_events = pairs | "Unverified" >> beam.Map(lambda _: ("candidate", True))
+            pair_events = pairs | "Unverified" >> beam.Map(lambda _: Candidate(True))
         edges | "WriteEdges" >> WriteEdges(self.edges_dir, self.parts)
         return (sketch_events, pair_events) | "NearEvents" >> beam.Flatten()
 

@@ -60,7 +60,7 @@ from codemill.tokenize.documents import (
 from codemill.tokenize.indexed import token_dtype
 from codemill.tokenize.mixture import MixtureSpec, blend
 from codemill.tokenize.shard_writer import PlannedRepository, source_text, write_token_shards
-from codemill.tokenize.stats import TokenizeStats
+from codemill.tokenize.stats import OutsideMixture, TokenizeStats
 from codemill.tokenize.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _assign_shard(record: FileRecord, mixture: MixtureSpec, num_shards: int) -> 
     and for a tuple of strings a UTF-8 transcoding each time."""
     component = mixture.component_of(record)
     if component is None:
-        yield "event", ("outside_mixture",)
+        yield "event", OutsideMixture()
     else:
         source = source_text(record)
         yield "record", ((component, shard_of(record.repo, num_shards)), pickle.dumps(tuple(source), protocol=5))

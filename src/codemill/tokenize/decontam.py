@@ -37,6 +37,7 @@ from codemill.drops import drop_reason
 from codemill.hashing import TOKEN_P, every_code_point, mix64, word_char_table
 from codemill.tokenize.benchmarks import BenchmarkTask
 from codemill.tokenize.config import DecontamConfig
+from codemill.tokenize.stats import Contaminated, FileIn
 
 
 def normalise(text: str) -> str:
@@ -384,7 +385,7 @@ def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
     """One kept record -> [('clean', record)] or [('contaminated', dropped record)], plus stats
     events. The matcher is built once per process and cached by config; threads share it (its
     scan releases the GIL)."""
-    events: list[tuple] = [("event", ("file", True))]
+    events: list[tuple] = [("event", FileIn())]
     if config is None:
         return events + [("clean", record)]
     matcher = _matcher_for(config)
@@ -392,6 +393,6 @@ def decontaminate_record(record, config: DecontamConfig | None) -> list[tuple]:
     if task is None:
         return events + [("clean", record)]
     return events + [
-        ("event", ("contaminated", task.benchmark)),
+        ("event", Contaminated(task.benchmark)),
         ("contaminated", record.drop(drop_reason("contaminated", task.label))),
     ]

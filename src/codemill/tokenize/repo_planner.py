@@ -13,6 +13,7 @@ from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.decontam import DecontamConfig, decontaminate_record, warm_matcher
 from codemill.tokenize.documents import RepositoryPlan, SourceText, plan_repository
 from codemill.tokenize.shard_writer import PlannedRepository, source_text
+from codemill.tokenize.stats import OutsideMixture
 
 
 def repositories_of(path: str, rows: int) -> Iterator[tuple[str, list[FileRecord]]]:
@@ -80,7 +81,7 @@ class DecontaminatedPlanner:
                 if component is not None:
                     by_component[component].append(source_text(value))
                 elif decide:
-                    self.side.append(("event", ("outside_mixture",)))
+                    self.side.append(("event", OutsideMixture()))
         return by_component, dropped
 
     def _plans(self, repo: str, by_component: dict[str, list[SourceText]]) -> dict[str, RepositoryPlan | None]:

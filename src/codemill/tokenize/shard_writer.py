@@ -20,6 +20,7 @@ from codemill.tokenize.documents import (
     encode_plans,
 )
 from codemill.tokenize.indexed import ShardInfo, TokenShardWriter
+from codemill.tokenize.stats import DocumentMade, ShardWritten
 
 if TYPE_CHECKING:
     from codemill.tokenize.repo_planner import DecontaminatedPlanner
@@ -84,7 +85,7 @@ class _OpenShards:
         for (index, component), info in sorted(self.closed.items()):
             if info.documents:
                 base = shard_name(index, self.num_shards).removesuffix(".parquet")
-                yield "shard", f"{component}/{base}", info.documents, info.tokens
+                yield ShardWritten(f"{component}/{base}", info.documents, info.tokens)
 
 
 def write_token_shards(
@@ -137,7 +138,7 @@ def write_token_shards(
             for doc in assemble_documents(plan, ids, tokenizer, config):
                 writer.add(doc)
                 fim_spans = sum(1 for s in doc.spans if s.fim)
-                events.append(("document", item.component, len(doc.tokens), fim_spans, len(doc.spans), doc.split_file))
+                events.append(DocumentMade(item.component, len(doc.tokens), fim_spans, len(doc.spans), doc.split_file))
                 progress.update(1)
         shards.close_before(None)
     except BaseException:

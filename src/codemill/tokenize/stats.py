@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
-# Events: ("file", kept: bool) | ("contaminated", benchmark) | ("outside_mixture",)
-#         | ("document", component, tokens, fim_files, files, split: bool) | ("shard", name, documents, tokens)
+
+class FileIn(NamedTuple):
+    """A kept record that reached the stage."""
+
+
+class Contaminated(NamedTuple):
+    """A record dropped by decontamination, and the benchmark it matched."""
+
+    benchmark: str
+
+
+class OutsideMixture(NamedTuple):
+    """A clean record that no mixture component selects."""
+
+
+class DocumentMade(NamedTuple):
+    component: str
+    tokens: int
+    fim_files: int
+    files: int
+    split: bool  # a part of a file longer than a document
+
+
+class ShardWritten(NamedTuple):
+    name: str  # <component>/part-i-of-n
+    documents: int
+    tokens: int
+
+
+TokenizeEvent = FileIn | Contaminated | OutsideMixture | DocumentMade | ShardWritten
 
 
 class TokenizeStats:
@@ -15,28 +44,26 @@ class TokenizeStats:
         self.tokens_by_component: Counter = Counter()
         self.shards: dict[str, dict] = {}
 
-    def add(self, event: tuple) -> "TokenizeStats":
-        kind = event[0]
-        if kind == "file":
-            self.totals["files_in"] += 1
-        elif kind == "contaminated":
-            self.totals["contaminated_files"] += 1
-            self.contaminated[event[1]] += 1
-        elif kind == "outside_mixture":
-            self.totals["files_outside_mixture"] += 1
-        elif kind == "document":
-            _, component, tokens, fim_files, files, split = event
-            self.tokens_by_component[component] += tokens
-            self.totals["documents"] += 1
-            self.totals["tokens"] += tokens
-            self.totals["fim_files"] += fim_files
-            self.totals["file_spans"] += files
-            self.totals["split_file_documents"] += int(split)
-        elif kind == "shard":
-            _, name, documents, tokens = event
-            self.shards[name] = {"documents": documents, "tokens": tokens}
-        else:
-            raise ValueError(f"unknown tokenize stats event {event!r}")
+    def add(self, event: TokenizeEvent) -> "TokenizeStats":
+        match event:
+            case FileIn():
+                self.totals["files_in"] += 1
+            case Contaminated(benchmark=benchmark):
+                self.totals["contaminated_files"] += 1
+                self.contaminated[benchmark] += 1
+            case OutsideMixture():
+                self.totals["files_outside_mixture"] += 1
+            case DocumentMade(component, tokens, fim_files, files, split):
+                self.tokens_by_component[component] += tokens
+                self.totals["documents"] += 1
+                self.totals["tokens"] += tokens
+                self.totals["fim_files"] += fim_files
+                self.totals["file_spans"] += files
+                self.totals["split_file_documents"] += int(split)
+            case ShardWritten(name, documents, tokens):
+                self.shards[name] = {"documents": documents, "tokens": tokens}
+            case _:
+                raise TypeError(f"unknown tokenize stats event {event!r}")
         return self
 
     def merge(self, other: "TokenizeStats") -> "TokenizeStats":

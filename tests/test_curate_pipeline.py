@@ -262,3 +262,36 @@ def test_a_run_with_missing_shards_is_never_marked_finished(tmp_path: Path, repo
     next((out / "data").glob("part-*.parquet")).unlink()
     with pytest.raises(IncompleteOutputError, match="missing: data/part-"):
         check_outputs(out, shards)
+
+
+def test_the_main_curate_bar_counts_files_as_units_read_them(tmp_path: Path, sources: list[str], monkeypatch) -> None:
+    """Each unit (here in two pool processes) reports the files it has read; the driver's bar sums
+    them, so it moves while units run instead of waiting for whole units."""
+    from codemill.curation import unit_progress
+    from codemill.pipelines import curate as stage
+
+    seen: list[int] = []
+
+    class Recording(unit_progress.FilesBar):
+        def __exit__(self, *exc) -> None:
+            seen.append(unit_progress.files_read(self.work_dir))
+            super().__exit__(*exc)
+
+    monkeypatch.setattr(stage, "FilesBar", Recording)
+    monkeypatch.setenv("CODEMILL_PROGRESS", "1")
+    assert curate(sources, tmp_path / "out", "--workers", "2", "--shards", "3") == 0
+    files = json.loads((tmp_path / "out" / "stats.json").read_text())["totals"]["files"]
+    assert seen == [files] and files > 3
+
+
+def test_unit_progress_is_written_whole_and_summed(tmp_path: Path) -> None:
+    from codemill.curation.unit_progress import PROGRESS_DIR, UnitProgress, files_read
+
+    first, second = UnitProgress(tmp_path, "unit-a"), UnitProgress(tmp_path, "unit-b")
+    first.add(3)
+    second.add(2)
+    first.write()
+    second.write()
+    (tmp_path / PROGRESS_DIR / "unit-c.json").write_text("{")  # a unit caught between writes
+    assert files_read(tmp_path) == 5
+    assert UnitProgress("s3://bucket/work", "unit-a").path is None  # object storage: no writes

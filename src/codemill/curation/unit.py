@@ -34,6 +34,7 @@ from codemill.curation.sources import read_source
 from codemill.curation.sources.base import RepoSummary
 from codemill.curation.spill import RecordStore
 from codemill.curation.stats import StatsAccumulator
+from codemill.curation.unit_progress import UnitProgress
 from codemill.errors import UserError
 from codemill.jsonl import read_json, write_json
 from codemill.records import FILE_RECORD_SCHEMA, MANIFEST_SCHEMA, TREE_SCHEMA, FileRecord, records_to_table
@@ -232,7 +233,9 @@ def result_from_marker(path: StoragePath) -> UnitResult:
 Detected = tuple[str, str, str, "Detection | Future"]  # (repo key, licence file, text key, outcome)
 
 
-def _read_unit(unit: WorkUnit, config, store: RecordStore) -> tuple[dict[str, RepoSummary], list[Detected]]:
+def _read_unit(
+    unit: WorkUnit, config, store: RecordStore, progress: UnitProgress
+) -> tuple[dict[str, RepoSummary], list[Detected]]:
     """Every file of the unit's sources built into a record and put in the store, by repository;
     licence texts handed to the detector as they pass. Returns the repositories' summaries and the
     detections started."""
@@ -250,7 +253,9 @@ def _read_unit(unit: WorkUnit, config, store: RecordStore) -> tuple[dict[str, Re
                 key, found = _LICENSES.detect(record.content, config.license_fast_path)  # type: ignore[arg-type]
                 detected.append((item.repo_key, record.path, key, found))
             store.add(item.repo_key, record)
+            progress.add()
     _LICENSES.settle()
+    progress.write()
     return summaries, detected
 
 
@@ -281,7 +286,7 @@ def curate_unit(unit: WorkUnit, settings: UnitSettings) -> list[UnitResult]:
     writers: dict[int, _FragmentWriter] = {}
     finished = False
     try:
-        summaries, detected = _read_unit(unit, config, store)
+        summaries, detected = _read_unit(unit, config, store, UnitProgress(settings.work_dir, unit.name))
         findings, licenses = _license_findings(detected)
         for key, summary in summaries.items():
             store.declare(key, summary.repo, summary.source_uri)  # a repository without files has trees too

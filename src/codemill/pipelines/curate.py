@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import apache_beam as beam
 
@@ -36,6 +37,7 @@ from codemill.curation.unit import (
     result_from_marker,
     unit_marker,
 )
+from codemill.curation.unit_progress import FilesBar
 from codemill.jsonl import json_field, read_json
 from codemill.pipelines.common import (
     ProgressBar,
@@ -53,7 +55,7 @@ from codemill.pipelines.outputs import (
 from codemill.pipelines.pooled import PooledDoFn
 from codemill.records import FileRecord
 from codemill.settings import stage_key
-from codemill.storage import StoragePath, location, resolved, rmtree, write_bytes
+from codemill.storage import StoragePath, is_remote, location, resolved, rmtree, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,17 @@ class CurateUnits(beam.PTransform):
     """WorkUnits -> UnitResults; every unit's fragments are written by the worker that curates it."""
 
     def __init__(
-        self, settings: UnitSettings, total_units: int | None, processes: int = 1, redistribute: bool = True
+        self,
+        settings: UnitSettings,
+        total_units: int | None,
+        processes: int = 1,
+        redistribute: bool = True,
+        unit_bar: bool = True,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.total_units = total_units
+        self.unit_bar = unit_bar  # off where the driver shows a bar of files (a local work folder)
         self.processes = processes
         # A Reshuffle spreads the units over a cluster's workers; in one process it is a no-op cost.
         self.redistribute = redistribute
@@ -79,11 +87,12 @@ class CurateUnits(beam.PTransform):
     def expand(self, units):
         if self.redistribute:
             units = units | "Spread" >> beam.Reshuffle()
-        return (
-            units
-            | "CurateUnit" >> beam.ParDo(PooledDoFn(curate_unit, (self.settings,), self.processes, batch_size=1))
-            | "Progress" >> beam.ParDo(ProgressBar(self.total_units, "curate", " units"))
+        results = units | "CurateUnit" >> beam.ParDo(
+            PooledDoFn(curate_unit, (self.settings,), self.processes, batch_size=1)
         )
+        if not self.unit_bar:
+            return results
+        return results | "Progress" >> beam.ParDo(ProgressBar(self.total_units, "curate", " units"))
 
 
 def _merge_shard(shard: int, units, settings) -> int:
@@ -169,6 +178,29 @@ def plan_curation(specs: list[SourceSpec], config: CurationConfig) -> CurationPl
     return CurationPlan(specs, num_shards, units, key)
 
 
+def _unit_settings(
+    plan: CurationPlan, out_dir: StoragePath, config: CurationConfig, license_cache: StoragePath | None
+) -> UnitSettings:
+    """What every unit's worker is given; the licence detections known so far are written for them
+    first, and the licence fast path's index is built here once."""
+    work = out_dir / WORK_DIR
+    seeds = work / LICENSE_CACHE
+    _write_license_seeds(seeds, [license_cache, out_dir / LICENSE_CACHE], work)
+    if config.detect_licenses and config.license_fast_path:
+        from codemill.curation.license_index import license_index
+
+        license_index()  # built here once per machine (~10 s), so the workers only read its cache
+    return UnitSettings(
+        dataclasses.replace(config, dedup=None),
+        plan.num_shards,
+        str(work),
+        str(out_dir),
+        config.memory_budget_mb << 20,
+        config.spill_dir,
+        str(seeds),
+    )
+
+
 def _curate(
     plan: CurationPlan,
     out_dir: StoragePath,
@@ -187,21 +219,7 @@ def _curate(
     )
     write_json(out_dir / "sources.json", {"sources": [spec_to_json(s) for s in plan.specs]})
     work = out_dir / WORK_DIR
-    seeds = work / LICENSE_CACHE
-    _write_license_seeds(seeds, [license_cache, out_dir / LICENSE_CACHE], work)
-    if config.detect_licenses and config.license_fast_path:
-        from codemill.curation.license_index import license_index
-
-        license_index()  # built here once per machine (~10 s), so the workers only read its cache
-    settings = UnitSettings(
-        dataclasses.replace(config, dedup=None),
-        plan.num_shards,
-        str(work),
-        str(out_dir),
-        config.memory_budget_mb << 20,
-        config.spill_dir,
-        str(seeds),
-    )
+    settings = _unit_settings(plan, out_dir, config, license_cache)
 
     driver = BeamDriver.from_args(pipeline_args, processes)
     with contextlib.ExitStack() as stack:
@@ -212,12 +230,22 @@ def _curate(
 
             service = stack.enter_context(ScancodeService(forks=driver.processes))
             settings = dataclasses.replace(settings, license_service=service.address)
+        local_work = not is_remote(work)
+        if local_work:  # a bar of files that moves while units run (curation/unit_progress.py)
+            stack.enter_context(FilesBar(Path(str(work))))
         pipeline = driver.pipeline()
         total_units = len(plan.units) if driver.single_process else None
         (
             pipeline
             | "Units" >> beam.Create(plan.units)
-            | "Curate" >> CurateUnits(settings, total_units, driver.processes, redistribute=not driver.single_process)
+            | "Curate"
+            >> CurateUnits(
+                settings,
+                total_units,
+                driver.processes,
+                redistribute=not driver.single_process,
+                unit_bar=not local_work,
+            )
             | "Merge" >> MergeShards(settings)
         )
         seconds = driver.timed(pipeline)
@@ -233,7 +261,7 @@ def _curate(
     results = [result_from_marker(unit_marker(str(work), u.name)) for u in plan.units]
     write_json(out_dir / "stats.json", merged_stats(results).to_json())
     stats = check_outputs(out_dir, plan.num_shards)
-    _write_license_cache(out_dir / LICENSE_CACHE, seeds, results)
+    _write_license_cache(out_dir / LICENSE_CACHE, work / LICENSE_CACHE, results)
     stats["sources"] = len(plan.specs)
     stats["layout"] = {
         "units": len(plan.units),

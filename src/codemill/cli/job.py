@@ -80,6 +80,12 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def register_run(commands) -> None:
+    from codemill.pipelines.stages import STAGES
+
+    # The stages and the command that runs each alone, from the one description of the stages.
+    order = " -> ".join(
+        f"{spec.name} ({'codemill ' + spec.command if spec.command else 'run only'})" for spec in STAGES
+    )
     run = commands.add_parser(
         "run",
         help="the whole job: curate, dedup, tokenize, train, evaluate, publish, report",
@@ -88,7 +94,8 @@ def register_run(commands) -> None:
         "with periodic checkpoints, evaluate every checkpoint (likelihood curves, SQ, SNR) and the "
         "last one (sandboxed pass@k), publish the dataset folder and write report.html. Stages are "
         "resumable: rerun the same command after an interruption.",
-        epilog="Any Apache Beam pipeline option passes through to the curation and tokenize pipelines.",
+        epilog=f"Stages, in order: {order}. Any Apache Beam pipeline option passes through to the curation "
+        "and tokenize pipelines.",
     )
     run.add_argument(
         "--config",

@@ -37,12 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from codemill.errors import CodemillError
 from codemill.eval.isolation import SlotCgroups, probe
 from codemill.eval.isolation import isolation as isolation  # reports read it from here
 from codemill.progress import bar
 
 Status = Literal["passed", "failed", "timeout", "error"]
 ZYGOTE = Path(__file__).with_name("sandbox_zygote.py")
+
+
+class SandboxError(CodemillError, RuntimeError):
+    """The sandbox cannot run programs on this machine (names what was tried)."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,7 @@ class Sandbox:
                 return python
             tried.append(f"{python}: {outcome.reason or outcome.stderr.strip()[-200:]}")
             self.close()
-        raise RuntimeError(
+        raise SandboxError(
             "no Python interpreter runs programs inside the sandbox ("
             + "; ".join(tried)
             + "); give SandboxConfig(python=...)"

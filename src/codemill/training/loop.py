@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codemill.errors import CodemillError, MissingInputError
+from codemill.errors import CodemillError, MissingInputError, UserError
 from codemill.training.checkpoint import load_latest, save_checkpoint
 from codemill.training.config import TrainConfig  # noqa: F401 (re-exported)
 from codemill.training.data import PackedSamples
@@ -102,7 +102,7 @@ class _Metrics:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RuntimeError(
+                raise UserError(
                     "tensorboard logging was asked for but the tensorboard package is not installed "
                     "(pip install tensorboard)"
                 ) from None

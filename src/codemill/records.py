@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 import pyarrow as pa
 
@@ -18,6 +18,9 @@ class LicenseType:
     PERMISSIVE = "permissive"
     NO_LICENSE = "no_license"
     NON_PERMISSIVE = "non_permissive"
+
+
+LanguageType = Literal["programming", "data", "markup", "prose"]  # go-enry's types
 
 
 @dataclass
@@ -38,7 +41,7 @@ class FileRecord:
     stored_sha1_git: str | None = None  # sha1_git of content.encode('utf-8'): what we store
     # Labels.
     language: str | None = None
-    language_type: str | None = None  # programming | data | markup | prose
+    language_type: LanguageType | None = None
     is_vendor: bool = False
     is_generated: bool = False
     parse_error_ratio: float | None = None

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from codemill.cli.common import (
+    add_config_flags,
     int_list,
     load_config_section,
 )
@@ -129,10 +130,7 @@ def register_eval(commands) -> None:
         help="generate with this model: a `codemill train` run or checkpoint "
         "directory, or a transformers model directory",
     )
-    evaluate.add_argument("--n", type=int, help=f"samples per problem (default {ev.n})")
-    evaluate.add_argument("--temperature", type=float, help=f"0 = greedy (default {ev.temperature:g})")
-    evaluate.add_argument("--top-p", type=float, help=f"nucleus sampling (default {ev.top_p:g})")
-    evaluate.add_argument("--max-new-tokens", type=int, help=f"default {ev.max_new_tokens}")
+    add_config_flags(evaluate, EvalConfig, ("n", "temperature", "top_p", "max_new_tokens", "timeout"))
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     evaluate.add_argument(
         "--limit", type=int, help=f"only the first N problems of each task (default {ev.pass_limit}; 0: all)"
@@ -152,7 +150,6 @@ def register_eval(commands) -> None:
     )
     evaluate.add_argument("--k", type=int_list, help=f"pass@k values (default {','.join(map(str, ev.k))})")
     evaluate.add_argument("--out", default="eval", help="output directory (default: %(default)s)")
-    evaluate.add_argument("--timeout", type=float, help=f"seconds per program (default {ev.timeout:g})")
     evaluate.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="programs run at once (default: %(default)s)"
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
 from codemill.cli.common import (
+    add_config_flags,
+    config_changes,
     load_config_section,
     positive_int,
 )
@@ -19,9 +22,10 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     from codemill.tokenize.tokenizer import TokenizerConfig, train_tokenizer_on
 
     section = load_config_section(args.config, "tokenizer", TokenizerStageConfig)
-    vocab_size = args.vocab_size or section.vocab_size
+    section = dataclasses.replace(section, **config_changes(args, ("vocab_size", "min_frequency", "max_files")))
+    vocab_size = section.vocab_size
     config = TokenizerConfig(vocab_size=vocab_size, min_frequency=section.min_frequency)
-    path = train_tokenizer_on(args.input, args.out, config, args.max_files or section.max_files)
+    path = train_tokenizer_on(args.input, args.out, config, section.max_files)
     folder = "<a local copy of the folder>" if is_remote(args.out) else args.out
     print(
         f"tokenizer ({vocab_size} tokens, StarCoder2 special tokens) -> {path}; load it with "
@@ -103,8 +107,9 @@ def register_tokenizer(commands) -> None:
         "--config",
         help="YAML file with tokenizer settings (vocab_size, min_frequency, max_files), optionally under 'tokenizer:'",
     )
-    train.add_argument("--vocab-size", type=int, help="vocabulary size (default 8192)")
-    train.add_argument("--max-files", type=int, help="train on at most this many files (default 20000)")
+    from codemill.pipelines.run_config import TokenizerStageConfig
+
+    add_config_flags(train, TokenizerStageConfig, ("vocab_size", "min_frequency", "max_files"))
     train.set_defaults(handler=_tokenizer_train, beam_args=False)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import enry
 
+from codemill.records import LanguageType
+
 # go-enry's vendor rules miss Python's vendoring convention (pip/_vendor, setuptools/_vendor).
 _EXTRA_VENDOR_RE = re.compile(r"(?:^|/)_vendor(?:ed)?/")
 
@@ -54,7 +56,7 @@ _GRAMMAR_OF = {
 @dataclass(frozen=True)
 class LanguageInfo:
     language: str | None
-    language_type: str | None  # programming | data | markup | prose
+    language_type: LanguageType | None
     is_vendor: bool
     is_generated: bool
 

@@ -20,7 +20,7 @@ import functools
 import re
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Literal
 
 from codemill.records import LicenseType
 
@@ -207,6 +207,9 @@ def combine_and(expressions: Iterable[str]) -> str | None:
     return " AND ".join(f"({e})" if (" OR " in e or " AND " in e) else e for e in unique)
 
 
+Detector = Literal["scancode", "index"]  # index: the fast path (license_index.py)
+
+
 @dataclass(frozen=True)
 class LicenseFinding:
     """A licence file's detection: it applies to `directory` and everything below it."""
@@ -214,7 +217,7 @@ class LicenseFinding:
     directory: str  # '' = repository root
     path: str
     spdx: str | None  # None: a licence-named file in which ScanCode found no licence
-    detector: str = "scancode"  # scancode | index (the fast path, license_index.py)
+    detector: Detector = "scancode"
     score: float | None = None  # the index's match score (reference tokens / text tokens)
 
     @property
@@ -228,7 +231,7 @@ class Detection:
     """One licence text's outcome, as the cache keeps it."""
 
     spdx: str | None
-    detector: str  # scancode | index
+    detector: Detector
     score: float | None = None
 
 

@@ -39,18 +39,19 @@ import itertools
 import operator
 import os
 import time
+import typing
 import uuid
 from collections import defaultdict
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, Literal
 
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metric import MetricResults
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
 
-from codemill.errors import ClusterError
+from codemill.errors import ClusterError, UserError
 from codemill.pipelines import dask_tasks
 
 DEFAULT_PARTITIONS_PER_THREAD = 2
@@ -65,13 +66,14 @@ class UnsupportedTransformError(DaskRunnerError):
 
 
 # ------------------------------------------------------------------------------- translation
+ShuffleMode = Literal["auto", "tasks", "p2p"]
 P2P_ABOVE = 4096  # (input x output) partition pairs above which a shuffle goes through dask's P2P shuffle
 
 
 @dataclass
 class _Graph:
     partitions: int
-    shuffle_mode: str = "auto"  # auto | tasks | p2p
+    shuffle_mode: ShuffleMode = "auto"  # p2p above P2P_ABOVE partition pairs with auto
     tasks: dict = field(default_factory=dict)
     pcollections: dict = field(default_factory=dict)  # PCollection -> [task key of each partition]
     metric_keys: list = field(default_factory=list)
@@ -295,7 +297,7 @@ class DaskRunner(PipelineRunner):
         partitions: int | None = None,
         timeout: float = 30,
         scheduler_file: str | None = None,
-        shuffle: str = "auto",
+        shuffle: ShuffleMode = "auto",
     ) -> None:
         if shuffle not in ("auto", "tasks", "p2p"):
             raise DaskRunnerError(f"--dask_shuffle must be auto, tasks or p2p, not {shuffle!r}")
@@ -373,9 +375,12 @@ def runner_from_args(args: list[str]) -> tuple[DaskRunner | None, list[str]]:
     if runner is None or runner.rsplit(".", 1)[-1] != "DaskRunner":
         return None, list(args)
     partitions = values.get("--dask_partitions")
+    shuffle = values.get("--dask_shuffle") or "auto"
+    if shuffle not in typing.get_args(ShuffleMode):
+        raise UserError(f"--dask_shuffle must be one of {', '.join(typing.get_args(ShuffleMode))}, got {shuffle!r}")
     return DaskRunner(
         values.get("--dask_client_address") or None,
         int(partitions) if partitions else None,
         scheduler_file=values.get("--dask_scheduler_file") or None,
-        shuffle=values.get("--dask_shuffle") or "auto",
+        shuffle=typing.cast(ShuffleMode, shuffle),
     ), rest

@@ -54,8 +54,8 @@ class JobConfig:
 class TokenizerStageConfig:
     """The `tokenizer:` section."""
 
-    vocab_size: int = 8192
-    min_frequency: int = 2
+    vocab_size: int = 8192  # tokens in the vocabulary, special tokens included
+    min_frequency: int = 2  # pairs seen fewer times are not merged
     max_files: int = 20_000  # kept files the BPE is trained on
 
     @classmethod
@@ -75,11 +75,11 @@ class EvalConfig:
     pass_limit: int | None = 40  # problems per pass@k task (None: all)
     curve_pass_limit: int = 0  # > 0: also a greedy pass@1 curve on this many problems per checkpoint
     n: int = 1  # samples per problem
-    k: tuple[int, ...] = (1,)
-    temperature: float = 0.0
-    top_p: float = 0.95
-    max_new_tokens: int = 128
-    timeout: float = 10.0  # sandbox wall clock per program
+    k: tuple[int, ...] = (1,)  # pass@k values (each at most n)
+    temperature: float = 0.0  # sampling temperature (0: greedy)
+    top_p: float = 0.95  # nucleus sampling
+    max_new_tokens: int = 128  # tokens generated per sample
+    timeout: float = 10.0  # seconds a program may run in the sandbox
     data: dict = field(default_factory=dict)  # task -> data file (mbpp, gsm8k); else ../shared or the hub
 
     def __post_init__(self) -> None:

@@ -4,13 +4,15 @@ is read, checked and printed without it."""
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from codemill.errors import UserError
 from codemill.settings import load_section
 
-MIXERS = ("hybrid", "mamba", "attention")
+Mixer = Literal["hybrid", "mamba", "attention"]
+MIXERS: tuple[str, ...] = typing.get_args(Mixer)
 MULTIPLIER_KINDS = ("scalar", "row", "col")
 MATRICES = (
     "q_proj",
@@ -36,7 +38,7 @@ class ModelConfig:
     hidden_size: int = 128
     num_layers: int = 4
     intermediate_size: int = 384
-    mixer: str = "hybrid"  # hybrid | mamba | attention
+    mixer: Mixer = "hybrid"  # each block's mixer: attention and Mamba-2 in parallel, or one of them
     rms_eps: float = 1e-5
     init_std: float = 0.02
     # attention

@@ -15,6 +15,10 @@ from codemill.cli.common import (
 )
 from codemill.pipelines.reports import TokenizeReport
 
+# The tokenize options that set a TokenizeConfig / DocumentConfig field of the same name.
+TOKENIZE_FLAGS = ("train_tokens", "dtype")
+DOCUMENT_FLAGS = ("max_tokens", "seed", "fim_rate", "fim_spm_rate", "metadata_rate")
+
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
     from codemill.pipelines.run_config import TokenizerStageConfig
@@ -53,9 +57,8 @@ def _tokenize(args: argparse.Namespace, beam_args: list[str]) -> int:
         from codemill.tokenize.mixture import MixtureSpec
 
         changes["mixture"] = MixtureSpec.from_yaml(Path(args.mixture))
-    if args.train_tokens:
-        changes["train_tokens"] = args.train_tokens
-    documents = {name: getattr(args, name) for name in ("max_tokens", "seed") if getattr(args, name) is not None}
+    changes.update(config_changes(args, TOKENIZE_FLAGS))
+    documents = config_changes(args, DOCUMENT_FLAGS)
     if documents:
         changes["documents"] = dataclasses.replace(config.documents, **documents)
     config = dataclasses.replace(config, **changes)
@@ -137,12 +140,12 @@ def register_tokenize(commands) -> None:
         help="mixture spec YAML (components selected by record fields, weights, "
         "max_epochs; default: one component 'all')",
     )
-    tokenize.add_argument(
-        "--train-tokens", type=int, help="planned training tokens: caps each component's weight at its max_epochs"
-    )
-    tokenize.add_argument("--max-tokens", type=int, help="maximum document length in tokens (default 8192)")
-    tokenize.add_argument("--seed", type=int, help="seed of the metadata and FIM draws (default 0)")
-    tokenize.add_argument("--shards", type=positive_int, help="token shards (default 4)")
+    from codemill.tokenize.config import TokenizeConfig
+    from codemill.tokenize.documents import DocumentConfig
+
+    add_config_flags(tokenize, TokenizeConfig, TOKENIZE_FLAGS)
+    add_config_flags(tokenize, DocumentConfig, DOCUMENT_FLAGS)
+    tokenize.add_argument("--shards", type=positive_int, help=f"token shards (default: {TokenizeConfig().num_shards})")
     tokenize.add_argument(
         "--workers",
         type=int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from codemill.errors import UserError
 from codemill.settings import reject_unknown
@@ -68,9 +68,9 @@ class TokenizeConfig:
     decontam: DecontamConfig | None = field(default_factory=DecontamConfig)  # None: no decontamination
     documents: DocumentConfig = DocumentConfig()
     mixture: MixtureSpec = MixtureSpec()  # default: one component "all" with every kept record
-    train_tokens: int | None = None  # with max_epochs in the mixture: cap each component's weight
-    num_shards: int = 4
-    dtype: str = "auto"  # token dtype of the shards: auto (uint16 below 65,500 tokens), uint16, int32
+    train_tokens: int | None = None  # planned training tokens: caps each component's weight at its max_epochs
+    num_shards: int = 4  # token shards per component
+    dtype: Literal["auto", "uint16", "int32"] = "auto"  # token dtype (auto: uint16 below 65,500 tokens)
 
     def __post_init__(self) -> None:
         if self.num_shards < 1:

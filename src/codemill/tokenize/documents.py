@@ -38,11 +38,11 @@ from codemill.tokenize.tokenizer import (
 
 @dataclass(frozen=True)
 class DocumentConfig:
-    seed: int = 0
-    metadata_rate: float = 0.5
-    fim_rate: float = 0.5
-    fim_spm_rate: float = 0.5
-    max_tokens: int = 8192
+    seed: int = 0  # seed of the metadata and FIM draws (each repository's from it and its name)
+    metadata_rate: float = 0.5  # share of documents that start with the repository name and file paths
+    fim_rate: float = 0.5  # share of files turned into fill-in-the-middle
+    fim_spm_rate: float = 0.5  # share of FIM files in suffix-prefix-middle order (else prefix-suffix-middle)
+    max_tokens: int = 8192  # maximum document length in tokens
 
     def __post_init__(self) -> None:
         for name in ("metadata_rate", "fim_rate", "fim_spm_rate"):

@@ -36,6 +36,8 @@ processes (Beam's own --direct_num_workers/--direct_running_mode also pass throu
 """
 
 
+# The options that set a config field of the same name.
+CURATE_FLAGS = ("shard_mb", "memory_budget_mb", "spill_dir")
 DEDUP_FLAGS = ("mode", "threshold", "num_perm", "ngram", "bands", "rows", "seed", "cc_rounds")
 
 
@@ -55,14 +57,9 @@ def _curate(args: argparse.Namespace, beam_args: list[str]) -> int:
         changes["redact_pii"] = False
     if args.no_licenses:
         changes["detect_licenses"] = False
-    for option, setting in (
-        ("shards", "num_shards"),
-        ("shard_mb", "shard_mb"),
-        ("memory_budget_mb", "memory_budget_mb"),
-        ("spill_dir", "spill_dir"),
-    ):
-        if getattr(args, option) is not None:
-            changes[setting] = getattr(args, option)
+    if args.shards is not None:
+        changes["num_shards"] = args.shards
+    changes.update(config_changes(args, CURATE_FLAGS))
     if args.dedup == "none":
         changes["dedup"] = None
     elif args.dedup:
@@ -241,11 +238,9 @@ def register_curate(commands) -> None:
         type=positive_int,
         help="output shards per table (default: the estimated input size over --shard-mb)",
     )
-    curate.add_argument("--shard-mb", type=float, help="target input MB per output shard (default 32)")
-    curate.add_argument(
-        "--memory-budget-mb", type=int, help="MB of records a worker holds before it spills to local disk (default 512)"
-    )
-    curate.add_argument("--spill-dir", help="local folder for spills (default: the system's temporary folder)")
+    from codemill.curation.config import CurationConfig
+
+    add_config_flags(curate, CurationConfig, CURATE_FLAGS)
     curate.add_argument(
         "--license-cache", help="a license_cache.json of an earlier curation: its licence texts are not detected again"
     )

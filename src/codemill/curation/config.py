@@ -24,9 +24,9 @@ class CurationConfig:
     max_parse_check_bytes: int = 1 << 20  # tree-sitter check on files up to this size
     # Output shards per table: the estimated input bytes over `shard_mb` unless `num_shards` fixes
     # it; either way a function of the input only, so the output is identical on any runner.
-    shard_mb: float = 32.0
-    num_shards: int | None = None
-    memory_budget_mb: int = 512  # records one worker holds before it spills to local disk
+    shard_mb: float = 32.0  # target input MB per output shard
+    num_shards: int | None = None  # output shards per table (None: from the input size and shard_mb)
+    memory_budget_mb: int = 512  # MB of records one worker holds before it spills to local disk
     spill_dir: str | None = None  # local disk for spills (default: the system's temporary folder)
     min_text_coherence: float = 0.5  # charset detection: below this the file is undecodable
     dedup: DedupConfig | None = None  # exact/near dedup inside the curation pipeline; None: off

@@ -79,7 +79,7 @@ def parallelize(model: torch.nn.Module, env: DistEnv, mode: str, bf16: bool = Fa
     FSDP2 gathers parameters in bfloat16 and reduces gradients in float32 (its MixedPrecisionPolicy;
     the sharded master weights stay float32)."""
     if mode not in PARALLEL_MODES:
-        raise ValueError(f"parallel mode must be one of {PARALLEL_MODES}, got {mode!r}")
+        raise UserError(f"parallel mode must be one of {PARALLEL_MODES}, got {mode!r}")
     if not dist.is_initialized():
         return model
     if mode == "ddp":

@@ -202,7 +202,7 @@ def _setup(config: TrainConfig, env: DistEnv) -> _Run:
     data = PackedSamples(config.data, config.steps * global_batch)
     model_config = config.model_config(vocab_size=data.vocab_size)
     if data.vocab_size > model_config.vocab_size:
-        raise ValueError(
+        raise UserError(
             f"the data's tokenizer has {data.vocab_size} tokens but the model's vocabulary is {model_config.vocab_size}"
         )
     check_step_fits(model_config, config.data.seq_len, config.micro_batch, config.activation_checkpointing, env.device)
@@ -230,7 +230,7 @@ def _resume(run: _Run) -> tuple[int, int, int | None]:
         return 0, 0, None
     planned = checkpoint.state.get("train", {}).get("steps", config.steps)
     if planned != config.steps:
-        raise ValueError(
+        raise UserError(
             f"{run.out_dir} was started for {planned} steps: its learning-rate schedule (warmup, decay) and the "
             f"order of its samples are planned for that many. Resume it with --steps {planned}, or start a new "
             f"run in another --out to train for {config.steps} steps"

@@ -191,7 +191,7 @@ def run_dedup(
     in_dir, out_dir = resolved(in_dir), resolved(out_dir)
     require_finished(in_dir, "curation", "run `codemill curate` into it first")
     if in_dir == out_dir:
-        raise UserError(f"dedup: IN and OUT are the same folder ({in_dir}); give OUT another folder")
+        raise UserError(f"IN and OUT are the same folder ({in_dir}); give OUT another folder")
     shards = input_shards(in_dir)
     num_files = sum(parquet_file(p).metadata.num_rows for p in shard_paths(in_dir / "manifest"))
     key = stage_key("dedup", (in_dir / SUCCESS_MARKER).read_text(), str(in_dir), config)

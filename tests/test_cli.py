@@ -59,6 +59,8 @@ def test_missing_run_and_empty_inputs_are_errors_not_quiet_successes(tmp_path: P
     assert "is not a directory" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
+    assert main(["eval-signal", str(empty)]) == 2  # a folder, but not a training run
+    assert "is not a `codemill train` run directory" in capsys.readouterr().err
     assert main(["curate", str(empty), "--out", str(tmp_path / "cur"), "--no-licenses"]) == 2
     assert "held no files" in capsys.readouterr().err
     assert main(["tokenizer", "train", str(tmp_path / "cur"), "--out", str(tmp_path / "tok")]) == 2

@@ -13,7 +13,7 @@ import json
 import sysconfig
 from pathlib import Path
 
-from codemill.errors import UserError
+from codemill.errors import MissingInputError, UserError
 from codemill.eval.likelihood import Pair, likelihood_metrics, logits_fn
 from codemill.eval.names import SIGNAL_TASKS
 from codemill.eval.signal import curve_report, plot_curves
@@ -64,6 +64,8 @@ def run_signal(
     from codemill.training.loop import load_model
 
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise MissingInputError(f"{run_dir} is not a `codemill train` run directory (no config.json)")
     config = json.loads((run_dir / "config.json").read_text())
     tokenizer = load_tokenizer(Path(config["train"]["data"]["path"]) / "tokenizer")
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731

@@ -82,6 +82,33 @@ class FileSpan:
     char_end: int
     fim: str  # "", "psm" or "spm"
 
+    @classmethod
+    def of(
+        cls,
+        f: SourceText,
+        token_start: int,
+        content_start: int,
+        token_end: int,
+        char_start: int,
+        char_end: int,
+        fim: str,
+    ) -> FileSpan:
+        """The span of file `f` (its identity and licence) at these token and character offsets."""
+        return cls(
+            f.swhid,
+            f.qualified_swhid,
+            f.repo,
+            f.path,
+            f.license_spdx,
+            f.license_type,
+            token_start,
+            content_start,
+            token_end,
+            char_start,
+            char_end,
+            fim,
+        )
+
 
 @dataclass
 class Document:
@@ -265,22 +292,7 @@ def assemble_documents(
             start = length
             chunks += [np.array([sp[FILE_SEP]]), path_ids] + body
             length += segment_length
-            spans.append(
-                FileSpan(
-                    f.swhid,
-                    f.qualified_swhid,
-                    f.repo,
-                    f.path,
-                    f.license_spdx,
-                    f.license_type,
-                    start,
-                    start + 1 + len(path_ids),
-                    length,
-                    0,
-                    len(f.content),
-                    fim,
-                )
-            )
+            spans.append(FileSpan.of(f, start, start + 1 + len(path_ids), length, 0, len(f.content), fim))
             continue
         # One file longer than a document: its parts in content order are a lossless tokenisation of
         # it (FIM is dropped); cut that into documents of their own.
@@ -379,20 +391,8 @@ def _split_file(
     cuts = _cuts_by_bytes(f.content, tokens, budget, tokenizer) or _cuts_by_decoding(f, tokens, budget, tokenizer)
     for n, (lo, hi, char_start, char_end) in enumerate(cuts):
         chunks = head + [np.array([sp[FILE_SEP]]), path_ids, tokens[lo:hi], np.array([sp[EOS]])]
-        span = FileSpan(
-            f.swhid,
-            f.qualified_swhid,
-            f.repo,
-            f.path,
-            f.license_spdx,
-            f.license_type,
-            start,
-            start + 1 + len(path_ids),
-            start + 1 + len(path_ids) + hi - lo,
-            char_start,
-            char_end,
-            "",
-        )
+        content_start = start + 1 + len(path_ids)
+        span = FileSpan.of(f, start, content_start, content_start + hi - lo, char_start, char_end, "")
         yield Document(repo, first_index + n, np.concatenate(chunks), [span], split_file=True)
 
 

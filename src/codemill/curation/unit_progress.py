@@ -46,13 +46,19 @@ class UnitProgress:
 
 def files_read(work_dir: Path) -> int:
     """The files every unit has reported so far."""
-    total = 0
+    return _files_read(work_dir)[0]
+
+
+def _files_read(work_dir: Path) -> tuple[int, int]:
+    """(files reported, progress files read)."""
+    total = reports = 0
     for path in (work_dir / PROGRESS_DIR).glob("*.json"):
+        reports += 1
         try:
             total += int(json.loads(path.read_text())["files"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a unit's file between its writes: counted at the next poll
-    return total
+    return total, reports
 
 
 class FilesBar:
@@ -76,10 +82,15 @@ class FilesBar:
 
         progress = bar(desc="curate", unit=" files", mininterval=2.0, leave=False)
         try:
+            wait = self.poll
             while True:
-                finished = self.done.wait(self.poll)
-                progress.update(files_read(self.work_dir) - progress.n)
+                finished = self.done.wait(wait)
+                files, reports = _files_read(self.work_dir)
+                progress.update(files - progress.n)
                 if finished:
                     return
+                # A corpus of thousands of units: poll less often, so the driver reads ~1,000 small
+                # files a second at most, whatever the number of units.
+                wait = max(self.poll, reports / 1000)
         finally:
             progress.close()
